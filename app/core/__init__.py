@@ -1,0 +1,42 @@
+"""ModelDeck's GUI-free core. Never imports Qt: a host daemon can use it without a display.
+
+Names resolve lazily so ``import app.core`` stays cheap for scripts and hosts.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "HardwareProfiler": "app.core.hardware_profiler",
+    "HardwareProfile": "app.core.hardware.snapshot",
+    "GpuDevice": "app.core.hardware.snapshot",
+    "GpuProcess": "app.core.hardware.snapshot",
+    "HostMemory": "app.core.hardware.snapshot",
+    "BackendStatus": "app.core.hardware.snapshot",
+    "Sampler": "app.core.sampler",
+    "RingBuffer": "app.core.sampler",
+    "Signal": "app.core.events",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from app.core.events import Signal
+    from app.core.hardware.snapshot import BackendStatus, GpuDevice, GpuProcess, HardwareProfile, HostMemory
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.sampler import RingBuffer, Sampler
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'app.core' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
