@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets up ModelDeck in ./.venv on a Debian/Ubuntu machine that has only python3.
+#   scripts/bootstrap.sh          the application
+#   scripts/bootstrap.sh test     the application and its test tools
+# Installs the system libraries Qt needs where they are missing (as root, or through sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+
+say() { printf 'modeldeck setup: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root to run: $*"; return 1
+  fi
+}
+
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || { say "missing system packages ($*) and no apt-get: install them yourself"; return 0; }
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  say "installing system packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { say "Python 3.10 or newer is needed (found $(python3 --version 2>&1))"; exit 1; }
+
+# Debian's python3 ships venv/ensurepip separately.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  v=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install "python${v}-venv" || apt_install python3-venv
+fi
+
+# Shared libraries the Qt wheels load (offscreen and xcb platforms, fonts).
+missing=()
+for pair in libEGL.so.1:libegl1 libGL.so.1:libgl1 libxkbcommon.so.0:libxkbcommon0 \
+            libfontconfig.so.1:libfontconfig1 libdbus-1.so.3:libdbus-1-3 libglib-2.0.so.0:libglib2.0-0; do
+  lib="${pair%%:*}"; pkg="${pair##*:}"
+  ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$pkg")
+done
+command -v fc-list >/dev/null 2>&1 || missing+=(fontconfig)
+if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+
+spec="."
+[ "$extra" = "test" ] && spec=".[test]"
+stamp=".venv/.modeldeck-installed-${extra:-app}"
+digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+  say "installing ModelDeck ${extra:+with $extra tools }into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e "$spec"
+  echo "$digest" > "$stamp"
+fi
