@@ -1,0 +1,866 @@
+"""Memory estimation: pure functions, bytes in and bytes out, each term with a one-line explanation.
+
+Where each number comes from:
+- GGML block sizes: ggml's type traits (the same table the `gguf` package ships as
+  ``GGML_QUANT_SIZES``; a test keeps the two equal). Kept here so estimating does not pay for
+  importing `gguf` (about 130 ms).
+- GGUF presets (Q4_K_M, …) are mixtures: the per-tensor rules follow llama.cpp's
+  ``llama_tensor_get_type`` (src/llama-quant.cpp), modelled per tensor group from the architecture.
+- KV cache: 2 × layers × context × KV heads × head dim × bytes per element, with sliding-window
+  layers caching only their window and MLA caching its compressed latent.
+- LLM compute buffer: Ollama's graph-size formula for llama-like models (fs/ggml/ggml.go,
+  ``GraphSize``); with flash attention the attention scores are not materialised and the output
+  logits dominate: 4 × batch × (hidden + vocab) bytes.
+- Per-GPU runtime overhead: 457 MiB, Ollama's CUDA minimum (discover/gpu.go ``CudaMinimumMemory``).
+- Diffusion activations: ComfyUI's ``memory_required`` (comfy/model_base.py): latent area ×
+  dtype size × 0.01 × memory_usage_factor MiB with efficient attention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from typing import Any, Iterable
+
+from app.core.units import MiB, format_gib
+
+__all__ = [
+    "Architecture",
+    "EstimateTerm",
+    "MemoryEstimate",
+    "QuantSpec",
+    "UnknownQuantizationError",
+    "GGML_TYPES",
+    "KV_TYPES",
+    "resolve_quantization",
+    "quantization_names",
+    "weight_bytes",
+    "kv_cache_bytes",
+    "llm_compute_bytes",
+    "runtime_overhead_bytes",
+    "estimate_llm",
+    "estimate_diffusion",
+    "estimate_speech_to_text",
+    "estimate_text_to_speech",
+    "estimate_video",
+    "estimate_embedding",
+]
+
+# --------------------------------------------------------------------------------------------
+# Storage types
+# --------------------------------------------------------------------------------------------
+
+#: ggml type -> (elements per block, bytes per block).
+GGML_TYPES: dict[str, tuple[int, int]] = {
+    "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "F64": (1, 8),
+    "I8": (1, 1), "I16": (1, 2), "I32": (1, 4), "I64": (1, 8),
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
+    "Q8_0": (32, 34), "Q8_1": (32, 40),
+    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176),
+    "Q6_K": (256, 210), "Q8_K": (256, 292),
+    "IQ2_XXS": (256, 66), "IQ2_XS": (256, 74), "IQ2_S": (256, 82),
+    "IQ3_XXS": (256, 98), "IQ3_S": (256, 110),
+    "IQ1_S": (256, 50), "IQ1_M": (256, 56),
+    "IQ4_NL": (32, 18), "IQ4_XS": (256, 136),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66),
+    "MXFP4": (32, 17),
+}
+
+#: KV-cache element types llama.cpp accepts for --cache-type-k/-v, as (block, bytes).
+KV_TYPES: dict[str, tuple[int, int]] = {
+    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2),
+    "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24),
+    "iq4_nl": (32, 18),
+}
+
+
+def _row_bytes(ggml_type: str, ncols: int) -> int:
+    block, size = GGML_TYPES[ggml_type]
+    return (ncols // block) * size
+
+
+# A k-quant needs rows whose length is a multiple of 256; llama.cpp falls back otherwise.
+_FALLBACK = {
+    "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL",
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL",
+    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+}
+
+
+def _compatible(ggml_type: str, ncols: int) -> str:
+    if ncols % GGML_TYPES[ggml_type][0] == 0:
+        return ggml_type
+    fb = _FALLBACK.get(ggml_type, "F16")
+    return fb if ncols % GGML_TYPES[fb][0] == 0 else "F16"
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization names
+# --------------------------------------------------------------------------------------------
+
+
+class UnknownQuantizationError(ValueError):
+    """A quantization name ModelDeck does not know; the message lists the ones it does."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantSpec:
+    """How a quantization level stores weights.
+
+    ``kind``: "float" (every weight at ``bits``), "linear" (linear layers quantized with per-block
+    scales, embeddings and output head kept at 16 bits, as bitsandbytes/GPTQ/AWQ do), "gguf"
+    (a llama.cpp file-type preset, modelled per tensor), or "ggml" (one ggml type for every matrix).
+    """
+
+    name: str
+    kind: str
+    #: Effective bits per weight of the quantized tensors, scales included.
+    bits: float
+    description: str
+    runtime: str
+    #: The preset's base ggml type (gguf/ggml kinds).
+    ggml_type: str | None = None
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.kind in ("gguf", "ggml")
+
+
+def _q(name: str, kind: str, bits: float, description: str, runtime: str, ggml: str | None = None) -> QuantSpec:
+    return QuantSpec(name, kind, bits, description, runtime, ggml)
+
+
+# bitsandbytes 4-bit: one fp32 absmax per block of 64 (+0.5 bit); with double quantization the
+# absmax is 8-bit with an fp32 second-level scale per 256 blocks (+0.127 bit). bitsandbytes docs.
+# GPTQ/AWQ: fp16 scale and 4-bit zero per group of 128 (+0.156 bit). LLM.int8: fp32 scale per row.
+_BASE_LEVELS: tuple[QuantSpec, ...] = (
+    _q("fp32", "float", 32, "full precision (FP32)", "transformers"),
+    _q("fp16", "float", 16, "half precision (FP16)", "transformers"),
+    _q("bf16", "float", 16, "brain float 16 (BF16)", "transformers"),
+    _q("fp8", "float", 8, "8-bit float (FP8 E4M3) weights", "transformers"),
+    _q("int8", "linear", 8, "8-bit bitsandbytes (LLM.int8), 16-bit embeddings", "transformers"),
+    _q("nf4", "linear", 4 + 32 / 64, "4-bit NormalFloat (bitsandbytes), absmax per 64 weights", "transformers"),
+    _q("nf4-dq", "linear", 4 + 8 / 64 + 32 / (64 * 256), "4-bit NormalFloat with double quantization",
+       "transformers"),
+    _q("fp4", "linear", 4 + 32 / 64, "4-bit float (bitsandbytes), absmax per 64 weights", "transformers"),
+    _q("int4", "linear", 4 + 32 / 64, "4-bit (bitsandbytes NF4)", "transformers"),
+    _q("gptq-int4", "linear", 4 + 16 / 128 + 4 / 128, "GPTQ 4-bit, group size 128", "transformers"),
+    _q("awq-int4", "linear", 4 + 16 / 128 + 4 / 128, "AWQ 4-bit, group size 128", "transformers"),
+    _q("int2", "linear", 2 + 32 / 64, "2-bit with fp16 scale and zero per 64 weights (HQQ-style)", "transformers"),
+)
+
+# llama.cpp file types -> base ggml type (llama_model_quantize_impl).
+_GGUF_PRESETS: dict[str, str] = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16",
+    "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": "Q5_1", "Q8_0": "Q8_0",
+    "Q2_K": "Q2_K", "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K",
+    "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M", "IQ2_XXS": "IQ2_XXS", "IQ2_XS": "IQ2_XS", "IQ2_S": "IQ2_XS",
+    "IQ2_M": "IQ2_S", "IQ3_XXS": "IQ3_XXS", "IQ3_XS": "IQ3_S", "IQ3_S": "IQ3_S", "IQ3_M": "IQ3_S",
+    "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS", "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0", "MXFP4_MOE": "MXFP4",
+}
+# llama-quantize accepts these short names for the _M presets.
+_GGUF_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "MXFP4": "MXFP4_MOE"}
+
+_SEED_ALIASES = {"none": "fp32", "float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+                 "8bit": "int8", "4bit": "int4", "2bit": "int2", "gptq": "gptq-int4", "awq": "awq-int4",
+                 "bnb-nf4": "nf4", "bnb-int8": "int8", "fp8_e4m3": "fp8"}
+
+
+def _gguf_spec(preset: str) -> QuantSpec:
+    base = _GGUF_PRESETS[preset]
+    block, size = GGML_TYPES[base]
+    return QuantSpec(preset, "gguf", size * 8 / block, f"GGUF {preset} (llama.cpp preset, base {base})",
+                     "llama.cpp", base)
+
+
+@lru_cache(maxsize=None)
+def _quant_table() -> dict[str, QuantSpec]:
+    table: dict[str, QuantSpec] = {q.name: q for q in _BASE_LEVELS}
+    for preset in _GGUF_PRESETS:
+        table[preset.lower()] = _gguf_spec(preset)
+    return table
+
+
+def quantization_names() -> list[str]:
+    """Every name ``resolve_quantization`` accepts, canonical spelling first."""
+    return [q.name for q in _quant_table().values()]
+
+
+@lru_cache(maxsize=512)
+def resolve_quantization(name: str) -> QuantSpec:
+    """A quantization by name, case-insensitively: ``fp16``, ``int4``, ``4bit``, ``Q4_K_M``, ``IQ4_XS`` …"""
+    key = str(name).strip()
+    lower = key.lower().replace(" ", "")
+    lower = _SEED_ALIASES.get(lower, lower)
+    table = _quant_table()
+    if lower in table:
+        return table[lower]
+    upper = lower.upper()
+    upper = _GGUF_ALIASES.get(upper, upper)
+    if upper.lower() in table:
+        return table[upper.lower()]
+    if upper in GGML_TYPES:  # a bare ggml type such as Q6_K or IQ4_NL: every matrix in that type
+        block, size = GGML_TYPES[upper]
+        return QuantSpec(upper, "ggml", size * 8 / block, f"every matrix in {upper}", "llama.cpp", upper)
+    raise UnknownQuantizationError(
+        f"unknown quantization {name!r}; use one of: fp32 fp16 bf16 fp8 int8 int4 nf4 int2, the seed's "
+        "none 8bit 4bit 2bit, or a GGUF type such as Q4_K_M, Q8_0, IQ4_XS, F16"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    """What estimation needs to know about a transformer; None where unknown."""
+
+    layers: int
+    hidden_size: int
+    heads: int
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    vocab_size: int | None = None
+    intermediate_size: int | None = None
+    family: str | None = None
+    max_context: int | None = None
+    sliding_window: int | None = None
+    #: Every Nth layer is global (Gemma 2: 2, Gemma 3: 6); None with a window means every layer slides.
+    sliding_window_pattern: int | None = None
+    experts: int | None = None
+    active_experts: int | None = None
+    expert_intermediate_size: int | None = None
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    #: Multi-head latent attention (DeepSeek V2/V3): the cache holds this latent plus the RoPE key.
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def n_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.heads
+
+    @property
+    def gqa(self) -> int:
+        return self.heads // self.n_kv_heads
+
+    @property
+    def fused_qkv(self) -> bool:
+        """Phi-3 stores Q, K and V as one tensor (attn_qkv), which llama.cpp quantizes by its own rule."""
+        return (self.family or "") in ("phi3",)
+
+    @property
+    def n_experts(self) -> int:
+        return self.experts or 0
+
+    def parameter_count(self) -> int:
+        """Parameters of the tensors modelled here (embeddings, attention, FFN/experts, norms)."""
+        return sum(n * rows * cols for _, rows, cols, n, _ in _tensor_groups(self))
+
+    def with_parameters(self, parameters: int) -> "Architecture":
+        """This architecture with the FFN width solved so the modelled count equals ``parameters``
+        (for when a config gives the layer shapes but not ``intermediate_size``)."""
+        if self.intermediate_size or parameters <= 0:
+            return self
+        probe = replace(self, intermediate_size=1)
+        per_unit = 3 * self.layers * self.hidden_size * max(1, self.n_experts)
+        ff = (parameters - probe.parameter_count() + per_unit) // per_unit
+        return replace(self, intermediate_size=max(1, int(ff)))
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> "Architecture | None":
+        """From a catalog/config-like mapping; None when the essentials are missing."""
+        needed = ("layers", "hidden_size", "heads")
+        if any(not data.get(k) for k in needed):
+            return None
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names and v is not None}
+        return cls(**kwargs)
+
+
+def _tensor_groups(a: Architecture) -> list[tuple[str, int, int, int, bool]]:
+    """(group, rows, ncols, count, quantizable) for each kind of tensor in a llama-like model.
+
+    ``ncols`` is ggml's ne[0], the row length the block size must divide.
+    """
+    h, hd = a.hidden_size, a.n_head_dim
+    q_dim, kv_dim = a.heads * hd, a.n_kv_heads * hd
+    L = a.layers
+    vocab = a.vocab_size or 0
+    groups: list[tuple[str, int, int, int, bool]] = []
+    if vocab:
+        groups.append(("token_embd", vocab, h, 1, True))
+        if not a.tie_word_embeddings:
+            groups.append(("output", vocab, h, 1, True))
+    if a.fused_qkv:
+        groups.append(("attn_qkv", q_dim + 2 * kv_dim, h, L, True))
+    else:
+        groups += [("attn_q", q_dim, h, L, True), ("attn_k", kv_dim, h, L, True), ("attn_v", kv_dim, h, L, True)]
+    groups.append(("attn_output", h, q_dim, L, True))
+    if a.n_experts > 1:
+        ff = a.expert_intermediate_size or a.intermediate_size or 4 * h
+        e = a.n_experts
+        groups += [
+            ("ffn_gate_exps", ff * e, h, L, True),
+            ("ffn_up_exps", ff * e, h, L, True),
+            ("ffn_down_exps", h * e, ff, L, True),
+            ("ffn_gate_inp", e, h, L, False),  # the router stays F32
+        ]
+    else:
+        ff = a.intermediate_size or 4 * h
+        groups += [("ffn_gate", ff, h, L, True), ("ffn_up", ff, h, L, True), ("ffn_down", h, ff, L, True)]
+    # 1-D tensors stay F32: two norms per layer and the final norm, plus q/k/v biases where present.
+    groups.append(("norms", 1, h, 2 * L + 1, False))
+    if a.attention_bias:
+        groups.append(("attn_bias", 1, q_dim + 2 * kv_dim, L, False))
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Weights
+# --------------------------------------------------------------------------------------------
+
+
+def _native_label(native_dtype: str | None) -> str:
+    """The 16-bit type unquantized embeddings keep: the checkpoint's own (fp32 checkpoints load as fp16)."""
+    return "BF16" if (native_dtype or "bf16").lower() in ("bf16", "bfloat16") else "F16"
+
+
+@lru_cache(maxsize=4096)
+def _more_bits_layers(n: int) -> int:
+    """How many of n layers llama.cpp's ``use_more_bits`` upgrades."""
+    return sum(1 for i in range(n) if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2)
+
+
+def _split(count: int, rules: Iterable[tuple[int, str]], default: str) -> list[tuple[int, str]]:
+    """Distribute ``count`` layers: each (n, type) takes up to n of what is left."""
+    out, left = [], count
+    for n, t in rules:
+        take = max(0, min(n, left))
+        if take:
+            out.append((take, t))
+            left -= take
+    if left:
+        out.append((left, default))
+    return out
+
+
+def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base: str) -> list[tuple[int, str]]:
+    """llama.cpp's per-tensor choice for one group: [(how many tensors, ggml type)]."""
+    p = preset
+    L = a.layers
+    eight = a.n_experts == 8
+    iq_low = p in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
+    if group in ("output",) or (group == "token_embd" and a.tie_word_embeddings):
+        if p == "MXFP4_MOE":
+            return [(count, "Q8_0")]
+        if iq_low or p == "IQ3_XXS":
+            return [(count, "Q5_K")]
+        return [(count, base if base == "Q8_0" else "Q6_K")]
+    if p == "MXFP4_MOE":
+        return [(count, "MXFP4" if group.endswith("_exps") else "Q8_0")]
+    if group == "token_embd":
+        if p in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+            return [(count, "Q2_K")]
+        if p in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+            return [(count, "IQ3_S")]
+        if p in ("TQ1_0", "TQ2_0"):
+            return [(count, "Q4_K")]
+        return [(count, base)]
+    if iq_low:
+        if group == "attn_v":
+            if a.gqa >= 4 or a.n_experts >= 4:
+                return [(count, "Q4_K")]
+            return [(count, "IQ3_S" if p in ("IQ2_S", "IQ2_M") else "Q2_K")]
+        if group == "attn_k" and eight:
+            return [(count, "Q4_K")]
+        if group.startswith("ffn_down"):
+            return _split(count, [(L // 8, "IQ3_S" if p in ("IQ2_S", "IQ2_M") else "Q2_K")], base)
+        if group == "attn_output":
+            if eight:
+                return [(count, "Q5_K")]
+            if p in ("IQ1_S", "IQ1_M"):
+                return [(count, "IQ2_XXS")]
+            if p in ("IQ2_S", "IQ2_M"):
+                return [(count, "IQ3_S")]
+        return [(count, base)]
+    if group == "attn_v":
+        big70 = a.layers == 80 and a.hidden_size == 8192  # llama.cpp's LLM_TYPE_70B
+        more = _more_bits_layers(L)
+
+        def bump(rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
+            if eight:
+                return [(count, "Q8_0")]
+            if big70:
+                return [(n, "Q5_K" if t in ("Q3_K", "Q4_K") else t) for n, t in rows]
+            return rows
+
+        if p == "Q2_K":
+            return bump([(count, "Q4_K" if a.gqa >= 4 else "Q3_K")])
+        if p == "Q2_K_S" and a.gqa >= 4:
+            return bump([(count, "Q4_K")])
+        if p == "IQ3_XXS":
+            return bump([(count, "Q4_K" if a.gqa >= 4 else "IQ3_S")])
+        if p in ("IQ3_XS", "IQ3_S") and a.gqa >= 4:
+            return bump([(count, "Q4_K")])
+        if p == "IQ3_M":
+            return bump([(count, "Q4_K")])
+        if p == "Q3_K_M":
+            return bump(_split(count, [(2, "Q5_K")], "Q4_K"))
+        if p == "Q3_K_L":
+            return bump([(count, "Q5_K")])
+        if p in ("IQ4_NL", "IQ4_XS") and a.gqa >= 4:
+            return bump([(count, "Q5_K")])
+        if p in ("Q4_K_M", "Q5_K_M"):
+            return bump([(more, "Q6_K"), (count - more, base)])
+        if p == "Q4_K_S":
+            return bump(_split(count, [(4, "Q5_K")], base))
+        return bump([(count, base)])
+    if group == "attn_k":
+        if eight:
+            return [(count, "Q8_0")]
+        if p == "IQ3_XS":
+            return [(count, "IQ3_XXS")]
+        if p == "IQ3_XXS":
+            return [(count, "IQ2_S")]
+        return [(count, base)]
+    if group == "attn_q":
+        if p == "IQ3_XS":
+            return [(count, "IQ3_XXS")]
+        if p == "IQ3_XXS":
+            return [(count, "IQ2_S")]
+        return [(count, base)]
+    if group.startswith("ffn_down"):
+        more = _more_bits_layers(L)
+        if p == "Q2_K":
+            return [(count, "Q3_K")]
+        if p == "Q2_K_S":
+            return _split(count, [(L // 8, "Q4_K")], base)
+        if p == "IQ3_XXS":
+            return _split(count, [(L // 8, "Q4_K")], "Q3_K")
+        if p == "Q3_K_M":
+            return _split(count, [(L // 16, "Q5_K")], "Q4_K")
+        if p == "IQ3_M":
+            if eight:
+                return [(max(more, L // 8), "Q4_K"), (count - max(more, L // 8), base)]
+            return _split(count, [(L // 8, "Q4_K")], base)
+        if p == "Q3_K_L":
+            return [(count, "Q5_K")]
+        if p in ("Q4_K_M", "Q5_K_M"):
+            return [(more, "Q6_K"), (count - more, base)]
+        if p in ("IQ4_NL", "IQ4_XS", "Q4_K_S"):
+            return _split(count, [(L // 8, "Q5_K")], base)
+        return [(count, base)]
+    if group == "attn_output":
+        if eight:
+            if p in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
+                     "IQ3_M", "IQ4_XS"):
+                return [(count, "Q5_K")]
+            return [(count, base)]
+        return [(count, {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K",
+                         "IQ3_M": "Q4_K"}.get(p, base))]
+    if group == "attn_qkv":
+        return [(count, {"Q3_K_M": "Q4_K", "Q3_K_L": "Q4_K", "IQ3_M": "Q4_K", "Q4_K_M": "Q5_K",
+                         "Q5_K_M": "Q6_K"}.get(p, base))]
+    if group.startswith(("ffn_gate", "ffn_up")) and p == "IQ3_XS":
+        mid = max(0, 7 * L // 8 - L // 8)
+        return [(mid, "IQ3_XXS"), (count - mid, base)]
+    return [(count, base)]
+
+
+@lru_cache(maxsize=4096)
+def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16") -> tuple[tuple[str, int], ...]:
+    """Bytes per storage type for a whole model. Cached: the architecture and level are immutable."""
+    totals: dict[str, int] = {}
+
+    def add(t: str, n: int) -> None:
+        if n:
+            totals[t] = totals.get(t, 0) + n
+
+    for group, rows, ncols, count, quantizable in _tensor_groups(a):
+        elements = rows * ncols
+        if not quantizable:
+            add("F32", elements * count * 4)
+            continue
+        if quant.kind == "float":
+            label = {32: "F32", 16: quant.name.upper(), 8: "FP8"}[int(quant.bits)]
+            add(label, int(elements * count * quant.bits / 8))
+        elif quant.kind == "linear":
+            if group in ("token_embd", "output"):
+                add(native, elements * count * 2)
+            elif quant.name == "int8":
+                add("INT8", (elements + rows * 4) * count)  # int8 weights + an fp32 scale per row
+            else:
+                add(quant.name.upper(), math.ceil(elements * quant.bits / 8) * count)
+        elif quant.kind == "ggml":
+            t = _compatible(quant.ggml_type or "F16", ncols)
+            add(t, _row_bytes(t, ncols) * rows * count)
+        else:  # gguf preset
+            base = quant.ggml_type or "F16"
+            if base in ("F32", "F16", "BF16"):
+                add(base, _row_bytes(base, ncols) * rows * count)
+                continue
+            for n, t in _gguf_group_types(a, quant.name, group, count, base):
+                t = _compatible(t, ncols)
+                add(t, _row_bytes(t, ncols) * rows * n)
+    return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+@lru_cache(maxsize=None)
+def _reference_bits(quant: QuantSpec) -> float:
+    """Effective bits per parameter of a level on a typical model (Llama 3.1 8B's shape).
+
+    Used when only a parameter count is known: better than the base type's bits, since presets
+    keep embeddings and some layers at higher precision.
+    """
+    ref = Architecture(layers=32, hidden_size=4096, heads=32, kv_heads=8, head_dim=128, vocab_size=128256,
+                       intermediate_size=14336)
+    total = sum(b for _, b in _weights_by_type(ref, quant))
+    return total * 8 / ref.parameter_count()
+
+
+def weight_bytes(
+    quant: QuantSpec | str,
+    *,
+    parameters: int | None = None,
+    architecture: Architecture | None = None,
+    native_dtype: str | None = None,
+) -> tuple[int, tuple[tuple[str, int], ...], str, bool]:
+    """(bytes, bytes by storage type, explanation, approximate) for a model's weights.
+
+    With an architecture the bytes are modelled per tensor group; with only a parameter count,
+    the level's effective bits on a typical model are used and the result is marked approximate.
+    """
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    if architecture is not None:
+        by_type = _weights_by_type(architecture, q, _native_label(native_dtype))
+        total = sum(b for _, b in by_type)
+        modelled = architecture.parameter_count()
+        extra = (parameters or 0) - modelled
+        approximate = False
+        note = ""
+        # Tensors the architecture does not describe (vision towers, shared experts, biases …):
+        # counted at the level's effective rate when they are more than 2% of the model.
+        if parameters and extra > 0.02 * parameters:
+            if q.is_gguf:
+                note = f"; {extra / 1e9:.2f} B parameters not modelled (e.g. a vision projector: a separate file)"
+            else:
+                add = int(extra * (16 if q.kind == "linear" else q.bits) / 8)
+                total += add
+                by_type = tuple(sorted((*by_type, ("other", add)), key=lambda kv: -kv[1]))
+                note = f"; {extra / 1e9:.2f} B parameters outside the text model at 16 bits"
+        params_shown = max(parameters or 0, modelled)
+        bpw = total * 8 / params_shown if params_shown else 0
+        explanation = (
+            f"{params_shown / 1e9:.2f} B parameters at {q.name}: {format_gib(total, 2)} "
+            f"({bpw:.2f} bits/weight, modelled per tensor group){note}"
+        )
+        return total, by_type, explanation, approximate
+    if not parameters or parameters <= 0:
+        raise ValueError("weight_bytes needs a parameter count or an architecture")
+    bits = _reference_bits(q)
+    total = int(parameters * bits / 8)
+    explanation = (
+        f"{parameters / 1e9:.2f} B parameters at {q.name} ≈ {bits:.2f} bits/weight "
+        f"(typical for this level; give the architecture for an exact mix): {format_gib(total, 2)}"
+    )
+    return total, ((q.ggml_type or q.name.upper(), total),), explanation, True
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache, compute, overhead
+# --------------------------------------------------------------------------------------------
+
+
+def _kv_bytes_per_element(kv_dtype: str) -> float:
+    try:
+        block, size = KV_TYPES[kv_dtype.lower()]
+    except KeyError:
+        raise UnknownQuantizationError(
+            f"unknown KV-cache type {kv_dtype!r}; use one of: {', '.join(KV_TYPES)}"
+        ) from None
+    return size / block
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to if to > 1 else n
+
+
+def kv_cache_bytes(
+    a: Architecture, context: int, kv_dtype: str = "f16", *, pad_to: int = 1, batch: int = 512, sequences: int = 1
+) -> tuple[int, str]:
+    """(bytes, explanation) of the K and V cache for ``context`` tokens (× ``sequences``)."""
+    if context <= 0:
+        return 0, "no context requested: no KV cache"
+    per = _kv_bytes_per_element(kv_dtype)
+    ctx = _pad(context, pad_to)
+    if a.kv_lora_rank:
+        width = a.kv_lora_rank + (a.qk_rope_head_dim or 0)
+        total = int(a.layers * ctx * width * per) * sequences
+        return total, (
+            f"MLA latent cache: {a.layers} layers × {ctx} tokens × ({a.kv_lora_rank}+{a.qk_rope_head_dim or 0}) "
+            f"× {per:g} B ({kv_dtype}) = {format_gib(total, 2)}"
+        )
+    width = 2 * a.n_kv_heads * a.n_head_dim  # K and V
+    if a.sliding_window and a.sliding_window < ctx:
+        if a.sliding_window_pattern and a.sliding_window_pattern > 1:
+            n_global = a.layers // a.sliding_window_pattern
+        else:
+            n_global = 0
+        n_local = a.layers - n_global
+        window = min(ctx, _pad(a.sliding_window + (batch if pad_to > 1 else 0), pad_to))
+        tokens = n_global * ctx + n_local * window
+        total = int(tokens * width * per) * sequences
+        return total, (
+            f"2 × {a.n_kv_heads} KV heads × {a.n_head_dim} × {per:g} B ({kv_dtype}) per token: {n_global} global "
+            f"layers × {ctx} tokens + {n_local} sliding-window layers × {window} = {format_gib(total, 2)}"
+        )
+    total = int(a.layers * ctx * width * per) * sequences
+    return total, (
+        f"2 × {a.layers} layers × {ctx} tokens × {a.n_kv_heads} KV heads × {a.n_head_dim} × {per:g} B "
+        f"({kv_dtype}) = {format_gib(total, 2)}"
+    )
+
+
+def llm_compute_bytes(a: Architecture, context: int, batch: int = 512, *, flash_attention: bool = True) -> tuple[int, str]:
+    """(bytes, explanation) of llama.cpp's compute buffer for one micro-batch."""
+    b = max(1, batch)
+    e, v = a.hidden_size, a.vocab_size or 32000
+    ctx = max(context, 1)
+    logits = 4 * b * (e + v)
+    if flash_attention:
+        total = max(logits, 4 * b * (1 + 4 * e))
+        return total, f"compute buffer (flash attention): f32 logits and activations for a {b}-token batch"
+    total = max(4 * b * (1 + 4 * e + ctx * (1 + a.heads)), logits)
+    return total, f"compute buffer (no flash attention): attention scores for {b} tokens × {ctx} context × {a.heads} heads"
+
+
+#: Ollama's CUDA minimum per GPU (discover/gpu.go); gguf-parser's host footprint for the CPU.
+GPU_RUNTIME_OVERHEAD = 457 * MiB
+CPU_RUNTIME_OVERHEAD = 150 * MiB
+
+
+def runtime_overhead_bytes(device_kind: str = "gpu") -> tuple[int, str]:
+    if device_kind == "cpu":
+        return CPU_RUNTIME_OVERHEAD, "runtime footprint on the CPU (150 MiB, gguf-parser's platform figure)"
+    return GPU_RUNTIME_OVERHEAD, "CUDA context and runtime (457 MiB per GPU, Ollama's measured minimum)"
+
+
+# --------------------------------------------------------------------------------------------
+# The estimate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateTerm:
+    bytes: int
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEstimate:
+    """A memory estimate as a breakdown. Every term is bytes with a one-line reason."""
+
+    quantization: str
+    weights: EstimateTerm
+    kv_cache: EstimateTerm
+    compute: EstimateTerm
+    overhead: EstimateTerm
+    weights_by_type: tuple[tuple[str, int], ...] = ()
+    approximate: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.weights.bytes
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.kv_cache.bytes
+
+    @property
+    def compute_bytes(self) -> int:
+        return self.compute.bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        return self.overhead.bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights.bytes + self.kv_cache.bytes + self.compute.bytes + self.overhead.bytes
+
+    def without_overhead(self) -> "MemoryEstimate":
+        return replace(self, overhead=EstimateTerm(0, "runtime overhead counted once per device elsewhere"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's estimate document, plus explanations."""
+        return {
+            "quantization": self.quantization,
+            "weights_bytes": self.weights.bytes,
+            "kv_cache_bytes": self.kv_cache.bytes,
+            "compute_bytes": self.compute.bytes,
+            "overhead_bytes": self.overhead.bytes,
+            "total_bytes": self.total_bytes,
+            "approximate": self.approximate,
+            "weights_by_type": {t: b for t, b in self.weights_by_type},
+            "explanations": {
+                "weights": self.weights.explanation,
+                "kv_cache": self.kv_cache.explanation,
+                "compute": self.compute.explanation,
+                "overhead": self.overhead.explanation,
+            },
+            "notes": list(self.notes),
+        }
+
+    def explain(self) -> list[str]:
+        rows = [("weights", self.weights), ("KV cache", self.kv_cache), ("compute", self.compute),
+                ("overhead", self.overhead)]
+        lines = [f"{label:<9} {format_gib(t.bytes, 2):>11}  {t.explanation}" for label, t in rows]
+        lines.append(f"{'total':<9} {format_gib(self.total_bytes, 2):>11}" + ("  (approximate)" if self.approximate else ""))
+        return lines
+
+
+def estimate_llm(
+    quant: QuantSpec | str,
+    *,
+    parameters: int | None = None,
+    architecture: Architecture | None = None,
+    context: int = 0,
+    kv_dtype: str = "f16",
+    batch: int = 512,
+    flash_attention: bool = True,
+    device_kind: str = "gpu",
+    native_dtype: str | None = None,
+) -> MemoryEstimate:
+    """Weights + KV cache + compute buffer + runtime overhead for a language model."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    w, by_type, w_text, approx = weight_bytes(q, parameters=parameters, architecture=architecture,
+                                              native_dtype=native_dtype)
+    notes: list[str] = []
+    if architecture is not None:
+        pad = 256 if q.is_gguf else 1  # llama.cpp pads the context to 256 with flash attention
+        kv, kv_text = kv_cache_bytes(architecture, context, kv_dtype, pad_to=pad, batch=batch)
+        comp, comp_text = llm_compute_bytes(architecture, context, batch, flash_attention=flash_attention)
+        if not q.is_gguf and context:  # transformers keeps activations per generated sequence
+            comp_text += " (transformers: similar order)"
+    else:
+        kv, kv_text = 0, "no architecture given: KV cache not estimated (pass layers, KV heads and head dim)"
+        comp = 4 * max(1, batch) * 4096 * 5 if context else 0
+        comp_text = "compute buffer assumed for a typical 4096-wide model" if context else "no context: no compute buffer"
+        if context:
+            notes.append("KV cache needs the architecture; the total is a lower bound")
+    ov, ov_text = runtime_overhead_bytes(device_kind)
+    return MemoryEstimate(
+        quantization=q.name,
+        weights=EstimateTerm(w, w_text),
+        kv_cache=EstimateTerm(kv, kv_text),
+        compute=EstimateTerm(comp, comp_text),
+        overhead=EstimateTerm(ov, ov_text),
+        weights_by_type=by_type,
+        approximate=approx or architecture is None,
+        notes=tuple(notes),
+    )
+
+
+def _simple_weights(q: QuantSpec, parameters: int) -> tuple[int, str]:
+    bits = q.bits if q.kind in ("float", "linear") else _reference_bits(q)
+    total = int(parameters * bits / 8)
+    return total, f"{parameters / 1e9:.2f} B parameters at {q.name} ({bits:.2f} bits/weight): {format_gib(total, 2)}"
+
+
+#: ComfyUI's memory_usage_factor per family (comfy/supported_models.py). SD 1.5 1.0 and SDXL 0.8
+#: read from the file; Flux 2.8 and HunyuanVideo 1.8 (marked TODO there) from the same file;
+#: the rest default to ComfyUI's base value 2.0.
+DIFFUSION_FACTORS = {"sd15": 1.0, "sdxl": 0.8, "flux": 2.8, "hunyuan": 1.8, "wan": 0.9}
+
+
+def estimate_diffusion(
+    quant: QuantSpec | str,
+    *,
+    parameters: int,
+    family: str = "sdxl",
+    width: int = 1024,
+    height: int = 1024,
+    batch: int = 1,
+    frames: int = 1,
+    efficient_attention: bool = True,
+    device_kind: str = "gpu",
+) -> MemoryEstimate:
+    """Diffusion (image or video): weights + activations from the latent area (ComfyUI's rule)."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    w, w_text = _simple_weights(q, parameters)
+    factor = DIFFUSION_FACTORS.get(family, 2.0)
+    latent_frames = (max(1, frames) - 1) // 4 + 1  # video VAEs compress time 4× (Wan, HunyuanVideo)
+    area = batch * latent_frames * (height // 8) * (width // 8)
+    dtype_size = 2 if q.bits <= 16 else 4
+    if efficient_attention:
+        act = int(area * dtype_size * 0.01 * factor * MiB)
+        text = f"activations: latent area {area} × {dtype_size} B × 0.01 × {factor} MiB (ComfyUI, efficient attention)"
+    else:
+        act = int(area * 0.15 * factor * MiB)
+        text = f"activations: latent area {area} × 0.15 × {factor} MiB (ComfyUI, plain attention)"
+    ov, ov_text = runtime_overhead_bytes(device_kind)
+    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(0, "diffusion models keep no KV cache"),
+                          EstimateTerm(act, text), EstimateTerm(ov, ov_text), ((q.name.upper(), w),),
+                          approximate=True)
+
+
+def estimate_video(quant: QuantSpec | str, *, parameters: int, family: str = "wan", width: int = 832,
+                   height: int = 480, frames: int = 81, batch: int = 1, device_kind: str = "gpu") -> MemoryEstimate:
+    """Text-to-video: a diffusion transformer over frames/4 latent frames."""
+    return estimate_diffusion(quant, parameters=parameters, family=family, width=width, height=height,
+                              batch=batch, frames=frames, device_kind=device_kind)
+
+
+def estimate_speech_to_text(quant: QuantSpec | str, *, parameters: int, architecture: Architecture | None = None,
+                            batch: int = 1, beams: int = 5, device_kind: str = "gpu") -> MemoryEstimate:
+    """Whisper-style encoder-decoder: 30 s windows (1500 encoder frames), a 448-token decoder."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    w, w_text = _simple_weights(q, parameters)
+    kv = comp = 0
+    kv_text = "decoder cache not estimated (no architecture)"
+    comp_text = "encoder activations not estimated (no architecture)"
+    if architecture is not None:
+        d, layers, heads = architecture.hidden_size, architecture.layers, architecture.heads
+        # Self-attention cache for 448 tokens + cross-attention keys/values over 1500 frames, per beam.
+        kv = 2 * layers * (448 + 1500) * d * 2 * batch * beams
+        kv_text = f"decoder KV: 2 × {layers} layers × (448 + 1500) positions × {d} × 2 B × {batch * beams} beams"
+        comp = batch * (1500 * 1500 * heads * 2 + 1500 * d * 2 * 8)
+        comp_text = f"encoder activations: 1500² attention × {heads} heads + 1500 × {d} working set, fp16"
+    ov, ov_text = runtime_overhead_bytes(device_kind)
+    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(kv, kv_text), EstimateTerm(comp, comp_text),
+                          EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)
+
+
+def estimate_text_to_speech(quant: QuantSpec | str, *, parameters: int, device_kind: str = "gpu") -> MemoryEstimate:
+    """TTS: weights plus a working set of a quarter of the weights, at least 256 MiB (rule of thumb)."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    w, w_text = _simple_weights(q, parameters)
+    act = max(256 * MiB, w // 4)
+    ov, ov_text = runtime_overhead_bytes(device_kind)
+    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(0, "autoregressive caches are inside the working set"),
+                          EstimateTerm(act, "working set: a quarter of the weights, at least 256 MiB (rule of thumb)"),
+                          EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)
+
+
+def estimate_embedding(quant: QuantSpec | str, *, parameters: int, architecture: Architecture | None = None,
+                       batch: int = 32, sequence: int = 512, device_kind: str = "gpu") -> MemoryEstimate:
+    """Embedding encoders: weights plus one batch of activations."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    w, w_text = _simple_weights(q, parameters)
+    d = architecture.hidden_size if architecture else 1024
+    heads = architecture.heads if architecture else 16
+    act = batch * sequence * (d * 2 * 8 + sequence * heads * 2)
+    ov, ov_text = runtime_overhead_bytes(device_kind)
+    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(0, "encoders keep no KV cache"),
+                          EstimateTerm(act, f"activations for {batch} × {sequence} tokens"),
+                          EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)

@@ -1,0 +1,631 @@
+"""ModelRegistry: the models ModelDeck knows, what they need, and where they came from.
+
+Built-in models come from a data file (``app/core/data/catalog.json``, every entry with its
+source); user models are persisted atomically in the user data directory; scanned models come
+from GGUF / safetensors headers. The seed's API (``ModelMetadata``, ``ModelProvider``,
+``ModelType``, ``get_model``, ``list_models``, ``register_model``) keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from app.core.estimation import Architecture
+from app.core.events import Signal
+from app.core.units import gib
+
+__all__ = [
+    "ModelProvider",
+    "ModelType",
+    "ModelArchitecture",
+    "ModelMetadata",
+    "ModelRegistry",
+    "RegistryError",
+    "UserModelStore",
+    "normalize_alias",
+]
+
+_log = logging.getLogger(__name__)
+
+USER_FILE_VERSION = 1
+
+
+class ModelProvider(str, Enum):
+    """Known model families. A user or scanned model may name one this enum does not know."""
+
+    MISTRAL = "mistral"
+    OPENAI = "openai"
+    QWEN = "qwen"
+    LLAMA = "llama"
+    STABLE_DIFFUSION = "stable_diffusion"
+    HUNYUAN = "hunyuan"
+    WHISPER = "whisper"
+    BARK = "bark"
+    GEMMA = "gemma"
+    PHI = "phi"
+    DEEPSEEK = "deepseek"
+    FLUX = "flux"
+    KOKORO = "kokoro"
+    COQUI = "coqui"
+    LTX = "ltx"
+    WAN = "wan"
+    SENTENCE_TRANSFORMERS = "sentence_transformers"
+    BAAI = "baai"
+    NOMIC = "nomic"
+    OTHER = "other"
+
+
+class ModelType(str, Enum):
+    """What a model does."""
+
+    LLM = "llm"
+    TEXT_TO_IMAGE = "text_to_image"
+    TEXT_TO_SPEECH = "text_to_speech"
+    SPEECH_TO_TEXT = "speech_to_text"
+    TEXT_TO_VIDEO = "text_to_video"
+    EMBEDDING = "embedding"
+
+
+def normalize_alias(alias: str) -> str:
+    """Lower-case letters and digits only: ``Llama-3.1 8B`` and ``llama3.18b`` meet."""
+    return "".join(ch for ch in str(alias or "").lower() if ch.isalnum())
+
+
+class ModelArchitecture(BaseModel):
+    """Published architecture facts (from the model's config)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    family: str | None = None
+    layers: int | None = Field(default=None, ge=1)
+    encoder_layers: int | None = Field(default=None, ge=1)
+    hidden_size: int | None = Field(default=None, ge=1)
+    intermediate_size: int | None = Field(default=None, ge=1)
+    heads: int | None = Field(default=None, ge=1)
+    kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    vocab_size: int | None = Field(default=None, ge=1)
+    max_context: int | None = Field(default=None, ge=1)
+    sliding_window: int | None = Field(default=None, ge=1)
+    sliding_window_pattern: int | None = Field(default=None, ge=1)
+    experts: int | None = Field(default=None, ge=1)
+    active_experts: int | None = Field(default=None, ge=1)
+    expert_intermediate_size: int | None = Field(default=None, ge=1)
+    tie_word_embeddings: bool | None = None
+    kv_lora_rank: int | None = Field(default=None, ge=1)
+    qk_rope_head_dim: int | None = Field(default=None, ge=1)
+    components: dict[str, int] | None = None
+
+    def to_estimation(self) -> Architecture | None:
+        """The estimator's view; None when layers, hidden size or heads are unknown."""
+        if not (self.layers and self.hidden_size and self.heads):
+            return None
+        attention_bias = (self.family or "") in ("qwen2", "qwen2_moe")
+        return Architecture(
+            layers=self.layers,
+            hidden_size=self.hidden_size,
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            head_dim=self.head_dim,
+            vocab_size=self.vocab_size,
+            intermediate_size=self.intermediate_size,
+            family=self.family,
+            max_context=self.max_context,
+            sliding_window=self.sliding_window,
+            sliding_window_pattern=self.sliding_window_pattern,
+            experts=self.experts,
+            active_experts=self.active_experts,
+            expert_intermediate_size=self.expert_intermediate_size,
+            tie_word_embeddings=bool(self.tie_word_embeddings),
+            attention_bias=attention_bias,
+            kv_lora_rank=self.kv_lora_rank,
+            qk_rope_head_dim=self.qk_rope_head_dim,
+        )
+
+
+Origin = Literal["builtin", "user", "scanned"]
+
+
+class ModelMetadata(BaseModel):
+    """One model and what it needs.
+
+    The seed's fields are kept (``size_gb`` is "weight size at 8 bits per parameter", i.e. about
+    billions of parameters). Estimates use the exact ``parameters`` and ``architecture`` when
+    known; with only ``size_gb``, the entry is marked approximate.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, allow_inf_nan=False, use_enum_values=False,
+                              protected_namespaces=())
+
+    name: str = Field(min_length=1)
+    provider: ModelProvider | str
+    model_type: ModelType
+    size_gb: float | None = Field(default=None, ge=0)
+    min_vram_gb: float | None = Field(default=None, ge=0)
+    min_ram_gb: float | None = Field(default=None, ge=0)
+    recommended_vram_gb: float | None = Field(default=None, ge=0)
+    recommended_ram_gb: float | None = Field(default=None, ge=0)
+    supports_quantization: bool = True
+    huggingface_id: str = ""
+    model_id: str | None = None
+    preferred_runtime_format: str | None = None
+    preferred_download_repo_id: str | None = None
+    preferred_download_filename: str | None = None
+    runtime_backend: str | None = None
+    aliases: tuple[str, ...] = ()
+    compute_capability_min: tuple[int, int] | None = None
+
+    parameters: int | None = Field(default=None, ge=1)
+    parameters_exact: bool = False
+    architecture: ModelArchitecture | None = None
+    native_dtype: str | None = None
+    formats: tuple[str, ...] = ()
+    default_resolution: int | None = Field(default=None, ge=64)
+    quality_note: str | None = None
+    source: str | None = None
+    license: str | None = None
+    origin: Origin = "user"
+    #: For files read from disk: where, and their exact weight bytes and storage type.
+    path: str | None = None
+    weight_bytes: int | None = Field(default=None, ge=0)
+    file_type: str | None = None
+    weights_exact: bool = False
+
+    _estimates: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider(cls, value: Any) -> Any:
+        if isinstance(value, ModelProvider):
+            return value
+        text = str(value or "").strip()
+        if not text:
+            raise ValueError("provider must not be empty; use 'other' when unknown")
+        try:
+            return ModelProvider(text.lower())
+        except ValueError:
+            try:
+                return ModelProvider[text.upper()]
+            except KeyError:
+                return text.lower()  # a provider the enum does not know yet: kept as text
+
+    @field_validator("aliases", "formats", mode="before")
+    @classmethod
+    def _tuple(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelMetadata":
+        for low, high in (("min_vram_gb", "recommended_vram_gb"), ("min_ram_gb", "recommended_ram_gb")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} ({lo}) is above {high} ({hi}); the minimum cannot exceed the recommendation")
+        if not (self.model_id or self.huggingface_id):
+            raise ValueError("model_id or huggingface_id is required to identify the model")
+        return self
+
+    # --- derived -----------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.model_id or self.huggingface_id
+
+    @property
+    def size_mb(self) -> int:
+        """The seed's approximate size in megabytes."""
+        return int((self.size_gb or 0.0) * 1024)
+
+    @property
+    def parameter_count(self) -> int | None:
+        """Exact parameters where known, else ``size_gb`` read as billions (approximate)."""
+        if self.parameters:
+            return self.parameters
+        if self.size_gb:
+            return int(self.size_gb * 1e9)
+        return None
+
+    @property
+    def approximate(self) -> bool:
+        return not self.parameters_exact and not self.weights_exact
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider.value if isinstance(self.provider, ModelProvider) else str(self.provider)
+
+    @property
+    def estimation_architecture(self) -> Architecture | None:
+        return self.architecture.to_estimation() if self.architecture else None
+
+    @property
+    def estimate_cache(self) -> dict[Any, Any]:
+        """Memoised estimates for this exact metadata (cleared whenever a field changes)."""
+        return self._estimates
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            self._estimates.clear()
+
+    def search_text(self) -> str:
+        return " ".join(
+            normalize_alias(x) for x in (self.id, self.name, self.huggingface_id, self.provider_name, *self.aliases) if x
+        )
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be done, with what to do instead."""
+
+
+# ------------------------------------------------------------------------------------------------
+# User models on disk
+# ------------------------------------------------------------------------------------------------
+
+
+def default_user_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("modeldeck", appauthor=False)) / "models.json"
+
+
+class UserModelStore:
+    """The user's models as a versioned JSON file, written atomically.
+
+    Writes go to a temporary file in the same folder, are fsynced, then renamed over the old
+    file, so a crash leaves either the old file or the new one. A file that cannot be read is
+    moved aside as a backup (never deleted) and reported; entries that fail validation are kept
+    verbatim in the file's ``invalid`` list, so nothing a user saved is dropped.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.problems: list[str] = []
+        self._invalid: list[Any] = []
+
+    def load(self) -> list[ModelMetadata]:
+        self.problems = []
+        self._invalid = []
+        if not self.path.exists():
+            return []
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+                raise ValueError("expected an object with a 'models' list")
+            version = raw.get("version")
+            if not isinstance(version, int) or version > USER_FILE_VERSION:
+                raise ValueError(f"unsupported version {version!r} (this ModelDeck reads up to {USER_FILE_VERSION})")
+        except (OSError, ValueError) as err:
+            backup = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                os.replace(self.path, backup)
+                where = f"it was kept as {backup}"
+            except OSError as move_err:
+                where = f"it could not be moved aside ({move_err}); it was left in place"
+            message = f"your model list {self.path} could not be read ({err}); {where}. Built-in models still load."
+            self.problems.append(message)
+            _log.error("%s", message)
+            return []
+        models: list[ModelMetadata] = []
+        self._invalid = list(raw.get("invalid", []))
+        for i, entry in enumerate(raw["models"]):
+            try:
+                models.append(ModelMetadata.model_validate(entry))
+            except ValidationError as err:
+                self._invalid.append(entry)
+                first = err.errors()[0]
+                field = ".".join(str(p) for p in first.get("loc", ())) or "entry"
+                message = f"model #{i} in {self.path} is invalid ({field}: {first.get('msg')}); it is kept in the file"
+                self.problems.append(message)
+                _log.warning("%s", message)
+        return models
+
+    def save(self, models: Iterable[ModelMetadata]) -> None:
+        doc = {
+            "version": USER_FILE_VERSION,
+            "models": [m.model_dump(mode="json", exclude_none=True) for m in models],
+            "invalid": self._invalid,
+        }
+        data = json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:  # make the rename itself durable
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Catalog
+# ------------------------------------------------------------------------------------------------
+
+
+def _catalog_entry(entry: dict[str, Any]) -> ModelMetadata:
+    params = entry.get("parameters")
+    return ModelMetadata(
+        name=entry["name"],
+        provider=entry.get("provider") or "other",
+        model_type=entry["model_type"],
+        size_gb=round(params / 1e9, 3) if params else entry.get("size_gb"),
+        supports_quantization=entry.get("model_type") != "text_to_speech",
+        huggingface_id=entry["id"],
+        model_id=entry["id"],
+        runtime_backend=entry.get("runtime"),
+        preferred_runtime_format="gguf" if entry.get("model_type") == "llm" and "gguf" in entry.get("formats", ()) else None,
+        aliases=tuple(entry.get("aliases") or ()),
+        parameters=params,
+        parameters_exact=bool(entry.get("parameters_exact")),
+        architecture=entry.get("architecture"),
+        native_dtype=entry.get("native_dtype"),
+        formats=tuple(entry.get("formats") or ()),
+        default_resolution=entry.get("default_resolution"),
+        quality_note=entry.get("quality_note"),
+        source=entry.get("source"),
+        license=entry.get("license"),
+        origin="builtin",
+    )
+
+
+def load_catalog(path: Path | str | None = None) -> list[ModelMetadata]:
+    """The built-in catalog; a broken entry is a bug in ModelDeck and raises with its id."""
+    if path is None:
+        text = resources.files("app.core").joinpath("data/catalog.json").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    from app.core.quantization_strategy import fill_requirements
+
+    raw = json.loads(text)
+    out = []
+    for entry in raw["models"]:
+        try:
+            out.append(fill_requirements(_catalog_entry(entry)))
+        except (ValidationError, KeyError) as err:
+            raise RegistryError(f"built-in catalog entry {entry.get('id')!r} is invalid: {err}") from err
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry
+# ------------------------------------------------------------------------------------------------
+
+_DEFAULT = object()
+
+
+class ModelRegistry:
+    """Registry of models with hardware requirements.
+
+    Signals:
+        registry_changed(): after any registration, update or removal (on the caller's thread).
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: Iterable[ModelMetadata] | Path | str | None = None,
+        user_store: UserModelStore | Path | str | None | object = _DEFAULT,
+        include_builtin: bool = True,
+    ) -> None:
+        self.logger = _log
+        self._lock = threading.RLock()
+        self._models: dict[str, ModelMetadata] = {}
+        self._aliases: dict[str, str] = {}
+        self._search_cache: list[tuple[str, str]] | None = None
+        self.registry_changed: Signal[Callable[[], None]] = Signal("registry_changed")
+        if user_store is _DEFAULT:
+            user_store = UserModelStore(default_user_path())
+        elif isinstance(user_store, (str, Path)):
+            user_store = UserModelStore(user_store)
+        self._store: UserModelStore | None = user_store  # type: ignore[assignment]
+        if include_builtin:
+            entries = catalog if isinstance(catalog, Iterable) and not isinstance(catalog, (str, Path)) else load_catalog(catalog)
+            for m in entries:
+                self._add(m)
+        if self._store is not None:
+            for m in self._store.load():
+                self._add(m)
+
+    # --- seed API ------------------------------------------------------------------------------
+    @property
+    def models(self) -> dict[str, ModelMetadata]:
+        """Canonical entries keyed by model id."""
+        with self._lock:
+            return dict(self._models)
+
+    @property
+    def problems(self) -> list[str]:
+        """What went wrong loading the user's models (empty when all is well)."""
+        return list(self._store.problems) if self._store else []
+
+    def get_model(self, model_id: str) -> ModelMetadata | None:
+        """By id, Hugging Face id, name or alias, exactly or normalized (case and punctuation ignored)."""
+        with self._lock:
+            if model_id in self._models:
+                return self._models[model_id]
+            canonical = self._aliases.get(model_id) or self._aliases.get(normalize_alias(model_id))
+            return self._models.get(canonical) if canonical else None
+
+    def list_models(
+        self,
+        provider: ModelProvider | str | None = None,
+        model_type: ModelType | str | None = None,
+        *,
+        fits: Callable[[ModelMetadata], bool] | None = None,
+    ) -> list[ModelMetadata]:
+        """Models filtered by provider, type and (optionally) a fit predicate."""
+        with self._lock:
+            models = list(self._models.values())
+        if provider is not None:
+            want = provider.value if isinstance(provider, ModelProvider) else str(provider).lower()
+            models = [m for m in models if m.provider_name == want]
+        if model_type is not None:
+            mt = model_type if isinstance(model_type, ModelType) else ModelType(str(model_type).lower())
+            models = [m for m in models if m.model_type == mt]
+        if fits is not None:
+            models = [m for m in models if fits(m)]
+        return models
+
+    def register_model(self, metadata: ModelMetadata, *, persist: bool = True) -> ModelMetadata:
+        """Register (or replace) a model. User and scanned models are saved to the user's file."""
+        with self._lock:
+            # A user entry for a built-in id overrides it, and is what gets saved.
+            self._add(metadata)
+            if persist and metadata.origin != "builtin":
+                self._save()
+        self.logger.info("registered model %s", metadata.id)
+        self.registry_changed.emit()
+        return metadata
+
+    def update_model(self, model_id: str, **changes: Any) -> ModelMetadata:
+        """Change fields of a user or scanned model (validated); built-ins are copied as user entries."""
+        with self._lock:
+            current = self.get_model(model_id)
+            if current is None:
+                raise RegistryError(f"no model {model_id!r}; `modeldeck models` lists the known ones")
+            data = current.model_dump()
+            data.update(changes)
+            if current.origin == "builtin":
+                data["origin"] = "user"
+            updated = ModelMetadata.model_validate(data)
+            self._remove(current.id)
+            self._add(updated)
+            self._save()
+        self.registry_changed.emit()
+        return updated
+
+    def remove_model(self, model_id: str) -> None:
+        """Remove a user or scanned model. Built-in models cannot be removed."""
+        with self._lock:
+            current = self.get_model(model_id)
+            if current is None:
+                raise RegistryError(f"no model {model_id!r} to remove")
+            if current.origin == "builtin":
+                raise RegistryError(f"{current.id} is built in and cannot be removed; register a user entry to override it")
+            self._remove(current.id)
+            self._save()
+        self.registry_changed.emit()
+
+    # --- hardware ------------------------------------------------------------------------------
+    def fits(self, metadata: ModelMetadata, hardware: Any, strategy: Any = None) -> bool:
+        """True when the model runs whole on a GPU now (or, on a machine without GPUs, in RAM)."""
+        from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy
+
+        strategy = strategy or QuantizationStrategy()
+        try:
+            plan = strategy.plan(metadata, hardware)
+        except EstimateUnavailable:
+            return False
+        has_gpu = any(not g.lost for g in hardware.gpus)
+        return plan.placement == "gpu" or (not has_gpu and plan.placement == "cpu")
+
+    def select_best_model(
+        self,
+        provider: ModelProvider | str | None = None,
+        model_type: ModelType | str | None = None,
+        hardware: Any = None,
+        strategy: Any = None,
+    ) -> ModelMetadata | None:
+        """The largest model of this provider and type that fits the hardware now."""
+        if hardware is None:
+            from app.core.hardware_profiler import HardwareProfiler
+
+            hardware = HardwareProfiler().get_profile()
+        fitting = self.list_models(provider, model_type, fits=lambda m: self.fits(m, hardware, strategy))
+        if not fitting:
+            return None
+        return max(fitting, key=lambda m: (m.parameter_count or 0, m.origin == "builtin"))
+
+    # --- search ---------------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 20) -> list[ModelMetadata]:
+        """Models matching every word of ``query`` (ids, names, aliases, provider), best first;
+        when nothing matches, the closest names (typos forgiven)."""
+        words = [normalize_alias(w) for w in str(query).split()]
+        words = [w for w in words if w]
+        if not words:
+            return []
+        with self._lock:
+            if self._search_cache is None:
+                self._search_cache = [(m.search_text(), mid) for mid, m in self._models.items()]
+            haystack = self._search_cache
+            models = self._models
+        joined = "".join(words)
+        hits: list[tuple[int, str]] = []
+        for text, mid in haystack:
+            if all(w in text for w in words):
+                # Shorter texts and matches at a word start rank first.
+                score = len(text) - (50 if text.startswith(joined) or f" {joined}" in text else 0)
+                hits.append((score, mid))
+        if hits:
+            hits.sort()
+            return [models[mid] for _, mid in hits[:limit]]
+        names = {normalize_alias(m.name): mid for mid, m in models.items()}
+        names.update({normalize_alias(mid): mid for mid in models})
+        close = difflib.get_close_matches(joined, list(names), n=limit, cutoff=0.6)
+        seen: list[str] = []
+        for c in close:
+            if names[c] not in seen:
+                seen.append(names[c])
+        return [models[mid] for mid in seen]
+
+    # --- internals ------------------------------------------------------------------------------
+    def _add(self, metadata: ModelMetadata) -> None:
+        canonical = metadata.id
+        self._models[canonical] = metadata
+        for alias in (canonical, metadata.name, metadata.huggingface_id, metadata.preferred_download_repo_id,
+                      metadata.preferred_download_filename, *metadata.aliases):
+            if alias:
+                self._aliases[str(alias)] = canonical
+                norm = normalize_alias(str(alias))
+                # Built-ins never steal a normalized alias another entry already holds; user entries do.
+                if norm and (metadata.origin != "builtin" or norm not in self._aliases):
+                    self._aliases[norm] = canonical
+        self._search_cache = None
+
+    def _remove(self, canonical: str) -> None:
+        self._models.pop(canonical, None)
+        self._aliases = {k: v for k, v in self._aliases.items() if v != canonical}
+        self._search_cache = None
+
+    def _save(self) -> None:
+        if self._store is None:
+            return
+        self._store.save(m for m in self._models.values() if m.origin != "builtin")
+
+    def user_models(self) -> list[ModelMetadata]:
+        with self._lock:
+            return [m for m in self._models.values() if m.origin != "builtin"]
+
+
+def requirement_gib(n_bytes: int) -> float:
+    """Bytes as the seed's GiB-valued requirement fields, rounded up to 0.01 GiB."""
+    return math.ceil(gib(n_bytes) * 100) / 100
+

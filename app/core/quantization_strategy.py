@@ -1,0 +1,603 @@
+"""QuantizationStrategy: which levels a model can be loaded at, what each costs, and which fits.
+
+Each candidate carries its estimate (a breakdown in bytes) and a short quality note. Selection
+takes the highest quality that fits the target device with the configured headroom, else the best
+partial offload (GPU layers), else the CPU, and says which. A preferred level is validated: one
+that will not fit comes back with the bytes needed and available, never silently accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from app.core.estimation import (
+    EstimateTerm,
+    MemoryEstimate,
+    QuantSpec,
+    UnknownQuantizationError,
+    estimate_diffusion,
+    estimate_embedding,
+    estimate_llm,
+    estimate_speech_to_text,
+    estimate_text_to_speech,
+    estimate_video,
+    resolve_quantization,
+    runtime_overhead_bytes,
+)
+from app.core.hardware.snapshot import HardwareProfile
+from app.core.units import GiB, format_gib, gib
+
+if TYPE_CHECKING:
+    from app.core.model_registry import ModelMetadata
+
+__all__ = [
+    "QuantizationLevel",
+    "QuantizationConfig",
+    "QuantizationPlan",
+    "QuantizationStrategy",
+    "PlacementError",
+    "Candidate",
+    "candidate_levels",
+    "estimate_model",
+    "quality_of",
+]
+
+_log = logging.getLogger(__name__)
+
+
+class QuantizationLevel(str, Enum):
+    """Levels a model can be loaded at: the seed's six, plus format-specific ones."""
+
+    NONE = "none"
+    FLOAT16 = "fp16"
+    BFLOAT16 = "bf16"
+    INT8 = "8bit"
+    INT4 = "4bit"
+    INT2 = "2bit"
+    FP8 = "fp8"
+    NF4 = "nf4"
+    GPTQ_INT4 = "gptq-int4"
+    AWQ_INT4 = "awq-int4"
+    GGUF_F16 = "F16"
+    GGUF_Q8_0 = "Q8_0"
+    GGUF_Q6_K = "Q6_K"
+    GGUF_Q5_K_M = "Q5_K_M"
+    GGUF_Q5_K_S = "Q5_K_S"
+    GGUF_Q4_K_M = "Q4_K_M"
+    GGUF_Q4_K_S = "Q4_K_S"
+    GGUF_Q4_0 = "Q4_0"
+    GGUF_IQ4_XS = "IQ4_XS"
+    GGUF_Q3_K_L = "Q3_K_L"
+    GGUF_Q3_K_M = "Q3_K_M"
+    GGUF_Q3_K_S = "Q3_K_S"
+    GGUF_IQ3_M = "IQ3_M"
+    GGUF_IQ3_XXS = "IQ3_XXS"
+    GGUF_Q2_K = "Q2_K"
+    GGUF_IQ2_M = "IQ2_M"
+    GGUF_IQ2_XXS = "IQ2_XXS"
+    GGUF_IQ1_M = "IQ1_M"
+
+    @classmethod
+    def parse(cls, name: "str | QuantizationLevel") -> "QuantizationLevel | str":
+        """A level from any accepted name (``4bit``, ``int4``, ``q4_k_m`` …); an accepted name
+        with no enum member (``IQ4_NL``, ``Q5_1`` …) comes back as its canonical text."""
+        if isinstance(name, QuantizationLevel):
+            return name
+        spec = resolve_quantization(str(name))  # raises UnknownQuantizationError with the valid names
+        return _BY_SPEC.get(spec.name, spec.name)
+
+    @property
+    def spec(self) -> QuantSpec:
+        return resolve_quantization(self.value)
+
+
+_BY_SPEC: dict[str, QuantizationLevel] = {}
+for _level in QuantizationLevel:
+    _BY_SPEC.setdefault(resolve_quantization(_level.value).name, _level)
+
+
+def _spec(level: "QuantizationLevel | str | QuantSpec") -> QuantSpec:
+    if isinstance(level, QuantSpec):
+        return level
+    if isinstance(level, QuantizationLevel):
+        return level.spec
+    return resolve_quantization(level)
+
+
+# ------------------------------------------------------------------------------------------------
+# Quality
+# ------------------------------------------------------------------------------------------------
+
+#: Perplexity increase over 16-bit, where published. GGUF figures: llama.cpp's quantize tool
+#: (tools/quantize/quantize.cpp, QUANT_OPTIONS, measured on Llama-3-8B; F16 on Mistral-7B).
+_PUBLISHED_PPL = {
+    "Q8_0": 0.0026, "Q6_K": 0.0217, "Q5_K_M": 0.0569, "Q5_K_S": 0.1049, "Q5_1": 0.1062, "Q5_0": 0.1316,
+    "Q4_K_M": 0.1754, "Q4_K_S": 0.2689, "Q4_1": 0.4511, "Q4_0": 0.4685, "Q3_K_L": 0.5562, "Q3_K_M": 0.6569,
+    "Q3_K_S": 1.6321, "Q2_K_S": 3.1836, "Q2_K": 3.5199, "F16": 0.0020, "BF16": -0.0050,
+}
+#: Ordering estimates where no delta is published (bits per weight between published neighbours).
+_ORDERING_PPL = {
+    "fp32": -0.01, "fp16": 0.0, "bf16": 0.0, "F32": -0.01,
+    "fp8": 0.01, "int8": 0.01,
+    "gptq-int4": 0.22, "awq-int4": 0.2, "nf4": 0.25, "nf4-dq": 0.26, "int4": 0.25, "fp4": 0.35,
+    "IQ4_NL": 0.25, "IQ4_XS": 0.27, "IQ3_M": 0.8, "IQ3_S": 0.9, "IQ3_XS": 1.1, "IQ3_XXS": 1.4,
+    "IQ2_M": 2.4, "IQ2_S": 2.9, "IQ2_XS": 3.6, "IQ2_XXS": 4.6, "IQ1_M": 7.0, "IQ1_S": 10.0,
+    "int2": 5.0, "TQ2_0": 6.0, "TQ1_0": 8.0, "MXFP4_MOE": 0.2,
+}
+
+
+def quality_of(level: "QuantizationLevel | str | QuantSpec") -> tuple[float, str]:
+    """(perplexity increase over 16-bit — lower is better, a one-line note with its source)."""
+    return _quality(_spec(level).name)
+
+
+@lru_cache(maxsize=256)
+def _quality(name: str) -> tuple[float, str]:
+    if name in _PUBLISHED_PPL:
+        model = "Mistral-7B" if name in ("F16", "BF16") else "Llama-3-8B"
+        return _PUBLISHED_PPL[name], f"{_PUBLISHED_PPL[name]:+.4f} perplexity on {model} (llama.cpp quantize table)"
+    if name in _ORDERING_PPL:
+        value = _ORDERING_PPL[name]
+        notes = {
+            "fp32": "full precision", "fp16": "the reference: no loss", "bf16": "the reference: no loss",
+            "F32": "full precision",
+            "fp8": "near-lossless on recent GPUs (FP8 E4M3 needs compute capability 8.9+ for speed)",
+            "int8": "LLM.int8(): no measurable loss at 6.7B+ (Dettmers et al. 2022)",
+            "nf4": "NF4 matches 16-bit fine-tuning quality (QLoRA, Dettmers et al. 2023); some loss at inference",
+            "int4": "bitsandbytes NF4: some loss, similar to a good 4-bit GGUF",
+        }
+        return value, notes.get(name, "no published delta; ordered by bits per weight")
+    return 50.0, "quality unknown"
+
+
+# ------------------------------------------------------------------------------------------------
+# Candidates and estimates
+# ------------------------------------------------------------------------------------------------
+
+_GGUF_CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_M", "Q2_K", "IQ2_M")
+_TRANSFORMERS_CANDIDATES = ("bf16", "fp8", "int8", "nf4")
+_DIFFUSION_CANDIDATES = ("fp16", "bf16", "fp8")
+_SPEECH_CANDIDATES = ("fp16", "int8", "fp32")
+
+
+def candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
+    """The levels this model's runtime can load, best quality first."""
+    from app.core.model_registry import ModelType
+
+    runtime = (metadata.runtime_backend or "").lower()
+    fmt = (metadata.preferred_runtime_format or "").lower()
+    if metadata.model_type in (ModelType.LLM,):
+        levels: list[str] = []
+        native = "fp16" if (metadata.native_dtype or "").lower() in ("fp16", "float16", "fp32") else "bf16"
+        if runtime == "llama.cpp" or fmt == "gguf" or "gguf" in metadata.formats:
+            levels += ["F16", *_GGUF_CANDIDATES]
+        if runtime != "llama.cpp":
+            levels += [native, *_TRANSFORMERS_CANDIDATES[1:]]
+        if not metadata.supports_quantization:
+            levels = [lv for lv in levels if lv in ("F16", "fp16", "bf16")]
+        return tuple(sorted(dict.fromkeys(levels), key=lambda lv: quality_of(lv)[0]))
+    if metadata.model_type in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
+        return _DIFFUSION_CANDIDATES
+    if metadata.model_type in (ModelType.SPEECH_TO_TEXT,):
+        return _SPEECH_CANDIDATES
+    if metadata.model_type == ModelType.EMBEDDING:
+        return ("fp16", "fp32", "int8")
+    return ("fp16", "fp32")
+
+
+def _diffusion_family(metadata: "ModelMetadata") -> str:
+    text = f"{metadata.id} {metadata.name}".lower()
+    for key, fam in (("flux", "flux"), ("xl", "sdxl"), ("3.5", "sd3"), ("stable-diffusion-3", "sd3"),
+                     ("v1-5", "sd15"), ("1.5", "sd15"), ("wan", "wan"), ("hunyuan", "hunyuan"), ("ltx", "ltx")):
+        if key in text:
+            return fam
+    return "sdxl"
+
+
+class EstimateUnavailable(ValueError):
+    """A model with neither a parameter count nor a size cannot be estimated."""
+
+
+def estimate_model(
+    metadata: "ModelMetadata",
+    level: "QuantizationLevel | str | QuantSpec",
+    *,
+    context: int | None = None,
+    kv_dtype: str = "f16",
+    batch: int | None = None,
+    device_kind: str = "gpu",
+    width: int | None = None,
+    height: int | None = None,
+    frames: int | None = None,
+) -> MemoryEstimate:
+    """The memory a model needs at a level, by model type. Context defaults to 4096 tokens
+    (or the model's maximum when smaller). Results are memoised on the metadata object."""
+    spec = _spec(level)
+    key = (spec.name, context, kv_dtype, batch, device_kind, width, height, frames)
+    cache = metadata.estimate_cache
+    est = cache.get(key)
+    if est is None:
+        est = cache[key] = _estimate_model(metadata, spec, context=context, kv_dtype=kv_dtype, batch=batch,
+                                           device_kind=device_kind, width=width, height=height, frames=frames)
+    return est
+
+
+def _estimate_model(metadata: "ModelMetadata", spec: QuantSpec, *, context: int | None, kv_dtype: str,
+                    batch: int | None, device_kind: str, width: int | None, height: int | None,
+                    frames: int | None) -> MemoryEstimate:
+    from app.core.model_registry import ModelType
+
+    params = metadata.parameter_count
+    arch = metadata.estimation_architecture
+    if params is None and arch is None:
+        raise EstimateUnavailable(
+            f"{metadata.id} has no parameter count or size; register it with size_gb or parameters to estimate it"
+        )
+    mt = metadata.model_type
+    if mt == ModelType.LLM:
+        ctx = 4096 if context is None else context
+        if arch is not None and arch.max_context:
+            ctx = min(ctx, arch.max_context)
+        est = estimate_llm(spec, parameters=params, architecture=arch, context=ctx, kv_dtype=kv_dtype,
+                           batch=batch or 512, device_kind=device_kind, native_dtype=metadata.native_dtype)
+    elif mt == ModelType.TEXT_TO_IMAGE:
+        size = metadata.default_resolution or 1024
+        est = estimate_diffusion(spec, parameters=params or 0, family=_diffusion_family(metadata),
+                                 width=width or size, height=height or size, batch=batch or 1,
+                                 device_kind=device_kind)
+    elif mt == ModelType.TEXT_TO_VIDEO:
+        short = metadata.default_resolution or 480
+        est = estimate_video(spec, parameters=params or 0, family=_diffusion_family(metadata),
+                             width=width or (short * 16 // 9 // 16 * 16), height=height or short,
+                             frames=frames or 81, batch=batch or 1, device_kind=device_kind)
+    elif mt == ModelType.SPEECH_TO_TEXT:
+        est = estimate_speech_to_text(spec, parameters=params or 0, architecture=arch, batch=batch or 1,
+                                      device_kind=device_kind)
+    elif mt == ModelType.EMBEDDING:
+        est = estimate_embedding(spec, parameters=params or 0, architecture=arch, batch=batch or 32,
+                                 device_kind=device_kind)
+    else:
+        est = estimate_text_to_speech(spec, parameters=params or 0, device_kind=device_kind)
+    # A file read from disk at this very level: its header bytes are exact.
+    if metadata.weight_bytes is not None and metadata.file_type and _same_level(metadata.file_type, spec):
+        est = _with_exact_weights(est, metadata)
+    if metadata.approximate and not est.approximate:
+        from dataclasses import replace
+
+        est = replace(est, approximate=True)
+    return est
+
+
+def _same_level(file_type: str, spec: QuantSpec) -> bool:
+    try:
+        return resolve_quantization(file_type).name == spec.name
+    except UnknownQuantizationError:
+        return False
+
+
+def _with_exact_weights(est: MemoryEstimate, metadata: "ModelMetadata") -> MemoryEstimate:
+    from dataclasses import replace
+
+    w = metadata.weight_bytes or 0
+    text = f"{format_gib(w, 2)} read from the file header{'' if metadata.weights_exact else ' (file size)'}"
+    return replace(est, weights=EstimateTerm(w, text), approximate=not metadata.weights_exact)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plans
+# ------------------------------------------------------------------------------------------------
+
+
+class PlacementError(ValueError):
+    """A preferred level that does not fit: carries what was needed and what was available."""
+
+    def __init__(self, message: str, *, needed_bytes: int, available_bytes: int, level: str, device: str) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        self.level = level
+        self.device = device
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One level with its estimate and whether it fits."""
+
+    quantization: str
+    estimate: MemoryEstimate
+    fits: bool
+    quality_ppl: float
+    quality_note: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationPlan:
+    """Where and how a model would load, and the alternatives considered."""
+
+    model_id: str
+    quantization: str
+    estimate: MemoryEstimate
+    device: str
+    #: "gpu" (all on one device), "partial" (gpu_layers on the GPU, the rest in RAM), "cpu", "none".
+    placement: str
+    fits: bool
+    gpu_layers: int | None
+    available_bytes: int
+    needed_bytes: int
+    headroom_bytes: int
+    reason: str
+    alternatives: tuple[Candidate, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's plan document."""
+        return {
+            "model_id": self.model_id,
+            "quantization": self.quantization,
+            "estimate": self.estimate.to_dict(),
+            "device": self.device,
+            "placement": self.placement,
+            "fits": self.fits,
+            "gpu_layers": self.gpu_layers,
+            "headroom_bytes": self.headroom_bytes,
+            "available_bytes": self.available_bytes,
+            "needed_bytes": self.needed_bytes,
+            "reason": self.reason,
+            "alternatives": [
+                {"quantization": c.quantization, "total_bytes": c.estimate.total_bytes, "fits": c.fits,
+                 "weights_bytes": c.estimate.weights_bytes, "quality_note": c.quality_note}
+                for c in self.alternatives
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationConfig:
+    """The seed's result type: a level, a description and its estimated memory in GiB."""
+
+    level: "QuantizationLevel | str"
+    description: str
+    estimated_memory_gb: float
+    requires_calibration: bool = False
+    estimate: MemoryEstimate | None = None
+    plan: QuantizationPlan | None = None
+
+
+class QuantizationStrategy:
+    """Selects the level and placement for a model on the current hardware.
+
+    ``gpu_headroom_bytes`` is kept free on a GPU (llama.cpp's ``--fit`` aims for a 1 GiB margin);
+    ``ram_headroom_bytes`` is left to the operating system and other programs.
+    """
+
+    def __init__(self, *, gpu_headroom_bytes: int = 1 * GiB, ram_headroom_bytes: int = 2 * GiB) -> None:
+        self.gpu_headroom_bytes = gpu_headroom_bytes
+        self.ram_headroom_bytes = ram_headroom_bytes
+        self.logger = _log
+
+    # --- candidates ---------------------------------------------------------------------------
+    def candidates(self, metadata: "ModelMetadata", **kw: Any) -> list[tuple[str, MemoryEstimate]]:
+        return [(lv, estimate_model(metadata, lv, **kw)) for lv in candidate_levels(metadata)]
+
+    # --- the seed's entry point ----------------------------------------------------------------
+    def select_quantization(
+        self,
+        model_size_gb: "float | ModelMetadata",
+        hardware: HardwareProfile,
+        preferred_level: "QuantizationLevel | str | None" = None,
+        **kw: Any,
+    ) -> QuantizationConfig:
+        """The seed's call: a size in GiB-ish billions (or a ``ModelMetadata``) and a profile.
+
+        A preferred level that does not fit raises :class:`PlacementError` with the bytes
+        needed and available.
+        """
+        from app.core.model_registry import ModelMetadata, ModelType
+
+        if isinstance(model_size_gb, ModelMetadata):
+            metadata = model_size_gb
+        else:
+            metadata = ModelMetadata(name=f"{model_size_gb:g} B model", provider="other", model_type=ModelType.LLM,
+                                     size_gb=float(model_size_gb), model_id=f"size:{model_size_gb:g}",
+                                     runtime_backend="transformers", origin="user")
+        plan = self.plan(metadata, hardware, preferred=preferred_level, **kw)
+        level = QuantizationLevel.parse(plan.quantization)
+        spec = resolve_quantization(plan.quantization)
+        return QuantizationConfig(
+            level=level,
+            description=f"{spec.description}: {plan.reason}",
+            estimated_memory_gb=gib(plan.estimate.total_bytes),
+            requires_calibration=spec.name in ("int2", "gptq-int4", "awq-int4"),
+            estimate=plan.estimate,
+            plan=plan,
+        )
+
+    # --- planning ------------------------------------------------------------------------------
+    def plan(
+        self,
+        metadata: "ModelMetadata",
+        hardware: HardwareProfile,
+        *,
+        preferred: "QuantizationLevel | str | None" = None,
+        device: str | None = None,
+        context: int | None = None,
+        kv_dtype: str = "f16",
+        batch: int | None = None,
+        free_overrides: dict[str, int] | None = None,
+    ) -> QuantizationPlan:
+        """Choose level and placement. ``device`` is ``cuda:N``, ``cpu`` or None (best GPU).
+
+        ``free_overrides`` replaces a device's free bytes (the allocator passes what its ledger
+        says is really available).
+        """
+        kw = {"context": context, "kv_dtype": kv_dtype, "batch": batch}
+        gpus = [g for g in hardware.gpus if not g.lost and g.mig_parent is None]
+        if metadata.compute_capability_min:
+            gpus = [g for g in gpus if g.compute_capability and g.compute_capability >= metadata.compute_capability_min]
+        overrides = free_overrides or {}
+
+        def free_of(dev: str) -> int:
+            if dev in overrides:
+                return overrides[dev]
+            if dev == "cpu":
+                return hardware.host.available_bytes
+            for g in gpus:
+                if g.device_id == dev:
+                    return g.free_bytes
+            return 0
+
+        ram_avail = max(0, free_of("cpu") - self.ram_headroom_bytes)
+        if device is not None and device != "cpu" and device not in {g.device_id for g in gpus}:
+            known = ", ".join([g.device_id for g in gpus] + ["cpu"])
+            raise PlacementError(f"no usable device {device!r}; choose one of: {known}", needed_bytes=0,
+                                 available_bytes=0, level=str(preferred or ""), device=device)
+        targets = [device] if device else sorted((g.device_id for g in gpus), key=free_of, reverse=True)[:1]
+        target = targets[0] if targets else "cpu"
+        on_cpu = target == "cpu"
+        avail = ram_avail if on_cpu else max(0, free_of(target) - self.gpu_headroom_bytes)
+        device_kind = "cpu" if on_cpu else "gpu"
+
+        levels = candidate_levels(metadata)
+        target_gpu = next((g for g in gpus if g.device_id == target), None)
+        if target_gpu is None or (target_gpu.compute_capability or (0, 0)) < (8, 9):
+            levels = tuple(lv for lv in levels if lv != "fp8")  # FP8 kernels need Ada/Hopper or newer
+        if preferred is not None:
+            pref = _spec(preferred if not isinstance(preferred, QuantizationLevel) else preferred.value).name
+            if pref not in levels:
+                levels = (pref, *levels)
+        estimates = {lv: estimate_model(metadata, lv, device_kind=device_kind, **kw) for lv in levels}
+        cands = tuple(
+            Candidate(lv, est, est.total_bytes <= avail, *quality_of(lv)) for lv, est in estimates.items()
+        )
+
+        def finish(level: str, placement: str, dev: str, gpu_layers: int | None, needed: int, available: int,
+                   reason: str) -> QuantizationPlan:
+            return QuantizationPlan(
+                model_id=metadata.id, quantization=level, estimate=estimates[level], device=dev,
+                placement=placement, fits=placement in ("gpu", "cpu"), gpu_layers=gpu_layers,
+                available_bytes=available, needed_bytes=needed, headroom_bytes=available - needed,
+                reason=reason, alternatives=cands,
+            )
+
+        layers = metadata.estimation_architecture.layers if metadata.estimation_architecture else None
+        full_layers = None if on_cpu else layers
+
+        if preferred is not None:
+            est = estimates[pref]
+            if est.total_bytes <= avail:
+                return finish(pref, "cpu" if on_cpu else "gpu", target, 0 if on_cpu and layers else full_layers,
+                              est.total_bytes, avail, f"{pref} fits on {target} as requested")
+            raise PlacementError(
+                f"{metadata.id} at {pref} needs {format_gib(est.total_bytes, 2)} but {target} has "
+                f"{format_gib(avail, 2)} available (after keeping "
+                f"{format_gib(self.ram_headroom_bytes if on_cpu else self.gpu_headroom_bytes)} free); "
+                f"choose a smaller level, a shorter context, or free memory",
+                needed_bytes=est.total_bytes, available_bytes=avail, level=pref, device=target,
+            )
+
+        for c in cands:  # best quality first
+            if c.fits:
+                where = "in RAM" if on_cpu else f"on {target}"
+                return finish(c.quantization, "cpu" if on_cpu else "gpu", target, 0 if on_cpu and layers else full_layers,
+                              c.estimate.total_bytes, avail,
+                              f"{c.quantization} is the best level that fits {where} with "
+                              f"{format_gib(avail - c.estimate.total_bytes)} to spare")
+
+        # Nothing fits whole on the GPU: split layers between GPU and RAM where the model has layers.
+        if not on_cpu and layers:
+            # The best quality that keeps at least half the layers on the GPU; failing that, the most
+            # layers at a good level (perplexity +0.3 or better); failing that, the most layers.
+            options = []
+            for c in cands:
+                n = self._gpu_layers(c.estimate, layers, avail)
+                if n > 0 and self._cpu_share(c.estimate, layers, n) <= ram_avail:
+                    options.append((c, n))
+            best: tuple[str, int] | None = None
+            half = [(c, n) for c, n in options if n >= layers / 2]
+            good = [(c, n) for c, n in options if c.quality_ppl <= 0.3]
+            if half:
+                best = (half[0][0].quantization, half[0][1])
+            elif options:
+                c, n = max(good or options, key=lambda o: o[1])
+                best = (c.quantization, n)
+            if best is not None:
+                level, n = best
+                est = estimates[level]
+                return finish(level, "partial", f"{target}+cpu", n, est.total_bytes, avail + ram_avail,
+                              f"{level} does not fit {target} whole: {n} of {layers} layers on the GPU, "
+                              f"the rest in RAM (slower)")
+        # Then the CPU alone.
+        cpu_est = {lv: estimate_model(metadata, lv, device_kind="cpu", **kw) for lv in levels}
+        for c in cands:
+            est = cpu_est[c.quantization]
+            if est.total_bytes <= ram_avail:
+                estimates[c.quantization] = est
+                return QuantizationPlan(
+                    model_id=metadata.id, quantization=c.quantization, estimate=est, device="cpu", placement="cpu",
+                    fits=True, gpu_layers=0 if layers else None, available_bytes=ram_avail,
+                    needed_bytes=est.total_bytes, headroom_bytes=ram_avail - est.total_bytes,
+                    reason=(f"no GPU has room; {c.quantization} runs on the CPU from RAM" if gpus or on_cpu
+                            else f"no GPU; {c.quantization} runs on the CPU from RAM"),
+                    alternatives=cands,
+                )
+        smallest = cands[-1]
+        return finish(smallest.quantization, "none", target, 0 if layers else None, smallest.estimate.total_bytes,
+                      avail, f"does not fit: even {smallest.quantization} needs "
+                             f"{format_gib(smallest.estimate.total_bytes, 2)}; {target} has {format_gib(avail, 2)} "
+                             f"and RAM {format_gib(ram_avail, 2)} available")
+
+    @staticmethod
+    def _per_layer(est: MemoryEstimate, layers: int) -> int:
+        return (est.weights_bytes + est.kv_cache_bytes) // max(1, layers)
+
+    def _gpu_layers(self, est: MemoryEstimate, layers: int, avail: int) -> int:
+        fixed = est.compute_bytes + est.overhead_bytes
+        per = self._per_layer(est, layers)
+        if per <= 0:
+            return layers
+        return max(0, min(layers, (avail - fixed) // per))
+
+    def _cpu_share(self, est: MemoryEstimate, layers: int, gpu_layers: int) -> int:
+        return self._per_layer(est, layers) * (layers - gpu_layers) + runtime_overhead_bytes("cpu")[0]
+
+
+
+def _min_level(metadata: "ModelMetadata", levels: tuple[str, ...]) -> str:
+    """The smallest level still worth running: a good 4-bit for LLMs, else the smallest candidate."""
+    for good in ("Q4_K_M", "nf4", "int8", "fp8"):
+        if good in levels:
+            return good
+    return levels[-1]
+
+
+def fill_requirements(metadata: "ModelMetadata") -> "ModelMetadata":
+    """The seed's GiB requirement fields, from estimates (4096-token context for LLMs).
+
+    min_vram_gb: the total at the smallest good level; recommended_vram_gb: at the best level;
+    RAM figures: the weights at those levels plus the CPU runtime footprint. Fields already set
+    are kept.
+    """
+    if metadata.parameter_count is None:
+        return metadata
+    levels = candidate_levels(metadata)
+    if not metadata.supports_quantization:
+        levels = levels[:1]
+    best, low = levels[0], _min_level(metadata, levels)
+    lo_est, hi_est = estimate_model(metadata, low), estimate_model(metadata, best)
+    lo_est, hi_est = (lo_est, hi_est) if lo_est.total_bytes <= hi_est.total_bytes else (hi_est, lo_est)
+    cpu = runtime_overhead_bytes("cpu")[0]
+    values = {
+        "min_vram_gb": _gib_up(lo_est.total_bytes),
+        "recommended_vram_gb": _gib_up(hi_est.total_bytes),
+        "min_ram_gb": _gib_up(lo_est.weights_bytes + cpu),
+        "recommended_ram_gb": _gib_up(hi_est.weights_bytes + cpu),
+    }
+    update = {k: v for k, v in values.items() if getattr(metadata, k) is None}
+    return metadata.model_copy(update=update) if update else metadata
+
+
+def _gib_up(n_bytes: int) -> float:
+    return float(f"{gib(n_bytes) + 0.005:.2f}")
