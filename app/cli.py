@@ -13,6 +13,8 @@ from app import __version__
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: `plan`: the model does not fit anywhere (or not at the requested level).
+EXIT_NO_FIT = 3
 
 
 class CliError(Exception):
@@ -103,6 +105,161 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dump(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _registry() -> Any:
+    from app.core.model_registry import ModelRegistry
+
+    registry = ModelRegistry()
+    for problem in registry.problems:
+        print(f"modeldeck: warning: {problem}", file=sys.stderr)
+    return registry
+
+
+def _find_model(registry: Any, name: str) -> Any:
+    model = registry.get_model(name)
+    if model is None:
+        close = [m.id for m in registry.search(name, limit=3)]
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `modeldeck models` lists the known models"
+        raise CliError(f"unknown model {name!r}{hint}")
+    return model
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(float(text)) if kind is int else kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+        return value
+
+    return parse
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from app.core.estimation import Architecture, UnknownQuantizationError, estimate_llm
+
+    arch = None
+    shape = (args.layers, args.hidden, args.heads)
+    if any(v is not None for v in (*shape, args.kv_heads, args.head_dim, args.vocab)):
+        if any(v is None for v in shape):
+            raise CliError("the architecture needs at least --layers, --hidden and --heads "
+                           "(add --kv-heads, --head-dim and --vocab for an exact KV cache and embeddings)")
+        arch = Architecture(layers=args.layers, hidden_size=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+                            head_dim=args.head_dim, vocab_size=args.vocab, intermediate_size=args.intermediate)
+        if args.params:
+            arch = arch.with_parameters(int(args.params))
+    if not args.params and arch is None:
+        raise CliError("give --params N (parameter count), or the architecture flags")
+    try:
+        est = estimate_llm(args.quant, parameters=int(args.params) if args.params else None, architecture=arch,
+                           context=args.context, kv_dtype=args.kv_dtype, batch=args.batch,
+                           device_kind=args.device, flash_attention=not args.no_flash_attention)
+    except UnknownQuantizationError as err:
+        raise CliError(str(err)) from err
+    if args.json:
+        _dump(est.to_dict())
+    else:
+        print(f"{est.quantization}" + (" (approximate)" if est.approximate else ""))
+        print("\n".join(est.explain()))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from app.core.estimation import UnknownQuantizationError
+    from app.core.quantization_strategy import PlacementError, QuantizationStrategy, estimate_model
+    from app.core.units import format_gib
+
+    registry = _registry()
+    model = _find_model(registry, args.model)
+    with _profiler(args.simulate) as profiler:
+        profile = profiler.get_profile()
+    strategy = QuantizationStrategy()
+    try:
+        plan = strategy.plan(model, profile, preferred=args.quant, device=args.device, context=args.context,
+                             kv_dtype=args.kv_dtype)
+        doc = plan.to_dict()
+        code = EXIT_OK if plan.placement != "none" else EXIT_NO_FIT
+    except UnknownQuantizationError as err:
+        raise CliError(str(err)) from err
+    except PlacementError as err:
+        if not err.needed_bytes:
+            raise CliError(str(err)) from err
+        est = estimate_model(model, err.level, context=args.context, kv_dtype=args.kv_dtype,
+                             device_kind="cpu" if err.device == "cpu" else "gpu")
+        doc = {"model_id": model.id, "quantization": err.level, "estimate": est.to_dict(), "device": err.device,
+               "placement": "none", "fits": False, "gpu_layers": None,
+               "headroom_bytes": err.available_bytes - err.needed_bytes, "available_bytes": err.available_bytes,
+               "needed_bytes": err.needed_bytes, "reason": str(err), "alternatives": []}
+        code = EXIT_NO_FIT
+    if args.json:
+        _dump(doc)
+        return code
+    print(f"{model.name} ({model.id})")
+    print(f"  {doc['reason']}")
+    print(f"  level {doc['quantization']} on {doc['device']}"
+          + (f", {doc['gpu_layers']} GPU layers" if doc["placement"] == "partial" else ""))
+    est = doc["estimate"]
+    for key, label in (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"), ("overhead", "overhead")):
+        print(f"    {label:<9}{format_gib(est[key + '_bytes'], 2):>11}  {est['explanations'][key]}")
+    print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   available {format_gib(doc['available_bytes'], 2)}")
+    if doc["alternatives"]:
+        print("  alternatives:")
+        for alt in doc["alternatives"]:
+            mark = "fits" if alt["fits"] else "too big"
+            print(f"    {alt['quantization']:<10}{format_gib(alt['total_bytes'], 2):>11}  {mark:<8} {alt['quality_note']}")
+    return code
+
+
+def _model_doc(m: Any) -> dict[str, Any]:
+    return {
+        "model_id": m.id, "name": m.name, "provider": m.provider_name, "model_type": m.model_type.value,
+        "parameters": m.parameter_count, "parameters_exact": m.parameters_exact, "size_gb": m.size_gb,
+        "min_vram_gb": m.min_vram_gb, "recommended_vram_gb": m.recommended_vram_gb,
+        "min_ram_gb": m.min_ram_gb, "recommended_ram_gb": m.recommended_ram_gb,
+        "runtime": m.runtime_backend, "formats": list(m.formats), "aliases": list(m.aliases),
+        "origin": m.origin, "path": m.path, "weight_bytes": m.weight_bytes, "file_type": m.file_type,
+        "source": m.source,
+    }
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from app.core.model_registry import ModelType
+
+    registry = _registry()
+    try:
+        model_type = ModelType(args.type.lower()) if args.type else None
+    except ValueError:
+        raise CliError(f"unknown type {args.type!r}; use one of: {', '.join(t.value for t in ModelType)}") from None
+    models = registry.search(args.search, limit=10_000) if args.search else registry.list_models()
+    if model_type is not None:
+        models = [m for m in models if m.model_type == model_type]
+    if args.provider:
+        models = [m for m in models if m.provider_name == args.provider.lower()]
+    if args.fits:
+        with _profiler(args.simulate) as profiler:
+            profile = profiler.get_profile()
+        models = [m for m in models if registry.fits(m, profile)]
+    if args.json:
+        _dump({"models": [_model_doc(m) for m in models]})
+        return EXIT_OK
+    if not models:
+        print("No models match.")
+        return EXIT_OK
+    print(f"{'Model':<46}{'Type':<16}{'Params':>9}{'Min GiB':>9}{'Rec GiB':>9}  Origin")
+    for m in models:
+        params = f"{m.parameter_count / 1e9:.2f}B" if m.parameter_count else "?"
+        lo = f"{m.min_vram_gb:.1f}" if m.min_vram_gb is not None else "-"
+        hi = f"{m.recommended_vram_gb:.1f}" if m.recommended_vram_gb is not None else "-"
+        print(f"{m.id[:45]:<46}{m.model_type.value:<16}{params:>9}{lo:>9}{hi:>9}  {m.origin}")
+    return EXIT_OK
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     raise CliError("the dashboard is not part of this build yet; use `modeldeck status` for now")
 
@@ -127,6 +284,43 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON document")
     status.add_argument("--simulate", metavar="SPEC", help=simulate_help)
     status.set_defaults(func=cmd_status)
+
+    models = sub.add_parser("models", help="the models ModelDeck knows")
+    models.add_argument("--type", metavar="T", help="llm, text_to_image, text_to_speech, speech_to_text, text_to_video, embedding")
+    models.add_argument("--provider", metavar="P", help="llama, mistral, qwen, gemma, …")
+    models.add_argument("--search", metavar="WORDS", help="only models matching these words")
+    models.add_argument("--fits", action="store_true", help="only models that fit a GPU now (or RAM without a GPU)")
+    models.add_argument("--simulate", metavar="SPEC", help=simulate_help)
+    models.add_argument("--json", action="store_true", help="print one JSON document")
+    models.set_defaults(func=cmd_models)
+
+    plan = sub.add_parser("plan", help="how a model would load here: level, device, breakdown")
+    plan.add_argument("model", metavar="MODEL", help="model id, name or alias")
+    plan.add_argument("--quant", metavar="Q", help="insist on this level (checked, never silently accepted)")
+    plan.add_argument("--context", type=_positive(int), default=None, metavar="N", help="context tokens (default 4096)")
+    plan.add_argument("--kv-dtype", default="f16", metavar="T", help="KV cache type: f16, q8_0, q4_0 …")
+    plan.add_argument("--device", metavar="D", help="cuda:N or cpu (default: the GPU with most free memory)")
+    plan.add_argument("--simulate", metavar="SPEC", help=simulate_help)
+    plan.add_argument("--json", action="store_true", help="print one JSON document")
+    plan.set_defaults(func=cmd_plan)
+
+    est = sub.add_parser("estimate", help="memory for a model described by numbers")
+    est.add_argument("--params", type=_positive(float), metavar="N", help="parameter count, e.g. 8.03e9")
+    est.add_argument("--quant", required=True, metavar="Q", help="fp16, int8, int4, Q4_K_M, IQ4_XS, …")
+    est.add_argument("--layers", type=_positive(int), metavar="L")
+    est.add_argument("--hidden", type=_positive(int), metavar="H")
+    est.add_argument("--heads", type=_positive(int), metavar="H")
+    est.add_argument("--kv-heads", type=_positive(int), metavar="H")
+    est.add_argument("--head-dim", type=_positive(int), metavar="D")
+    est.add_argument("--vocab", type=_positive(int), metavar="V")
+    est.add_argument("--intermediate", type=_positive(int), metavar="F", help="FFN width (solved from --params if absent)")
+    est.add_argument("--context", type=_positive(int), default=0, metavar="N", help="tokens of KV cache (default 0)")
+    est.add_argument("--kv-dtype", default="f16", metavar="T", help="f16, q8_0, q4_0 …")
+    est.add_argument("--batch", type=_positive(int), default=512, metavar="B", help="tokens per micro-batch")
+    est.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="whose runtime overhead to add")
+    est.add_argument("--no-flash-attention", action="store_true", help="size the compute buffer without flash attention")
+    est.add_argument("--json", action="store_true", help="print one JSON document")
+    est.set_defaults(func=cmd_estimate)
     return parser
 
 

@@ -177,30 +177,39 @@ def _gguf_spec(preset: str) -> QuantSpec:
 
 @lru_cache(maxsize=None)
 def _quant_table() -> dict[str, QuantSpec]:
+    """Base levels by lower-case name, GGUF presets by upper-case name (so ``bf16`` is the
+    transformers level and ``F16``/``gguf:BF16`` the llama.cpp presets)."""
     table: dict[str, QuantSpec] = {q.name: q for q in _BASE_LEVELS}
     for preset in _GGUF_PRESETS:
-        table[preset.lower()] = _gguf_spec(preset)
+        table[preset] = _gguf_spec(preset)
     return table
 
 
 def quantization_names() -> list[str]:
-    """Every name ``resolve_quantization`` accepts, canonical spelling first."""
-    return [q.name for q in _quant_table().values()]
+    """Every canonical name ``resolve_quantization`` accepts."""
+    return list(_quant_table())
 
 
 @lru_cache(maxsize=512)
 def resolve_quantization(name: str) -> QuantSpec:
-    """A quantization by name, case-insensitively: ``fp16``, ``int4``, ``4bit``, ``Q4_K_M``, ``IQ4_XS`` …"""
-    key = str(name).strip()
-    lower = key.lower().replace(" ", "")
-    lower = _SEED_ALIASES.get(lower, lower)
+    """A quantization by name, case-insensitively: ``fp16``, ``int4``, ``4bit``, ``Q4_K_M``, ``IQ4_XS`` …
+
+    Where a base level and a GGUF preset share a name (``bf16``, ``fp32``/``F32``), the base level
+    wins; prefix ``gguf:`` for the preset.
+    """
+    key = str(name).strip().replace(" ", "")
     table = _quant_table()
-    if lower in table:
-        return table[lower]
-    upper = lower.upper()
+    lower = key.lower()
+    if lower.startswith("gguf:"):
+        key = key[5:]
+    else:
+        lower = _SEED_ALIASES.get(lower, lower)
+        if lower in table:
+            return table[lower]
+    upper = key.upper()
     upper = _GGUF_ALIASES.get(upper, upper)
-    if upper.lower() in table:
-        return table[upper.lower()]
+    if upper in _GGUF_PRESETS:
+        return table[upper]
     if upper in GGML_TYPES:  # a bare ggml type such as Q6_K or IQ4_NL: every matrix in that type
         block, size = GGML_TYPES[upper]
         return QuantSpec(upper, "ggml", size * 8 / block, f"every matrix in {upper}", "llama.cpp", upper)
@@ -272,8 +281,9 @@ class Architecture:
             return self
         probe = replace(self, intermediate_size=1)
         per_unit = 3 * self.layers * self.hidden_size * max(1, self.n_experts)
-        ff = (parameters - probe.parameter_count() + per_unit) // per_unit
-        return replace(self, intermediate_size=max(1, int(ff)))
+        ff = (parameters - probe.parameter_count() + per_unit) / per_unit
+        # Published FFN widths are multiples of 256 (which k-quants also need).
+        return replace(self, intermediate_size=max(256, int(round(ff / 256)) * 256))
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> "Architecture | None":
@@ -407,8 +417,8 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
             return bump([(count, "Q4_K" if a.gqa >= 4 else "Q3_K")])
         if p == "Q2_K_S" and a.gqa >= 4:
             return bump([(count, "Q4_K")])
-        if p == "IQ3_XXS":
-            return bump([(count, "Q4_K" if a.gqa >= 4 else "IQ3_S")])
+        if p == "IQ3_XXS":  # I-quants are made with an importance matrix, which keeps IQ3_XXS here
+            return bump([(count, "Q4_K" if a.gqa >= 4 else "IQ3_XXS")])
         if p in ("IQ3_XS", "IQ3_S") and a.gqa >= 4:
             return bump([(count, "Q4_K")])
         if p == "IQ3_M":
@@ -444,8 +454,6 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
             return [(count, "Q3_K")]
         if p == "Q2_K_S":
             return _split(count, [(L // 8, "Q4_K")], base)
-        if p == "IQ3_XXS":
-            return _split(count, [(L // 8, "Q4_K")], "Q3_K")
         if p == "Q3_K_M":
             return _split(count, [(L // 16, "Q5_K")], "Q4_K")
         if p == "IQ3_M":
@@ -456,7 +464,7 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
             return [(count, "Q5_K")]
         if p in ("Q4_K_M", "Q5_K_M"):
             return [(more, "Q6_K"), (count - more, base)]
-        if p in ("IQ4_NL", "IQ4_XS", "Q4_K_S"):
+        if p == "Q4_K_S":  # (IQ4_NL/IQ4_XS bump these only without an importance matrix)
             return _split(count, [(L // 8, "Q5_K")], base)
         return [(count, base)]
     if group == "attn_output":

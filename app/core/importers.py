@@ -43,6 +43,7 @@ MAX_GGUF_TENSORS = 1_000_000
 MAX_GGUF_KV = 100_000
 MAX_GGUF_DIMS = 4  # GGML_MAX_DIMS: ggml itself rejects more
 MAX_GGUF_KEY_BYTES = 65_535  # the GGUF spec's limit on key length
+MAX_GGUF_NAME_BYTES = 1024  # ggml's own limit is 64 (GGML_MAX_NAME)
 MAX_JSON_SIDE_FILE_BYTES = 64 * 1024 * 1024  # config.json, *.index.json
 _KEEP_STRING_BYTES = 1024 * 1024  # longer GGUF string values are skipped, not kept
 _KEEP_TOTAL_BYTES = 64 * 1024 * 1024
@@ -330,13 +331,16 @@ class _GGUFParser:
                         f"but only {left:,} bytes are left in the file")
 
     def string(self, limit: int | None, what: str) -> str | None:
+        """A key or name (length capped by `limit`, always kept), or a value (kept within a budget)."""
         (n,) = self.src.unpack(self.u64)
-        if limit is not None and n > limit:
-            raise self.malformed(f"a {what} of {n:,} bytes (limit {limit:,})")
-        if n > _KEEP_STRING_BYTES or self.kept + n > _KEEP_TOTAL_BYTES:
+        if limit is not None:
+            if n > limit:
+                raise self.malformed(f"a {what} of {n:,} bytes (limit {limit:,})")
+        elif n > _KEEP_STRING_BYTES or self.kept + n > _KEEP_TOTAL_BYTES:
             self.src.skip(n)
             return None
-        self.kept += n
+        else:
+            self.kept += n
         return self.src.take(n).decode("utf-8", errors="replace")
 
     def value(self, vtype: int, key: str, depth: int = 0) -> Any:
@@ -394,12 +398,13 @@ class _GGUFParser:
 
         tensors: list[_GGUFTensor] = []
         seen: set[str] = set()
+        dims_formats = [struct.Struct(f"{self.e}{n}Q") for n in range(MAX_GGUF_DIMS + 1)]
         for _ in range(tensor_count):
-            name = self.string(MAX_GGUF_KEY_BYTES, "tensor name") or ""
+            name = self.string(MAX_GGUF_NAME_BYTES, "tensor name") or ""
             (n_dims,) = src.unpack(self.u32)
             if n_dims > MAX_GGUF_DIMS:
                 raise self.malformed(f"tensor {name!r} has {n_dims:,} dimensions (ggml allows {MAX_GGUF_DIMS})")
-            dims = src.unpack(struct.Struct(f"{self.e}{n_dims}Q"))
+            dims = src.unpack(dims_formats[n_dims])
             type_id, offset = src.unpack(self.u32)[0], src.unpack(self.u64)[0]
             if name in seen:
                 raise self.malformed(f"the tensor name {name!r} appears twice")
@@ -585,6 +590,7 @@ def _gguf_reader_figures(path: str) -> tuple[list[tuple[str, str, int, int]], in
     """Tensor figures as `gguf.GGUFReader` sees them, with its memory map closed before returning."""
     import gguf
 
+    failure = None
     reader = None
     try:
         reader = gguf.GGUFReader(path)
@@ -592,10 +598,9 @@ def _gguf_reader_figures(path: str) -> tuple[list[tuple[str, str, int, int]], in
         tokens = reader.get_field("tokenizer.ggml.tokens")
         n_tokens = len(tokens.data) if tokens is not None else None
         del tokens
-        return figures, n_tokens
     except Exception as exc:
-        raise _fail(path, ImportErrorKind.MALFORMED,
-                    f"gguf.GGUFReader cannot read it ({type(exc).__name__}: {exc})") from None
+        # Keep only the text: the exception's traceback holds the reader's frames, and so its map.
+        failure = f"gguf.GGUFReader cannot read it ({type(exc).__name__}: {exc})"
     finally:
         if reader is not None:
             mapping = getattr(reader.data, "_mmap", None)
@@ -606,6 +611,9 @@ def _gguf_reader_figures(path: str) -> tuple[list[tuple[str, str, int, int]], in
                     mapping.close()
                 except (BufferError, ValueError):  # a view survived; it is freed with it
                     pass
+    if failure is not None:
+        raise _fail(path, ImportErrorKind.MALFORMED, failure)
+    return figures, n_tokens
 
 
 def _deep_check(headers: list[_GGUFHeader], model: ScannedModel) -> None:
@@ -1011,7 +1019,7 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
     for group in groups:
         multi = group.index is not None or len(group.files) + len(group.missing) > 1
         same_kind = sum(1 for g in groups if g.kind == group.kind)
-        if multi and same_kind == 1:
+        if multi and same_kind == 1 and group.kind != "gguf":  # llama.cpp takes a split GGUF's first part
             group.path = folder
         else:
             group.path = group.index or (group.files or group.missing)[0]
@@ -1080,10 +1088,12 @@ def _merge_revision(models: list[ScannedModel], snapshot: str, repo_id: str, con
     bytes_by_type = _sorted_types(by_type)
     exact = all(m.exact for m in models)
     formats = sorted({m.format for m in models})
-    architecture = _config_architecture(config) if config is not None else models[0].architecture
+    # The architecture is the model at the snapshot root; a diffusers pipeline has none there.
     root = [m for m in models if os.path.dirname(m.files[0]) == snapshot]
-    if config is not None and architecture["tie_word_embeddings"] is None and root:
-        architecture["tie_word_embeddings"] = root[0].architecture["tie_word_embeddings"]
+    if root:
+        architecture = dict(root[0].architecture)
+    else:
+        architecture = _config_architecture(config) if config is not None else _empty_architecture()
     merged_notes = [f"weights: {', '.join(formats)}"] + notes
     for model in models:
         merged_notes += [n for n in model.notes if n not in merged_notes]
@@ -1139,13 +1149,14 @@ def _revision_jobs(repo_id: str, revision: Any, errors: list[ModelImportError]) 
     if rest:
         def run_rest(on_file: Callable[[str], None], rest: list[_Group] = rest) -> ScannedModel:
             models = [g.read(on_file) for g in rest]
-            config, note = _read_config(snapshot)
-            return _merge_revision(models, snapshot, repo_id, config, [label] + ([note] if note else []))
+            config, _ = _read_config(snapshot)
+            return _merge_revision(models, snapshot, repo_id, config, [label])
         jobs.append(_Job(snapshot, [f for g in rest for f in g.files], run_rest))
     return jobs
 
 
-def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[ModelImportError]) -> list[_Job]:
+def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[ModelImportError],
+                   missing_ok: bool = False) -> list[_Job]:
     """Jobs for every model revision in a Hugging Face hub cache, found by `scan_cache_dir`."""
     try:
         from huggingface_hub import scan_cache_dir
@@ -1158,6 +1169,8 @@ def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[Mo
     try:
         info = scan_cache_dir(cache_dir)
     except CacheNotFound as exc:
+        if missing_ok:
+            return []
         errors.append(_fail(os.fspath(getattr(exc, "cache_dir", where)), ImportErrorKind.NOT_FOUND,
                             "no Hugging Face cache there"))
         return []
@@ -1217,9 +1230,7 @@ def scan_hf_cache(cache_dir: str | os.PathLike[str] | None = None, *,
     """
     collected: list[ModelImportError] = []
     folder = os.path.abspath(os.fspath(cache_dir)) if cache_dir is not None else None
-    jobs = _hf_cache_jobs(folder, None, collected)
-    if folder is None:
-        collected = [e for e in collected if e.kind is not ImportErrorKind.NOT_FOUND or e.path.endswith(".safetensors")]
+    jobs = _hf_cache_jobs(folder, None, collected, missing_ok=folder is None)
     models = _run_jobs(jobs, collected, None)
     if errors is not None:
         errors.extend(collected)
@@ -1278,6 +1289,8 @@ def scan_path(path: str | os.PathLike[str],
             return [], [_os_error(folder, exc)]
         groups = [g for g in _folder_groups(folder, names, errors) if full in g.files]
         errors = [e for e in errors if e.path == full]
+        if not groups and name.lower().endswith(PICKLE_SUFFIXES):  # asked for by name: register it
+            groups = [_Group("pytorch-pickle", folder, [full], path=full)]
         if not groups:
             errors.append(_fail(full, ImportErrorKind.UNSUPPORTED, "not a model file ModelDeck knows",
                                 "ModelDeck reads .gguf, .safetensors, and registers .bin/.pt/.pth/.ckpt by size."))

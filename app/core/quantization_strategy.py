@@ -159,7 +159,7 @@ def _quality(name: str) -> tuple[float, str]:
 # ------------------------------------------------------------------------------------------------
 
 _GGUF_CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_M", "Q2_K", "IQ2_M")
-_TRANSFORMERS_CANDIDATES = ("bf16", "fp8", "int8", "nf4")
+_TRANSFORMERS_CANDIDATES = ("bf16", "fp8", "int8", "nf4", "nf4-dq")
 _DIFFUSION_CANDIDATES = ("fp16", "bf16", "fp8")
 _SPEECH_CANDIDATES = ("fp16", "int8", "fp32")
 
@@ -500,11 +500,11 @@ class QuantizationStrategy:
 
         for c in cands:  # best quality first
             if c.fits:
-                where = "in RAM" if on_cpu else f"on {target}"
+                spare = format_gib(avail - c.estimate.total_bytes)
+                reason = (f"runs on the CPU: {c.quantization} is the best level that fits in RAM with {spare} to spare"
+                          if on_cpu else f"{c.quantization} is the best level that fits on {target} with {spare} to spare")
                 return finish(c.quantization, "cpu" if on_cpu else "gpu", target, 0 if on_cpu and layers else full_layers,
-                              c.estimate.total_bytes, avail,
-                              f"{c.quantization} is the best level that fits {where} with "
-                              f"{format_gib(avail - c.estimate.total_bytes)} to spare")
+                              c.estimate.total_bytes, avail, reason)
 
         # Nothing fits whole on the GPU: split layers between GPU and RAM where the model has layers.
         if not on_cpu and layers:

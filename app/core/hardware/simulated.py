@@ -104,16 +104,16 @@ class SimulatedGpu:
 _MIXES: tuple[tuple[SimulatedProcess, ...], ...] = (
     (
         SimulatedProcess("Xorg", 0.0, kind="graphics", fixed_bytes=412 * MiB),
-        SimulatedProcess("ollama", 0.30, 0.02, 97.0),
-        SimulatedProcess("python3", 0.12, 0.10, 41.0),
+        SimulatedProcess("ollama", 0.10, 0.02, 97.0),
+        SimulatedProcess("python3", 0.05, 0.04, 41.0),
     ),
     (
-        SimulatedProcess("python3", 0.22, 0.05, 53.0),
+        SimulatedProcess("python3", 0.08, 0.03, 53.0),
         SimulatedProcess("firefox", 0.0, kind="graphics", fixed_bytes=268 * MiB),
     ),
     (
-        SimulatedProcess("llama-server", 0.40, 0.01, 120.0),
-        SimulatedProcess("blender", 0.08, 0.06, 29.0),
+        SimulatedProcess("llama-server", 0.20, 0.01, 120.0),
+        SimulatedProcess("blender", 0.04, 0.03, 29.0),
     ),
 )
 
