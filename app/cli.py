@@ -260,6 +260,45 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from app.core.importers import scan_path
+
+    registry = _registry()
+    found: list[Any] = []
+    problems: list[Any] = []
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int, current: str) -> None:
+        if total >= 20 or interactive:
+            end = "\n" if done == total or not interactive else "\r"
+            print(f"modeldeck: scanning {done}/{total} {current[-60:]}", end=end, file=sys.stderr, flush=True)
+
+    for path in args.paths:
+        models, errors = scan_path(path, progress=progress)
+        found.extend(models)
+        problems.extend(errors)
+    registered = [registry.register_scanned(m) for m in found]
+    if args.json:
+        _dump({
+            "models": [{**_model_doc(meta), "files": list(m.files), "file_bytes": m.file_bytes,
+                        "exact": m.exact, "bytes_by_type": dict(m.bytes_by_type), "notes": list(m.notes)}
+                       for meta, m in zip(registered, found)],
+            "errors": [{"path": str(e.path), "kind": str(getattr(e.kind, "value", e.kind)), "message": str(getattr(e, "message", e))}
+                       for e in problems],
+        })
+    else:
+        from app.core.units import format_gib
+
+        for meta, m in zip(registered, found):
+            exact = "exact" if m.exact else "file size"
+            print(f"{meta.name[:40]:<41}{m.format:<16}{m.file_type or '-':<9}"
+                  f"{format_gib(m.weight_bytes, 2):>11} ({exact})  {meta.id}")
+        for e in problems:
+            print(f"modeldeck: skipped {e.path}: {getattr(e, 'message', e)}", file=sys.stderr)
+        print(f"{len(registered)} model(s) registered, {len(problems)} file(s) skipped")
+    return EXIT_OK if registered or not problems else EXIT_FAILURE
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     raise CliError("the dashboard is not part of this build yet; use `modeldeck status` for now")
 
@@ -321,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--no-flash-attention", action="store_true", help="size the compute buffer without flash attention")
     est.add_argument("--json", action="store_true", help="print one JSON document")
     est.set_defaults(func=cmd_estimate)
+
+    scan = sub.add_parser("scan", help="register GGUF / safetensors files, folders and Hugging Face caches")
+    scan.add_argument("paths", nargs="+", metavar="PATH")
+    scan.add_argument("--json", action="store_true", help="print one JSON document")
+    scan.set_defaults(func=cmd_scan)
     return parser
 
 

@@ -164,6 +164,13 @@ def _as_count(value: Any) -> int | None:
     return None
 
 
+def _refuse_pickle(path: str) -> None:
+    """Header readers never open a pickle, even when asked to by name."""
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        raise _fail(path, ImportErrorKind.UNSUPPORTED, "is a pickle file, which ModelDeck never opens",
+                    "Use scan_path to register it by size, or convert it to safetensors.")
+
+
 def _stat_size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -424,13 +431,15 @@ class _GGUFParser:
                                      f"{names[type_id]} blocks of {block_size}")
             tensors.append(_GGUFTensor(name, type_id, dims, n_elements, n_elements // block_size * type_size, offset))
 
-        alignment = kv.get("general.alignment", 32)
-        if _as_count(alignment) is None or alignment == 0 or alignment & (alignment - 1):
-            raise self.malformed(f"general.alignment is {alignment!r}, not a power of two")
+        raw_alignment = kv.get("general.alignment", 32)
+        alignment = _as_count(raw_alignment)
+        if not alignment or alignment & (alignment - 1):
+            raise self.malformed(f"general.alignment is {raw_alignment!r}, not a power of two")
         data_offset = -(-src.pos // alignment) * alignment
         for tensor in tensors:
             if tensor.offset % alignment:
-                raise self.malformed(f"tensor {tensor.name!r} data offset {tensor.offset:,} is not aligned to {alignment}")
+                raise self.malformed(
+                    f"tensor {tensor.name!r} data offset {tensor.offset:,} is not aligned to {alignment}")
             end = data_offset + tensor.offset + tensor.n_bytes
             if end > src.size:
                 raise _fail(self.path, ImportErrorKind.TRUNCATED,
@@ -485,15 +494,14 @@ def _gguf_parts(path: str) -> tuple[list[str], list[str]]:
     if not match:
         return [path], []
     count = int(match["count"])
-    if not 1 <= int(match["no"]) <= count:
+    if not 1 <= int(match["no"]) <= count <= 10_000:
         return [path], []
     try:
         here = set(os.listdir(folder or "."))
     except OSError as exc:
         raise _os_error(folder, exc) from None
     expected = [f"{match['stem']}-{i:05d}-of-{match['count']}.gguf" for i in range(1, count + 1)]
-    return ([os.path.join(folder, n) for n in expected if n in here],
-            [os.path.join(folder, n) for n in expected if n not in here])
+    return _present(folder, expected, here)
 
 
 def _gguf_number(kv: dict[str, Any], key: str) -> int | None:
@@ -567,9 +575,9 @@ def _gguf_model(headers: list[_GGUFHeader]) -> ScannedModel:
         notes.append(f"general.type is {kind!r}, not a standalone model")
     name = kv.get("general.name")
     if not isinstance(name, str) or not name.strip():
-        stem = os.path.basename(main.path)[: -len(".gguf")] if main.path.lower().endswith(".gguf") else os.path.basename(main.path)
-        match = _GGUF_SPLIT.match(os.path.basename(main.path))
-        name = match["stem"] if match else stem
+        base = os.path.basename(main.path)
+        match = _GGUF_SPLIT.match(base)
+        name = match["stem"] if match else re.sub(r"\.gguf$", "", base, flags=re.IGNORECASE)
     return ScannedModel(
         path=main.path,
         name=name.strip(),
@@ -657,6 +665,7 @@ def read_gguf(path: str | os.PathLike[str], *, deep_check: bool = False) -> Scan
     (numpy per token), for diagnosing a file, not for scanning.
     """
     full = os.path.abspath(os.fspath(path))
+    _refuse_pickle(full)
     _stat_size(full)
     parts, missing = _gguf_parts(full)
     return _read_gguf_parts(parts, missing, lambda _: None, deep_check)
@@ -754,7 +763,8 @@ def _validate_safetensors(path: str, header: dict[str, Any], data_len: int) -> l
         if n_bits % 8:
             raise bad(name, f"{n_elements:,} {dtype} values do not end on a byte boundary")
         if end - begin != n_bits // 8:
-            raise bad(name, f"shape {shape} of {dtype} needs {n_bits // 8:,} bytes but data_offsets span {end - begin:,}")
+            raise bad(name, f"shape {shape} of {dtype} needs {n_bits // 8:,} bytes "
+                            f"but data_offsets span {end - begin:,}")
         tensors.append(_STTensor(name, dtype, n_elements, end - begin))
         spans.append((begin, end, name))
     spans.sort()
@@ -778,7 +788,8 @@ def _read_json(path: str, what: str) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
     except Exception as exc:
-        raise _fail(path, ImportErrorKind.MALFORMED, f"the {what} is not valid JSON ({type(exc).__name__}: {exc})") from None
+        raise _fail(path, ImportErrorKind.MALFORMED,
+                    f"the {what} is not valid JSON ({type(exc).__name__}: {exc})") from None
 
 
 def _read_index(path: str) -> tuple[list[str], int | None]:
@@ -796,6 +807,8 @@ def _read_index(path: str) -> tuple[list[str], int | None]:
             raise _fail(path, ImportErrorKind.MALFORMED, f"the weight_map points outside its folder: {shard!r}")
         if norm not in files:
             files.append(norm)
+    if not files:
+        raise _fail(path, ImportErrorKind.MALFORMED, "the shard index's weight_map is empty")
     metadata = index.get("metadata")
     total = _as_count(metadata.get("total_size")) if isinstance(metadata, dict) else None
     return sorted(files), total
@@ -823,7 +836,8 @@ def _first_count(source: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[str] = ()) -> dict[str, int | str | bool | None]:
+def _config_architecture(config: dict[str, Any] | None,
+                         tensor_names: Iterable[str] = ()) -> dict[str, int | str | bool | None]:
     """Architecture from a Hugging Face config.json (text_config first for multimodal configs)."""
     out = _empty_architecture()
     names = list(tensor_names)
@@ -951,6 +965,17 @@ class _Group:
         )
 
 
+def _present(folder: str, names: Iterable[str], here: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Full paths of the named files split into (present, missing); `here` is the folder listing if known."""
+    present: list[str] = []
+    missing: list[str] = []
+    for name in names:
+        full = os.path.join(folder, name)
+        found = name in here if here is not None and os.sep not in name else os.path.isfile(full)
+        (present if found else missing).append(full)
+    return present, missing
+
+
 def _weight_groups(folder: str, names: list[str], kind: str, suffixes: tuple[str, ...], index_suffix: str,
                    errors: list[ModelImportError]) -> list[_Group]:
     """Index-listed shards form one group, `-0000k-of-0000n` shards another, every other file its own."""
@@ -965,9 +990,7 @@ def _weight_groups(folder: str, names: list[str], kind: str, suffixes: tuple[str
         except ModelImportError as exc:
             errors.append(exc)
             continue
-        groups.append(_Group(kind, folder, [os.path.join(folder, s) for s in shards if s in here or os.path.isfile(os.path.join(folder, s))],
-                             [os.path.join(folder, s) for s in shards if s not in here and not os.path.isfile(os.path.join(folder, s))],
-                             index=index_path, index_total=total))
+        groups.append(_Group(kind, folder, *_present(folder, shards, here), index=index_path, index_total=total))
         claimed.update(shards)
     shards_by_stem: dict[tuple[str, str], list[str]] = {}
     for name in weights:
@@ -981,8 +1004,7 @@ def _weight_groups(folder: str, names: list[str], kind: str, suffixes: tuple[str
     for (stem, count), present in shards_by_stem.items():
         ext = present[0].rsplit(".", 1)[1]
         expected = [f"{stem}-{i:05d}-of-{count}.{ext}" for i in range(1, int(count) + 1)]
-        groups.append(_Group(kind, folder, [os.path.join(folder, n) for n in expected if n in here],
-                             [os.path.join(folder, n) for n in expected if n not in here]))
+        groups.append(_Group(kind, folder, *_present(folder, expected, here)))
     return groups
 
 
@@ -1002,8 +1024,7 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
                 continue
             split_seen.add(key)
             expected = [f"{match['stem']}-{i:05d}-of-{match['count']}.gguf" for i in range(1, int(match["count"]) + 1)]
-            groups.append(_Group("gguf", folder, [os.path.join(folder, n) for n in expected if n in here],
-                                 [os.path.join(folder, n) for n in expected if n not in here]))
+            groups.append(_Group("gguf", folder, *_present(folder, expected, here)))
         else:
             groups.append(_Group("gguf", folder, [os.path.join(folder, name)]))
     tensors = _weight_groups(folder, names, "safetensors", (".safetensors",), ".safetensors.index.json", errors)
@@ -1016,10 +1037,10 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
             tensors[0].notes.append("pytorch_model*.bin not counted: the safetensors files hold the same weights")
             pickles = [g for g in pickles if g not in duplicates]
     groups += tensors + pickles
+    per_kind = {kind: sum(1 for g in groups if g.kind == kind) for kind in {g.kind for g in groups}}
     for group in groups:
         multi = group.index is not None or len(group.files) + len(group.missing) > 1
-        same_kind = sum(1 for g in groups if g.kind == group.kind)
-        if multi and same_kind == 1 and group.kind != "gguf":  # llama.cpp takes a split GGUF's first part
+        if multi and per_kind[group.kind] == 1 and group.kind != "gguf":  # llama.cpp takes a split GGUF's first part
             group.path = folder
         else:
             group.path = group.index or (group.files or group.missing)[0]
@@ -1034,6 +1055,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> ScannedModel:
     config.json beside the weights supplies the architecture.
     """
     full = os.path.abspath(os.fspath(path))
+    _refuse_pickle(full)
     if os.path.isdir(full):
         try:
             names = os.listdir(full)
@@ -1054,9 +1076,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> ScannedModel:
     folder = os.path.dirname(full)
     if full.endswith(".json"):
         shards, total = _read_index(full)
-        present = [os.path.join(folder, s) for s in shards if os.path.isfile(os.path.join(folder, s))]
-        missing = [os.path.join(folder, s) for s in shards if not os.path.isfile(os.path.join(folder, s))]
-        group = _Group("safetensors", folder, present, missing, index=full, index_total=total, path=folder)
+        group = _Group("safetensors", folder, *_present(folder, shards), index=full, index_total=total, path=folder)
         return group.read(lambda _: None)
     _stat_size(full)
     group = _Group("safetensors", folder, [full], path=full)
@@ -1163,7 +1183,8 @@ def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[Mo
         from huggingface_hub.errors import CacheNotFound
     except ImportError:
         errors.append(_fail(cache_dir or "huggingface cache", ImportErrorKind.UNSUPPORTED,
-                            "reading a Hugging Face cache needs huggingface_hub", "Install it: pip install huggingface_hub."))
+                            "reading a Hugging Face cache needs huggingface_hub",
+                            "Install it: pip install huggingface_hub."))
         return []
     where = cache_dir or "default Hugging Face cache"
     try:
@@ -1195,7 +1216,8 @@ def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[Mo
     return jobs
 
 
-def _run_jobs(jobs: list[_Job], errors: list[ModelImportError], progress: ProgressCallback | None) -> list[ScannedModel]:
+def _run_jobs(jobs: list[_Job], errors: list[ModelImportError],
+              progress: ProgressCallback | None) -> list[ScannedModel]:
     """Read every job; a failed job becomes an error and the scan goes on. progress may raise to cancel."""
     total = sum(len(job.files) for job in jobs)
     done = 0

@@ -440,6 +440,7 @@ class ModelRegistry:
         self._models: dict[str, ModelMetadata] = {}
         self._aliases: dict[str, str] = {}
         self._search_cache: list[tuple[str, str]] | None = None
+        self._trigrams: tuple[dict[str, set[int]], list[tuple[str, str]]] | None = None
         self.registry_changed: Signal[Callable[[], None]] = Signal("registry_changed")
         if user_store is _DEFAULT:
             user_store = UserModelStore(default_user_path())
@@ -564,6 +565,14 @@ class ModelRegistry:
             return None
         return max(fitting, key=lambda m: (m.parameter_count or 0, m.origin == "builtin"))
 
+    # --- scanned files -------------------------------------------------------------------------
+    def register_scanned(self, scanned: Any, *, persist: bool = True) -> ModelMetadata:
+        """Register a model read from disk (an ``app.core.importers.ScannedModel``)."""
+        from app.core.quantization_strategy import fill_requirements
+
+        metadata = fill_requirements(metadata_from_scan(scanned))
+        return self.register_model(metadata, persist=persist)
+
     # --- search ---------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 20) -> list[ModelMetadata]:
         """Models matching every word of ``query`` (ids, names, aliases, provider), best first;
@@ -587,14 +596,36 @@ class ModelRegistry:
         if hits:
             hits.sort()
             return [models[mid] for _, mid in hits[:limit]]
-        names = {normalize_alias(m.name): mid for mid, m in models.items()}
-        names.update({normalize_alias(mid): mid for mid in models})
-        close = difflib.get_close_matches(joined, list(names), n=limit, cutoff=0.6)
-        seen: list[str] = []
-        for c in close:
-            if names[c] not in seen:
-                seen.append(names[c])
-        return [models[mid] for mid in seen]
+        return [models[mid] for mid in self._fuzzy(joined, limit)]
+
+    def _fuzzy(self, query: str, limit: int) -> list[str]:
+        """Ids whose normalized name or id is closest to ``query``: candidates share trigrams with
+        it, then difflib ranks the few best (typos such as ``whispr`` still find ``whisper``)."""
+        with self._lock:
+            if self._trigrams is None:
+                index: dict[str, set[int]] = {}
+                keys: list[tuple[str, str]] = []
+                for mid, m in self._models.items():
+                    for text in {normalize_alias(m.name), normalize_alias(mid.split("/")[-1])}:
+                        keys.append((text, mid))
+                        for i in range(len(text) - 2):
+                            index.setdefault(text[i:i + 3], set()).add(len(keys) - 1)
+                self._trigrams = (index, keys)
+            index, keys = self._trigrams
+        counts: dict[int, int] = {}
+        for i in range(len(query) - 2):
+            for k in index.get(query[i:i + 3], ()):
+                counts[k] = counts.get(k, 0) + 1
+        if not counts:
+            return []
+        top = sorted(counts, key=counts.__getitem__, reverse=True)[:50]
+        scored = sorted(((difflib.SequenceMatcher(None, query, keys[k][0]).ratio(), keys[k][1]) for k in top),
+                        reverse=True)
+        out: list[str] = []
+        for ratio, mid in scored:
+            if ratio >= 0.5 and mid not in out:
+                out.append(mid)
+        return out[:limit]
 
     # --- internals ------------------------------------------------------------------------------
     def _add(self, metadata: ModelMetadata) -> None:
@@ -609,11 +640,13 @@ class ModelRegistry:
                 if norm and (metadata.origin != "builtin" or norm not in self._aliases):
                     self._aliases[norm] = canonical
         self._search_cache = None
+        self._trigrams = None
 
     def _remove(self, canonical: str) -> None:
         self._models.pop(canonical, None)
         self._aliases = {k: v for k, v in self._aliases.items() if v != canonical}
         self._search_cache = None
+        self._trigrams = None
 
     def _save(self) -> None:
         if self._store is None:
@@ -623,6 +656,55 @@ class ModelRegistry:
     def user_models(self) -> list[ModelMetadata]:
         with self._lock:
             return [m for m in self._models.values() if m.origin != "builtin"]
+
+
+_FAMILY_PROVIDERS = {
+    "llama": "llama", "mistral": "mistral", "mixtral": "mistral", "qwen": "qwen", "gemma": "gemma", "phi": "phi",
+    "gpt_oss": "openai", "gpt-oss": "openai", "deepseek": "deepseek", "whisper": "whisper", "bert": "other",
+}
+_EMBEDDING_FAMILIES = ("bert", "xlm-roberta", "xlm_roberta", "nomic_bert", "nomic-bert")
+
+
+def metadata_from_scan(scanned: Any) -> ModelMetadata:
+    """ModelMetadata for a scanned file: exact weight bytes from its header (file size for pickles)."""
+    arch = {k: v for k, v in (scanned.architecture or {}).items() if v is not None}
+    family = str(arch.get("family") or "").lower()
+    provider = next((p for key, p in _FAMILY_PROVIDERS.items() if family.startswith(key)), "other")
+    if family.startswith("whisper"):
+        model_type = ModelType.SPEECH_TO_TEXT
+    elif family.startswith(_EMBEDDING_FAMILIES):
+        model_type = ModelType.EMBEDDING
+    elif arch.get("layers") or scanned.format in ("gguf",):
+        model_type = ModelType.LLM
+    else:
+        name = f"{scanned.name} {scanned.path}".lower()
+        diffusion = any(w in name for w in ("diffusion", "sdxl", "sd15", "sd_xl", "flux", "unet", "vae"))
+        model_type = ModelType.TEXT_TO_IMAGE if diffusion else ModelType.LLM
+    params = scanned.parameters
+    size_gb = round(params / 1e9, 3) if params else round(scanned.weight_bytes / 2 / 1e9, 3)  # pickles: ~16-bit
+    runtime = "llama.cpp" if scanned.format == "gguf" or str(scanned.path).endswith(".gguf") else "transformers"
+    return ModelMetadata(
+        name=scanned.name or Path(scanned.path).name,
+        provider=provider,
+        model_type=model_type,
+        size_gb=size_gb,
+        huggingface_id=scanned.huggingface_id or "",
+        model_id=scanned.huggingface_id if scanned.format == "hf-cache" and runtime != "llama.cpp"
+        else f"file:{Path(scanned.path).resolve()}",
+        runtime_backend=runtime,
+        preferred_runtime_format="gguf" if runtime == "llama.cpp" else "safetensors",
+        parameters=params,
+        parameters_exact=bool(params and scanned.exact),
+        architecture=arch or None,
+        formats=(scanned.format,),
+        origin="scanned",
+        path=str(Path(scanned.path).resolve()),
+        weight_bytes=scanned.weight_bytes,
+        file_type=scanned.file_type,
+        weights_exact=bool(scanned.exact),
+        source=str(Path(scanned.path).resolve()),
+        quality_note="; ".join(scanned.notes) or None,
+    )
 
 
 def requirement_gib(n_bytes: int) -> float:

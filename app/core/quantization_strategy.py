@@ -165,7 +165,15 @@ _SPEECH_CANDIDATES = ("fp16", "int8", "fp32")
 
 
 def candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
-    """The levels this model's runtime can load, best quality first."""
+    """The levels this model's runtime can load, best quality first (memoised per metadata)."""
+    cache = metadata.estimate_cache
+    levels = cache.get("levels")
+    if levels is None:
+        levels = cache["levels"] = _candidate_levels(metadata)
+    return levels
+
+
+def _candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
     from app.core.model_registry import ModelType
 
     runtime = (metadata.runtime_backend or "").lower()
@@ -468,9 +476,13 @@ class QuantizationStrategy:
             pref = _spec(preferred if not isinstance(preferred, QuantizationLevel) else preferred.value).name
             if pref not in levels:
                 levels = (pref, *levels)
-        estimates = {lv: estimate_model(metadata, lv, device_kind=device_kind, **kw) for lv in levels}
+        cache = metadata.estimate_cache
+        estimates = {}
+        for lv in levels:
+            est = cache.get((lv, context, kv_dtype, batch, device_kind, None, None, None))
+            estimates[lv] = est if est is not None else estimate_model(metadata, lv, device_kind=device_kind, **kw)
         cands = tuple(
-            Candidate(lv, est, est.total_bytes <= avail, *quality_of(lv)) for lv, est in estimates.items()
+            Candidate(lv, est, est.total_bytes <= avail, *_quality(lv)) for lv, est in estimates.items()
         )
 
         def finish(level: str, placement: str, dev: str, gpu_layers: int | None, needed: int, available: int,
@@ -482,7 +494,10 @@ class QuantizationStrategy:
                 reason=reason, alternatives=cands,
             )
 
-        layers = metadata.estimation_architecture.layers if metadata.estimation_architecture else None
+        arch = cache.get("arch", False)
+        if arch is False:
+            arch = cache["arch"] = metadata.estimation_architecture
+        layers = arch.layers if arch else None
         full_layers = None if on_cpu else layers
 
         if preferred is not None:

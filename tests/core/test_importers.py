@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -210,13 +211,25 @@ def test_deep_check_agrees_with_gguf_reader_and_releases_its_map(tmp_path):
         assert str(path) not in maps.read_text()
 
 
-def test_deep_check_wraps_gguf_reader_failures(tmp_path):
+def test_deep_check_reports_gguf_reader_failures_and_disagreements(tmp_path, monkeypatch):
     path = write_llama_gguf(tmp_path / "deep.gguf")
-    data = bytearray(path.read_bytes())
-    # A second copy of the first key: our parser and GGUFReader must both refuse it.
-    path.write_bytes(bytes(data))
-    reader_ok = read_gguf(path, deep_check=True)
-    assert reader_ok.exact
+    real_reader = gguf.GGUFReader
+
+    class Broken(real_reader):
+        def __init__(self, *args, **kwargs):
+            raise struct.error("unpack requires a buffer of 8 bytes")
+
+    class Disagreeing(real_reader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tensors[0] = self.tensors[0]._replace(n_bytes=1)
+
+    for fake, words in ((Broken, "cannot read"), (Disagreeing, "disagree")):
+        with monkeypatch.context() as m:
+            m.setattr(gguf, "GGUFReader", fake)
+            with pytest.raises(ModelImportError) as err:
+                read_gguf(path, deep_check=True)
+        assert err.value.kind is ImportErrorKind.MALFORMED and words in err.value.message
 
 
 # ------------------------------------------------------------------------ hostile GGUF headers
@@ -294,19 +307,19 @@ def test_a_crafted_header_that_is_valid_reads(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gguf_bytes(tmp_path_factory) -> tuple[bytes, int]:
-    """A valid GGUF and the end of its last tensor's data (what follows is padding)."""
+def gguf_bytes(tmp_path_factory) -> tuple[bytes, int, int]:
+    """A valid GGUF, where its tensor data starts, and where the last tensor's data ends (then padding)."""
     path = write_llama_gguf(tmp_path_factory.mktemp("fuzz") / "valid.gguf")
     reader = gguf.GGUFReader(path)
-    end = max(t.data_offset + int(t.n_bytes) for t in reader.tensors)
-    del reader, t
-    return path.read_bytes(), end
+    start, end = reader.data_offset, max(t.data_offset + int(t.n_bytes) for t in reader.tensors)
+    del reader
+    return path.read_bytes(), start, end
 
 
 @fast
 @given(data=st.data())
 def test_every_prefix_of_a_gguf_is_truncated(tmp_path, gguf_bytes, data):
-    blob, end = gguf_bytes
+    blob, _, end = gguf_bytes
     n = data.draw(st.one_of(st.integers(0, 64), st.integers(0, len(blob) - 1)), label="prefix")
     path = tmp_path / "prefix.gguf"
     path.write_bytes(blob[:n])
@@ -320,9 +333,8 @@ def test_every_prefix_of_a_gguf_is_truncated(tmp_path, gguf_bytes, data):
 @given(data=st.data())
 def test_corrupted_gguf_bytes_never_escape_as_other_exceptions(tmp_path, gguf_bytes, data):
     blob = bytearray(gguf_bytes[0])
-    header_end = 12_000  # the header of the test file ends before this
     for _ in range(data.draw(st.integers(1, 8), label="flips")):
-        blob[data.draw(st.integers(0, header_end))] = data.draw(st.integers(0, 255))
+        blob[data.draw(st.integers(0, gguf_bytes[1] - 1))] = data.draw(st.integers(0, 255))
     path = tmp_path / "flipped.gguf"
     path.write_bytes(bytes(blob))
     start = time.perf_counter()
@@ -376,7 +388,7 @@ def test_safetensors_file_with_many_dtypes_is_exact(tmp_path):
     save_file({
         "f32": np.zeros((3, 5), np.float32), "f16": np.zeros((7,), np.float16), "i8": np.zeros((2, 2, 2), np.int8),
         "u8": np.zeros((9,), np.uint8), "flag": np.zeros((4,), np.bool_), "i64": np.zeros((3,), np.int64),
-        "bf16_bits": np.zeros((6,), np.uint16), "scalar": np.float64(1.5) * np.ones(()),
+        "bf16_bits": np.zeros((6,), np.uint16), "scalar": np.full((), 1.5, np.float64),
     }, str(path))
     model = read_safetensors(path)
     assert dict(model.bytes_by_type) == {"F32": 60, "F16": 14, "I8": 8, "U8": 9, "BOOL": 4, "I64": 24, "U16": 12,
@@ -455,7 +467,8 @@ def sharded(tmp_path) -> Path:
     two = {"lm_head.weight": np.zeros((100, 64), np.float16), "model.layers.0.w": np.zeros((64, 128), np.int8)}
     save_file(one, str(folder / "model-00001-of-00002.safetensors"))
     save_file(two, str(folder / "model-00002-of-00002.safetensors"))
-    weight_map = {k: "model-00001-of-00002.safetensors" for k in one} | {k: "model-00002-of-00002.safetensors" for k in two}
+    weight_map = ({k: "model-00001-of-00002.safetensors" for k in one}
+                  | {k: "model-00002-of-00002.safetensors" for k in two})
     (folder / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": 12800 + 256 + 12800 + 8192}, "weight_map": weight_map}))
     (folder / "config.json").write_text(json.dumps(LLAMA_CONFIG))
@@ -514,8 +527,10 @@ def safetensors_blob(header: object, data: bytes = b"") -> bytes:
     (safetensors_blob({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
                        "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}, b"\0" * 6),
      ImportErrorKind.MALFORMED),
-    (safetensors_blob({"t": {"dtype": "F32", "shape": [10**5000 if sys.version_info < (3, 11) else 10**20],
-                             "data_offsets": [0, 4]}}, b"\0" * 4), ImportErrorKind.MALFORMED),
+    (safetensors_blob({"t": {"dtype": "F32", "shape": [10**20], "data_offsets": [0, 4]}}, b"\0" * 4),
+     ImportErrorKind.MALFORMED),
+    (struct.pack("<Q", 5030) + b'{"t":{"dtype":"F32","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,4]}}',
+     ImportErrorKind.MALFORMED),
 ])
 def test_hostile_safetensors_headers_fail_fast_with_the_right_kind(tmp_path, blob, kind):
     path = tmp_path / "hostile.safetensors"
@@ -585,12 +600,12 @@ def test_pickles_are_registered_by_size_and_never_opened(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("something tried to unpickle")
 
-    monkeypatch.setattr(builtins, "open", spy_open)
-    for name in ("load", "loads", "Unpickler"):
-        monkeypatch.setattr(pickle, name, refuse)
-    models, errors = scan_path(folder)
-    single = scan_path(evil)[0]
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", spy_open)
+        for name in ("load", "loads", "Unpickler"):
+            m.setattr(pickle, name, refuse)
+        models, errors = scan_path(folder)
+        single = scan_path(evil)[0]
     assert errors == [] and single == models
     (model,) = models
     assert model.format == "pytorch-pickle" and not model.exact and model.parameters is None
@@ -671,7 +686,7 @@ def test_scan_hf_cache_reads_real_cache_layout(hub):
     assert [Path(f).name for f in llama.files] == ["model.safetensors"]
     assert llama.architecture["family"] == "llama" and llama.architecture["tie_word_embeddings"] is True
     assert "weights: safetensors" in llama.notes and any("refs: main" in n for n in llama.notes)
-    assert any("pickle weights not counted" in n for n in llama.notes)
+    assert any("pytorch_model" in n and "not counted" in n for n in llama.notes)
     q4, q8 = by_name["Tiny Q4"], by_name["Tiny Q8"]
     assert q4.huggingface_id == q8.huggingface_id == "org/tiny-gguf" and q4.format == "hf-cache"
     assert (q4.file_type, q8.file_type) == ("Q4_K_M", "Q8_0")
@@ -717,7 +732,7 @@ def test_scan_path_mixed_folder_collects_models_errors_and_progress(tmp_path, sh
     save_file({"a": np.zeros(3, np.float32)}, str(loras / "style-a.safetensors"))
     save_file({"b": np.zeros(5, np.float16)}, str(loras / "style-b.safetensors"))
     (sharded / "pytorch_model.bin").write_bytes(b"\0" * 10)  # duplicate of the safetensors: not counted
-    (root / "bad.gguf").write_bytes(b"GGUF\3\0\0\0" + b"\xff" * 16)
+    (root / "bad.gguf").write_bytes(b"GGUF\3\0\0\0" + struct.pack("<QQ", 1, 0) + b"\xff" * 4)
     (root / "bad.safetensors").write_bytes(struct.pack("<Q", 2**62))
     (root / "old.pt").write_bytes(b"\0" * 123)
     (root / "lonely-00001-of-00002.gguf").write_bytes((root / "good.gguf").read_bytes())
@@ -752,26 +767,48 @@ def test_scan_path_errors_are_collected_not_raised(tmp_path):
     assert models == [] and [e.kind for e in errors] == [ImportErrorKind.UNSUPPORTED]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads everything")
-def test_unreadable_file_is_a_permission_error(tmp_path):
-    path = write_llama_gguf(tmp_path / "locked.gguf")
-    path.chmod(0)
-    try:
+def test_unreadable_file_is_a_permission_error(tmp_path, monkeypatch):
+    locked = write_llama_gguf(tmp_path / "locked.gguf")
+    write_llama_gguf(tmp_path / "open.gguf")
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):  # chmod 0 does not stop root, so refuse here
+        if os.fspath(file) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", guarded_open)
         models, errors = scan_path(tmp_path)
-    finally:
-        path.chmod(0o644)
-    assert models == [] and [e.kind for e in errors] == [ImportErrorKind.PERMISSION]
+    assert [m.path for m in models] == [str(tmp_path / "open.gguf")]
+    assert [(e.kind, e.path) for e in errors] == [(ImportErrorKind.PERMISSION, str(locked))]
+    assert "read access" in errors[0].message
+
+
+def test_importing_the_module_stays_cheap():
+    code = ("import sys, app.core.importers\n"
+            "print(sorted(m for m in ('gguf', 'huggingface_hub', 'safetensors', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_progress_may_cancel_a_scan(tmp_path):
     for i in range(3):
         write_llama_gguf(tmp_path / f"m{i}.gguf")
 
-    def cancel(done, total, path):
-        raise KeyboardInterrupt
+    class Cancelled(Exception):
+        pass
 
-    with pytest.raises(KeyboardInterrupt):
+    calls = []
+
+    def cancel(done, total, path):
+        calls.append(done)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
         scan_path(tmp_path, progress=cancel)
+    assert calls == [1]
 
 
 def test_import_error_says_what_to_do_and_survives_pickling(tmp_path):
@@ -788,3 +825,25 @@ def test_importers_never_touch_torch_or_pickle():
     source = (Path(__file__).resolve().parents[2] / "app" / "core" / "importers.py").read_text()
     imports = [line.strip() for line in source.splitlines() if line.strip().startswith(("import ", "from "))]
     assert not [line for line in imports if "torch" in line or "pickle" in line]
+
+
+def test_header_readers_refuse_pickles_by_name(tmp_path, monkeypatch):
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(b"GGUF")
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", lambda *a, **k: pytest.fail("opened a pickle"))
+        for reader in (read_gguf, read_safetensors):
+            with pytest.raises(ModelImportError) as err:
+                reader(path)
+            assert err.value.kind is ImportErrorKind.UNSUPPORTED and "never opens" in err.value.message
+
+
+def test_empty_index_and_odd_alignment_are_malformed(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {}}))
+    expect_error(index, read_safetensors, ImportErrorKind.MALFORMED)
+    models, errors = scan_path(tmp_path)
+    assert models == [] and [e.kind for e in errors] == [ImportErrorKind.MALFORMED]
+    path = tmp_path / "align.gguf"
+    path.write_bytes(raw_gguf([("general.alignment", 6, struct.pack("<f", 32.5))]))
+    expect_error(path, read_gguf, ImportErrorKind.MALFORMED)

@@ -1,0 +1,97 @@
+"""`modeldeck estimate`, `plan` and `models` as scripts use them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = ROOT.parent / "shared" / "checks" / "contract.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_estimate_params_only():
+    out = run("estimate", "--params", "8.03e9", "--quant", "Q4_K_M", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["quantization"] == "Q4_K_M"
+    assert doc["kv_cache_bytes"] == 0
+    assert doc["total_bytes"] == sum(doc[k] for k in ("weights_bytes", "kv_cache_bytes", "compute_bytes",
+                                                      "overhead_bytes"))
+    assert 4.5e9 < doc["weights_bytes"] < 5.3e9 and doc["approximate"] is True
+
+
+def test_estimate_with_architecture_matches_the_hand_computed_kv_cache():
+    out = run("estimate", "--params", "8.03e9", "--quant", "q4_k_m", "--layers", "32", "--hidden", "4096",
+              "--heads", "32", "--kv-heads", "8", "--head-dim", "128", "--vocab", "128256", "--context", "8192",
+              "--kv-dtype", "f16", "--batch", "512", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["kv_cache_bytes"] == 2 * 32 * 8192 * 8 * 128 * 2
+    assert doc["weights_bytes"] / 2**30 == pytest.approx(4.58, abs=0.02)  # llama.cpp's table for Llama-3-8B
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["estimate", "--params", "8e9", "--quant", "Q4_banana"], "unknown quantization"),
+        (["estimate", "--quant", "Q4_K_M"], "--params"),
+        (["estimate", "--params", "8e9", "--quant", "fp16", "--layers", "32"], "--hidden"),
+        (["estimate", "--params", "-5", "--quant", "fp16"], "must not be negative"),
+        (["plan", "llama-3.1-8b-instrukt"], "did you mean"),
+        (["plan", "llama3.1:8b", "--device", "cuda:7", "--simulate", "rtx4090"], "cuda:0"),
+        (["models", "--type", "hologram"], "text_to_image"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(args, words):
+    out = run(*args)
+    assert out.returncode == 2
+    assert words in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plan_json_contract_and_exit_codes():
+    out = run("plan", "mistralai/Ministral-8B-v0.1", "--simulate", "rtx4090", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["model_id"] == "mistralai/Ministral-8B-Instruct-2410"
+    assert doc["fits"] is True and doc["device"] == "cuda:0" and doc["headroom_bytes"] >= 0
+    names = [a["quantization"] for a in doc["alternatives"]]
+    assert doc["quantization"] in names and "Q4_K_M" in names
+    too_big = run("plan", "llama3.1:405b", "--simulate", "rtx3060", "--quant", "fp16", "--json")
+    assert too_big.returncode == 3
+    doc = json.loads(too_big.stdout)
+    assert doc["fits"] is False and doc["needed_bytes"] > doc["available_bytes"]
+
+
+def test_plan_human_output_shows_the_breakdown():
+    out = run("plan", "Qwen/Qwen2.5-32B-Instruct", "--simulate", "rtx4060ti-16gb", "--context", "16384")
+    assert out.returncode == 0, out.stderr
+    for word in ("weights", "KV cache", "compute", "overhead", "total", "alternatives", "GiB"):
+        assert word in out.stdout
+
+
+def test_models_json_and_filters():
+    out = run("models", "--json")
+    models = json.loads(out.stdout)["models"]
+    assert len(models) >= 40 and all(m["source"] for m in models)
+    stt = json.loads(run("models", "--type", "speech_to_text", "--json").stdout)["models"]
+    assert stt and all(m["model_type"] == "speech_to_text" for m in stt)
+    fits = json.loads(run("models", "--fits", "--simulate", "rtx3060", "--type", "llm", "--json").stdout)["models"]
+    ids = [m["model_id"] for m in fits]
+    assert "meta-llama/Llama-3.2-1B-Instruct" in ids and "meta-llama/Llama-3.1-405B-Instruct" not in ids
+
+
+@pytest.mark.skipif(not CONTRACT.exists(), reason="the shared contract checker is not beside this checkout")
+def test_shared_cli_contract():
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([sys.executable, str(CONTRACT)], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
