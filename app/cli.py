@@ -300,7 +300,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    raise CliError("the dashboard is not part of this build yet; use `modeldeck status` for now")
+    try:
+        from app.shell import run_gui
+    except ImportError as err:  # PySide6 missing or its system libraries absent
+        raise CliError(f"the dashboard cannot start: {err}; `modeldeck status` works without Qt") from err
+    return int(run_gui(simulate=args.simulate, interval_s=args.interval))
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x800") from None
+    if not (200 <= w <= 8000 and 200 <= h <= 8000):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be between 200 and 8000")
+    return w, h
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    try:
+        from app.shell import screenshot
+    except ImportError as err:
+        raise CliError(f"screenshots need Qt: {err}") from err
+    return int(screenshot(args.out, simulate=args.simulate, size=args.size))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("paths", nargs="+", metavar="PATH")
     scan.add_argument("--json", action="store_true", help="print one JSON document")
     scan.set_defaults(func=cmd_scan)
+
+    shot = sub.add_parser("screenshot", help="render the dashboard offscreen to a PNG")
+    shot.add_argument("out", metavar="OUT.png")
+    shot.add_argument("--simulate", metavar="SPEC", default=None, help=simulate_help)
+    shot.add_argument("--size", type=_size, default=(1280, 800), metavar="WxH", help="window size (default 1280x800)")
+    shot.set_defaults(func=cmd_screenshot)
     return parser
 
 

@@ -435,11 +435,13 @@ class QuantizationStrategy:
         kv_dtype: str = "f16",
         batch: int | None = None,
         free_overrides: dict[str, int] | None = None,
+        headroom: bool = True,
     ) -> QuantizationPlan:
         """Choose level and placement. ``device`` is ``cuda:N``, ``cpu`` or None (best GPU).
 
         ``free_overrides`` replaces a device's free bytes (the allocator passes what its ledger
-        says is really available).
+        says is really available); with ``headroom=False`` nothing more is kept back (the ledger
+        already subtracted its safety reserve).
         """
         kw = {"context": context, "kv_dtype": kv_dtype, "batch": batch}
         gpus = [g for g in hardware.gpus if not g.lost and g.mig_parent is None]
@@ -457,7 +459,8 @@ class QuantizationStrategy:
                     return g.free_bytes
             return 0
 
-        ram_avail = max(0, free_of("cpu") - self.ram_headroom_bytes)
+        gpu_keep = self.gpu_headroom_bytes if headroom else 0
+        ram_avail = max(0, free_of("cpu") - (self.ram_headroom_bytes if headroom else 0))
         if device is not None and device != "cpu" and device not in {g.device_id for g in gpus}:
             known = ", ".join([g.device_id for g in gpus] + ["cpu"])
             raise PlacementError(f"no usable device {device!r}; choose one of: {known}", needed_bytes=0,
@@ -465,7 +468,7 @@ class QuantizationStrategy:
         targets = [device] if device else sorted((g.device_id for g in gpus), key=free_of, reverse=True)[:1]
         target = targets[0] if targets else "cpu"
         on_cpu = target == "cpu"
-        avail = ram_avail if on_cpu else max(0, free_of(target) - self.gpu_headroom_bytes)
+        avail = ram_avail if on_cpu else max(0, free_of(target) - gpu_keep)
         device_kind = "cpu" if on_cpu else "gpu"
 
         levels = candidate_levels(metadata)
@@ -507,8 +510,9 @@ class QuantizationStrategy:
                               est.total_bytes, avail, f"{pref} fits on {target} as requested")
             raise PlacementError(
                 f"{metadata.id} at {pref} needs {format_gib(est.total_bytes, 2)} but {target} has "
-                f"{format_gib(avail, 2)} available (after keeping "
-                f"{format_gib(self.ram_headroom_bytes if on_cpu else self.gpu_headroom_bytes)} free); "
+                f"{format_gib(avail, 2)} available"
+                + (f" (after keeping {format_gib(self.ram_headroom_bytes if on_cpu else gpu_keep)} free)" if headroom else "")
+                + "; "
                 f"choose a smaller level, a shorter context, or free memory",
                 needed_bytes=est.total_bytes, available_bytes=avail, level=pref, device=target,
             )
