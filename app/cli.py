@@ -92,11 +92,27 @@ def _render_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _manager(profiler: Any) -> Any:
+    """A manager for this process, with the user's settings (its preload list shows in status)."""
+    from app.core.model_resource_manager import ModelResourceManager
+    from app.core.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        raise CliError(str(err)) from err
+    manager = ModelResourceManager(profiler=profiler, registry=_registry(), settings=settings.manager_settings())
+    for problem in manager.preload():
+        print(f"modeldeck: warning: preload {problem}", file=sys.stderr)
+    return manager
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from app.core.reports import status_document
 
     with _profiler(args.simulate) as profiler:
-        doc = status_document(profiler.get_profile())
+        manager = _manager(profiler)
+        doc = status_document(profiler.get_profile(), [m.to_dict() for m in manager.loaded_models()])
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")

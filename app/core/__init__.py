@@ -18,6 +18,14 @@ _EXPORTS = {
     "Sampler": "app.core.sampler",
     "RingBuffer": "app.core.sampler",
     "Signal": "app.core.events",
+    "ModelResourceManager": "app.core.model_resource_manager",
+    "ModelState": "app.core.model_resource_manager",
+    "ReservationLoader": "app.core.model_resource_manager",
+    "MemoryAllocator": "app.core.memory_allocator",
+    "ModelRegistry": "app.core.model_registry",
+    "ModelMetadata": "app.core.model_registry",
+    "QuantizationStrategy": "app.core.quantization_strategy",
+    "QuantizationLevel": "app.core.quantization_strategy",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -26,6 +34,10 @@ if TYPE_CHECKING:
     from app.core.events import Signal
     from app.core.hardware.snapshot import BackendStatus, GpuDevice, GpuProcess, HardwareProfile, HostMemory
     from app.core.hardware_profiler import HardwareProfiler
+    from app.core.memory_allocator import MemoryAllocator
+    from app.core.model_registry import ModelMetadata, ModelRegistry
+    from app.core.model_resource_manager import ModelResourceManager, ModelState, ReservationLoader
+    from app.core.quantization_strategy import QuantizationLevel, QuantizationStrategy
     from app.core.sampler import RingBuffer, Sampler
 
 

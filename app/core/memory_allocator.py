@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from app.core.estimation import GPU_RUNTIME_OVERHEAD, MemoryEstimate
 from app.core.events import Signal
@@ -105,10 +105,11 @@ class Reservation:
     created_at: float = 0.0
     #: When the load finished (monotonic clock); None until then.
     loaded_at: float | None = None
+    total_bytes: int = field(default=-1, compare=False)
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(b for _, b in self.bytes_by_category)
+    def __post_init__(self) -> None:
+        if self.total_bytes < 0:
+            object.__setattr__(self, "total_bytes", sum(b for _, b in self.bytes_by_category))
 
     def category(self, name: str) -> int:
         return dict(self.bytes_by_category).get(name, 0)
@@ -191,8 +192,11 @@ class MemoryAllocator:
         self._clock = clock
         self._lock = threading.Lock()
         self._profile: HardwareProfile | None = None
+        self._gpus: dict[str, Any] = {}
         self._measured_at = float("-inf")
-        self._reservations: dict[tuple[str, str], Reservation] = {}
+        #: device -> model id -> booking, and the bytes booked per device (kept in step).
+        self._by_device: dict[str, dict[str, Reservation]] = {}
+        self._booked: dict[str, int] = {}
         self._owned = set(owned_pids) if owned_pids is not None else {os.getpid()}
         self._rss_baseline: int | None = None
         self._pressure: dict[str, PressureLevel] = {}
@@ -211,10 +215,12 @@ class MemoryAllocator:
         """Take a new measurement (from the sampler or the profiler) and re-evaluate pressure."""
         with self._lock:
             self._profile = profile
+            self._gpus = {g.device_id: g for g in profile.gpus if g.mig_parent is None}
             self._measured_at = self._clock()
             if self._rss_baseline is None and profile.host.process_rss_bytes is not None:
-                self._rss_baseline = profile.host.process_rss_bytes - self._booked_locked("cpu", loaded_only=True)
-            changes = self._pressure_changes_locked()
+                loaded_cpu = sum(r.total_bytes for r in self._by_device.get("cpu", {}).values() if r.state != "booked")
+                self._rss_baseline = profile.host.process_rss_bytes - loaded_cpu
+            changes = self._pressure_changes_locked(self._devices_locked())
         for device, level in changes:
             self.pressure_changed.emit(device, level)
 
@@ -231,10 +237,10 @@ class MemoryAllocator:
     def _devices_locked(self) -> list[str]:
         out = []
         if self._profile is not None:
-            out = [g.device_id for g in self._profile.gpus if g.mig_parent is None]
+            out = list(self._gpus)
         out.append("cpu")
-        for _, dev in self._reservations:
-            if dev not in out:
+        for dev, bookings in self._by_device.items():
+            if bookings and dev not in out:
                 out.append(dev)
         return out
 
@@ -252,17 +258,32 @@ class MemoryAllocator:
 
     def reservations(self, device: str | None = None, model_id: str | None = None) -> tuple[Reservation, ...]:
         with self._lock:
-            return tuple(r for (m, d), r in self._reservations.items()
-                         if (device is None or d == device) and (model_id is None or m == model_id))
+            devices = [device] if device is not None else list(self._by_device)
+            out = []
+            for d in devices:
+                bookings = self._by_device.get(d, {})
+                if model_id is None:
+                    out.extend(bookings.values())
+                elif model_id in bookings:
+                    out.append(bookings[model_id])
+            return tuple(out)
 
-    def _booked_locked(self, device: str, loaded_only: bool = False) -> int:
-        return sum(r.total_bytes for (_, d), r in self._reservations.items()
-                   if d == device and (not loaded_only or r.state != "booked"))
+    def _put(self, res: Reservation) -> None:
+        bookings = self._by_device.setdefault(res.device, {})
+        old = bookings.get(res.model_id)
+        self._booked[res.device] = self._booked.get(res.device, 0) - (old.total_bytes if old else 0) + res.total_bytes
+        bookings[res.model_id] = res
+
+    def _pop(self, model_id: str, device: str) -> Reservation | None:
+        res = self._by_device.get(device, {}).pop(model_id, None)
+        if res is not None:
+            self._booked[device] -= res.total_bytes
+        return res
 
     def _ledger_locked(self, device: str) -> DeviceLedger:
         profile = self._profile
         reserve = self.settings.reserve_for(device)
-        booked = self._booked_locked(device)
+        booked = self._booked.get(device, 0)
         if device == "cpu":
             host = profile.host if profile else None
             total = host.total_bytes if host else 0
@@ -273,7 +294,7 @@ class MemoryAllocator:
                 ours = max(0, host.process_rss_bytes - self._rss_baseline)
             name, lost = "System RAM", False
         else:
-            gpu = next((g for g in profile.gpus if g.device_id == device), None) if profile else None
+            gpu = self._gpus.get(device)
             if gpu is None or gpu.lost:
                 return DeviceLedger(device, gpu.name if gpu else device, 0, 0, 0, None, booked, booked, reserve,
                                     0, PressureLevel.CRITICAL, lost=True)
@@ -288,20 +309,20 @@ class MemoryAllocator:
         if ours is None:
             # The driver can't tell what we hold: bookings whose load finished before the latest
             # measurement are in it; the rest are not yet.
-            reflected = sum(r.total_bytes for (_, d), r in self._reservations.items()
-                            if d == device and r.loaded_at is not None and r.loaded_at <= self._measured_at)
+            reflected = sum(r.total_bytes for r in self._by_device.get(device, {}).values()
+                            if r.loaded_at is not None and r.loaded_at <= self._measured_at)
             unreflected = booked - reflected
             available = free - unreflected - reserve
         else:
             unreflected = max(0, booked - ours)
             available = free + ours - max(booked, ours) - reserve
-        ledger = DeviceLedger(device, name, total, free, used, ours, booked, unreflected, reserve,
-                              max(0, available), PressureLevel.OK, lost, available)
-        return dataclasses.replace(ledger, pressure=self.settings.level(ledger.committed_fraction))
+        fraction = 1.0 if total <= 0 else min(1.0, max(0.0, 1 - (available + reserve) / total))
+        return DeviceLedger(device, name, total, free, used, ours, booked, unreflected, reserve,
+                            max(0, available), self.settings.level(fraction), lost, available)
 
-    def _pressure_changes_locked(self) -> list[tuple[str, PressureLevel]]:
+    def _pressure_changes_locked(self, devices: Iterable[str]) -> list[tuple[str, PressureLevel]]:
         changes = []
-        for device in self._devices_locked():
+        for device in devices:
             level = self._ledger_locked(device).pressure
             if self._pressure.get(device) != level:
                 previous = self._pressure.get(device)
@@ -331,17 +352,16 @@ class MemoryAllocator:
         parts = breakdown_of(estimate)
         needed = sum(b for _, b in parts)
         with self._lock:
-            key = (model_id, device)
-            previous = self._reservations.pop(key, None)
+            previous = self._pop(model_id, device)
             available = self._ledger_locked(device).available_bytes
             if needed > available and not force:
                 if previous is not None:
-                    self._reservations[key] = previous
+                    self._put(previous)
                 raise AllocationError(model_id, device, needed, available)
             res = Reservation(model_id, device, parts, state, self._clock(),
                               self._clock() if state != "booked" else None)
-            self._reservations[key] = res
-            changes = self._pressure_changes_locked()
+            self._put(res)
+            changes = self._pressure_changes_locked([device])
         self.logger.info("booked %s for %s on %s", format_gib(needed, 2), model_id, device)
         self._announce([device], changes)
         return res
@@ -350,20 +370,21 @@ class MemoryAllocator:
         """Mark a model's bookings as loaded (or back to booked)."""
         with self._lock:
             touched = []
-            for key, res in list(self._reservations.items()):
-                if key[0] == model_id and (device is None or key[1] == device):
+            for dev, bookings in self._by_device.items():
+                res = bookings.get(model_id)
+                if res is not None and (device is None or dev == device):
                     loaded_at = self._clock() if state != "booked" else None
-                    self._reservations[key] = dataclasses.replace(res, state=state, loaded_at=loaded_at)
-                    touched.append(key[1])
-            changes = self._pressure_changes_locked()
+                    bookings[model_id] = dataclasses.replace(res, state=state, loaded_at=loaded_at)
+                    touched.append(dev)
+            changes = self._pressure_changes_locked(touched)
         self._announce(touched, changes)
 
     def release(self, model_id: str, device: str | None = None) -> tuple[Reservation, ...]:
         """Release a model's bookings (all devices, or one). Unknown models release nothing."""
         with self._lock:
-            gone = [self._reservations.pop(key) for key in list(self._reservations)
-                    if key[0] == model_id and (device is None or key[1] == device)]
-            changes = self._pressure_changes_locked()
+            devices = [device] if device is not None else list(self._by_device)
+            gone = [r for r in (self._pop(model_id, d) for d in devices) if r is not None]
+            changes = self._pressure_changes_locked([r.device for r in gone])
         if gone:
             self.logger.info("released %s for %s", format_gib(sum(r.total_bytes for r in gone), 2), model_id)
         self._announce([r.device for r in gone], changes)

@@ -325,6 +325,18 @@ class ModelResourceManager:
                          format_gib(profile.host.available_bytes))
 
     @classmethod
+    def configure_shared(cls, **kwargs: Any) -> "ModelResourceManager":
+        """Create the shared instance with a host's own parts (loader, profiler, registry …),
+        so code written against ``ModelResourceManager()`` uses them."""
+        manager = object.__new__(cls)
+        manager.__init__(**kwargs)  # type: ignore[misc]
+        with cls._shared_lock:
+            if cls._shared is not None and cls._shared is not manager:
+                cls._shared.stop()
+            cls._shared = manager
+        return manager
+
+    @classmethod
     def reset_shared(cls) -> None:
         """Forget the shared instance (tests; a host re-initialising)."""
         with cls._shared_lock:
@@ -496,6 +508,9 @@ class ModelResourceManager:
             if record is not None and record.state in (ModelState.LOADED, ModelState.BUSY, ModelState.LOADING):
                 if level is None or QuantizationLevel.parse(level) == QuantizationLevel.parse(record.quantization):
                     record.last_used = self._clock()
+                    record.pinned = record.pinned or pin
+                    if keep_alive_s is not None:
+                        record.keep_alive_s = keep_alive_s
                     return transitions, evictions, record, None
                 raise InvalidTransitionError(f"{metadata.id} is already {record.state.value} at {record.quantization}; "
                                              "unload it first or use swap()")
@@ -873,14 +888,21 @@ class ModelResourceManager:
             if self.settings.auto_requantize:
                 self._apply_proposal(proposal)
 
-    def start(self, interval_s: float = 1.0) -> None:
-        """Load the preload list (warm-up), then run :meth:`tick` on a timer thread."""
+    def preload(self) -> list[str]:
+        """Load the settings' preload list (warm-up); returns what failed, each with its reason."""
+        failed = []
         for item in self.settings.preload:
             mid, level = (item, None) if isinstance(item, str) else item
             try:
                 self.load(mid, level, keep_alive_s=-1)
             except (UnknownModelError, AllocationError, PlacementError) as err:
                 self.logger.error("preloading %s failed: %s", mid, err)
+                failed.append(f"{mid}: {err}")
+        return failed
+
+    def start(self, interval_s: float = 1.0) -> None:
+        """Load the preload list, then run :meth:`tick` on a timer thread."""
+        self.preload()
         if self._timer is not None and self._timer.is_alive():
             return
         self._timer_stop.clear()
@@ -965,13 +987,18 @@ class ModelResourceManager:
             old = self._require(old_id)
             keep = (old.metadata.id, old.quantization, old.home_device or old.device.split("+")[0], old.context,
                     old.pinned, old.keep_alive_s)
+            preferred = old.preferred
             if old.state == ModelState.BUSY:
                 raise InvalidTransitionError(f"{old.metadata.id} is busy; swap it when idle")
             transitions: list = []
             self._unload_locked(old, transitions, f"swapped out for {new_id}")
         self._emit(transitions, [(keep[0], f"swapped out for {new_id}")])
         try:
-            return self.load(new_id, level, device, context=context)
+            loaded = self.load(new_id, level, device, context=context)
+            if loaded.model_id == keep[0]:  # re-quantized in place: remember what the user first asked for
+                with self._lock:
+                    self._records[loaded.model_id].preferred = preferred
+            return loaded
         except BaseException:
             mid, q, dev, ctx, pinned, ka = keep
             try:

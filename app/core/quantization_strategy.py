@@ -121,7 +121,7 @@ _PUBLISHED_PPL = {
 }
 #: Ordering estimates where no delta is published (bits per weight between published neighbours).
 _ORDERING_PPL = {
-    "fp32": -0.01, "fp16": 0.0, "bf16": 0.0, "F32": -0.01,
+    "fp32": 0.0, "fp16": 0.0, "bf16": 0.0, "F32": 0.0,
     "fp8": 0.01, "int8": 0.01,
     "gptq-int4": 0.22, "awq-int4": 0.2, "nf4": 0.25, "nf4-dq": 0.26, "int4": 0.25, "fp4": 0.35,
     "IQ4_NL": 0.25, "IQ4_XS": 0.27, "IQ3_M": 0.8, "IQ3_S": 0.9, "IQ3_XS": 1.1, "IQ3_XXS": 1.4,
@@ -139,7 +139,8 @@ def quality_of(level: "QuantizationLevel | str | QuantSpec") -> tuple[float, str
 def _quality(name: str) -> tuple[float, str]:
     if name in _PUBLISHED_PPL:
         model = "Mistral-7B" if name in ("F16", "BF16") else "Llama-3-8B"
-        return _PUBLISHED_PPL[name], f"{_PUBLISHED_PPL[name]:+.4f} perplexity on {model} (llama.cpp quantize table)"
+        # Deltas within measurement noise of 16-bit (BF16's -0.005) rank as no loss.
+        return max(0.0, _PUBLISHED_PPL[name]), f"{_PUBLISHED_PPL[name]:+.4f} perplexity on {model} (llama.cpp quantize table)"
     if name in _ORDERING_PPL:
         value = _ORDERING_PPL[name]
         notes = {
@@ -189,12 +190,15 @@ def _candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
             levels = [lv for lv in levels if lv in ("F16", "fp16", "bf16")]
         return tuple(sorted(dict.fromkeys(levels), key=lambda lv: quality_of(lv)[0]))
     if metadata.model_type in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
-        return _DIFFUSION_CANDIDATES
-    if metadata.model_type in (ModelType.SPEECH_TO_TEXT,):
-        return _SPEECH_CANDIDATES
-    if metadata.model_type == ModelType.EMBEDDING:
-        return ("fp16", "fp32", "int8")
-    return ("fp16", "fp32")
+        levels = _DIFFUSION_CANDIDATES
+    elif metadata.model_type in (ModelType.SPEECH_TO_TEXT,):
+        levels = _SPEECH_CANDIDATES
+    elif metadata.model_type == ModelType.EMBEDDING:
+        levels = ("fp16", "fp32", "int8")
+    else:
+        levels = ("fp16", "fp32")
+    # Best quality first; among equals, the smaller first (the list order above).
+    return tuple(sorted(levels, key=lambda lv: quality_of(lv)[0]))
 
 
 def _diffusion_family(metadata: "ModelMetadata") -> str:
