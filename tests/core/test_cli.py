@@ -77,6 +77,11 @@ def test_bare_command_shows_status_and_version():
     assert version.returncode == 0 and version.stdout.startswith("modeldeck ")
 
 
-def test_gui_says_it_is_not_available_yet():
-    out = run("gui")
-    assert out.returncode == 2 and "modeldeck status" in out.stderr
+def test_gui_without_a_display_says_so_and_points_to_screenshot():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([sys.executable, "-m", "app", "gui", "--simulate", "rtx4090"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60, env=env)
+    assert out.returncode == 2
+    assert "display" in out.stderr.lower() and "modeldeck screenshot" in out.stderr
