@@ -412,16 +412,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_default_command(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``modeldeck [--simulate SPEC]`` means ``modeldeck gui [--simulate SPEC]``."""
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    i = 0
+    while i < len(argv) and argv[i] in ("-v", "-vv", "--verbose"):
+        i += 1
+    if i < len(argv) and (argv[i] in commands or argv[i] in ("-h", "--help", "--version")):
+        return argv
+    return [*argv[:i], "gui", *argv[i:]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_with_default_command(parser, list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="modeldeck: %(levelname)s: %(message)s",
     )
-    if args.command is None:
-        # Until the dashboard ships, the bare command shows the status.
-        args = parser.parse_args([*(argv or sys.argv[1:]), "status"])
     try:
         return int(args.func(args))
     except CliError as err:

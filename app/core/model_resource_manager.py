@@ -344,6 +344,11 @@ class ModelResourceManager:
                 cls._shared.stop()
             cls._shared = None
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock keep-alive deadlines are measured on (views show countdowns with it)."""
+        return self._clock
+
     # --- the seed's API ------------------------------------------------------------------------
     @property
     def registry(self) -> ModelRegistry:
@@ -409,6 +414,14 @@ class ModelResourceManager:
             hint = f"; did you mean {', '.join(close)}?" if close else "; register it first"
             raise UnknownModelError(f"unknown model {model_id!r}{hint}")
         return metadata
+
+    def planning_strategy(self) -> QuantizationStrategy:
+        """A strategy that judges fit against this manager's ledger (for views that plan)."""
+        return _LedgerStrategy(self)
+
+    def free_for_planning(self, exclude: Iterable[str] = ()) -> dict[str, int]:
+        """Bookable bytes per device, counting what the ``exclude`` models hold as free."""
+        return self._free_for_planning(exclude)
 
     def _free_for_planning(self, exclude: Iterable[str] = ()) -> dict[str, int]:
         """Available bytes per device from the ledger, plus what the excluded models hold."""
@@ -1055,6 +1068,22 @@ class ModelResourceManager:
         return EnsemblePlan(True, chosen, best[0], {target: budget},
                             f"all {len(chosen)} fit on {target}: {format_gib(best[0], 2)} of {format_gib(budget, 2)} "
                             f"({', '.join(f'{i.model_id} {i.quantization}' for i in chosen)})")
+
+
+class _LedgerStrategy(QuantizationStrategy):
+    """Plans against the manager's ledger: bookings count, the allocator's reserve is the headroom."""
+
+    def __init__(self, manager: ModelResourceManager) -> None:
+        super().__init__(gpu_headroom_bytes=0, ram_headroom_bytes=0)
+        self._manager = manager
+
+    def usable_bytes(self, hardware: HardwareProfile, model_id: str | None = None) -> dict[str, int]:
+        return self._manager.free_for_planning([model_id] if model_id else [])
+
+    def plan(self, metadata: ModelMetadata, hardware: HardwareProfile, **kw: Any) -> QuantizationPlan:
+        kw.setdefault("free_overrides", self.usable_bytes(hardware, metadata.id))
+        kw["headroom"] = False
+        return super().plan(metadata, hardware, **kw)
 
 
 def _pareto(options: list) -> list:

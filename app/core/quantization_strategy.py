@@ -390,6 +390,13 @@ class QuantizationStrategy:
         self.ram_headroom_bytes = ram_headroom_bytes
         self.logger = _log
 
+    def usable_bytes(self, hardware: HardwareProfile, model_id: str | None = None) -> dict[str, int]:
+        """Bytes a model may use per device now: free minus the headroom kept back."""
+        out = {g.device_id: max(0, g.free_bytes - self.gpu_headroom_bytes)
+               for g in hardware.gpus if not g.lost and g.mig_parent is None}
+        out["cpu"] = max(0, hardware.host.available_bytes - self.ram_headroom_bytes)
+        return out
+
     # --- candidates ---------------------------------------------------------------------------
     def candidates(self, metadata: "ModelMetadata", **kw: Any) -> list[tuple[str, MemoryEstimate]]:
         return [(lv, estimate_model(metadata, lv, **kw)) for lv in candidate_levels(metadata)]

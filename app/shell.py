@@ -1,0 +1,317 @@
+"""The standalone dashboard: a main window around the ResourcePanel, on a qasync event loop.
+
+Everything process-wide lives here and only here (QApplication, the Fusion style, the palette,
+the bundled font for screenshots): the widgets stay embeddable in a host's own window.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# PySide6 before qasync, so qasync binds to it (QT_NOTES.md).
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
+
+from app.widgets.memory_graph import TIME_WINDOWS
+from app.widgets.resource_panel import ResourcePanel
+
+__all__ = ["MainWindow", "run_gui", "screenshot", "bundled_fonts_dir", "register_bundled_fonts",
+           "apply_color_scheme", "NO_DISPLAY_MESSAGE"]
+
+ORGANIZATION = "ModelDeck"
+APPLICATION = "ModelDeck"
+UI_FONT = "DejaVu Sans"
+NO_DISPLAY_MESSAGE = (
+    "modeldeck: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set), so the dashboard cannot "
+    "open a window.\n"
+    "  - render it to an image instead:  modeldeck screenshot dashboard.png [--simulate rtx4090]\n"
+    "  - or read the hardware as text:    modeldeck status\n"
+    "  - or set QT_QPA_PLATFORM (e.g. offscreen, vnc) to choose a Qt platform yourself."
+)
+
+
+# --- resources ---------------------------------------------------------------------------------------
+def bundled_fonts_dir() -> Path | None:
+    """``app/resources/fonts`` when installed as package data, else the source tree's ``resources/fonts``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "resources" / "fonts", here.parent / "resources" / "fonts"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def register_bundled_fonts() -> list[str]:
+    """Add the bundled TTFs to the application's font database; returns the families added."""
+    folder = bundled_fonts_dir()
+    families: list[str] = []
+    if folder is None:
+        return families
+    for ttf in sorted(folder.glob("*.ttf")):
+        font_id = QFontDatabase.addApplicationFont(str(ttf))
+        if font_id >= 0:
+            families += QFontDatabase.applicationFontFamilies(font_id)
+    return families
+
+
+# --- palette ---------------------------------------------------------------------------------------
+def _dark_palette() -> QPalette:
+    pal = QPalette()
+    c = {
+        QPalette.ColorRole.Window: "#2b2d31", QPalette.ColorRole.WindowText: "#e6e6e6",
+        QPalette.ColorRole.Base: "#1e1f22", QPalette.ColorRole.AlternateBase: "#26282c",
+        QPalette.ColorRole.ToolTipBase: "#1e1f22", QPalette.ColorRole.ToolTipText: "#e6e6e6",
+        QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#35373c",
+        QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.BrightText: "#ff6b6b",
+        QPalette.ColorRole.Link: "#6ea8fe", QPalette.ColorRole.Highlight: "#3b82f6",
+        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.PlaceholderText: "#8b8d93",
+        QPalette.ColorRole.Mid: "#45474d", QPalette.ColorRole.Dark: "#18191c",
+        QPalette.ColorRole.Light: "#45474d", QPalette.ColorRole.Midlight: "#3a3c41",
+        QPalette.ColorRole.Shadow: "#000000",
+    }
+    for role, color in c.items():
+        pal.setColor(role, QColor(color))
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.WindowText, QPalette.ColorRole.ButtonText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor("#7d7f85"))
+    return pal
+
+
+def apply_color_scheme(app: QApplication, scheme: Qt.ColorScheme | None = None) -> None:
+    """Fusion with a dark or light palette, following the system's scheme (or ``scheme``)."""
+    scheme = app.styleHints().colorScheme() if scheme is None else scheme
+    app.setPalette(_dark_palette() if scheme == Qt.ColorScheme.Dark else app.style().standardPalette())
+
+
+def _setup_app(app: QApplication, font_size: float = 9.0) -> None:
+    app.setStyle("Fusion")
+    if UI_FONT in register_bundled_fonts():
+        font = QFont(UI_FONT)
+        font.setPointSizeF(font_size)
+        app.setFont(font)
+
+
+# --- the window ---------------------------------------------------------------------------------------
+class MainWindow(QMainWindow):
+    """The dashboard window: the panel, menus, a status bar, and settings for its layout."""
+
+    def __init__(self, sampler: Any, registry: Any, *, manager: Any = None,
+                 settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("ModelDeckMainWindow")
+        self.setWindowTitle("ModelDeck")
+        self._settings = settings
+        self.panel = ResourcePanel(sampler, registry, manager=manager, parent=self)
+        self.setCentralWidget(self.panel)
+        self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
+        self._build_menus()
+        for problem in getattr(registry, "problems", []):
+            self.statusBar().showMessage(problem)
+        self._restore()
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        add = file_menu.addAction("&Add model…", self.panel.browser.open_add_dialog)
+        add.setShortcut(QKeySequence.StandardKey.New)
+        scan = file_menu.addAction("&Scan folder…", self.panel.browser.scan_button.click)
+        scan.setShortcut(QKeySequence.StandardKey.Open)
+        file_menu.addSeparator()
+        quit_action = file_menu.addAction("&Quit", self.close)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+
+        view = self.menuBar().addMenu("&View")
+        history = view.addMenu("&History")
+        group = QActionGroup(self)
+        self._window_actions: dict[int, QAction] = {}
+        for n, (label, seconds) in enumerate(TIME_WINDOWS.items(), start=1):
+            action = history.addAction(label)
+            action.setCheckable(True)
+            action.setShortcut(QKeySequence(f"Ctrl+{n}"))
+            action.triggered.connect(lambda _c=False, s=seconds: self.panel.set_window(s))
+            group.addAction(action)
+            self._window_actions[seconds] = action
+        self.panel.window_combo.currentIndexChanged.connect(self._sync_window_actions)
+        self._sync_window_actions()
+
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("&About ModelDeck", self._about)
+
+    def _sync_window_actions(self, *_: Any) -> None:
+        action = self._window_actions.get(self.panel.window_s)
+        if action is not None:
+            action.setChecked(True)
+
+    def _about(self) -> None:
+        from app import __version__
+
+        QMessageBox.about(self, "About ModelDeck",
+                          f"ModelDeck {__version__}\nWhat your GPUs and RAM hold, and what will fit.")
+
+    def _restore(self) -> None:
+        s = self._settings
+        if s is None:
+            return
+        geometry, state = s.value("window/geometry"), s.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        panel_state = {k: s.value(f"panel/{k}") for k in ("splitter", "browser_splitter")}
+        panel_state = {k: bytes(v.data()) for k, v in panel_state.items() if isinstance(v, QByteArray)}
+        window_s = s.value("panel/window_s")
+        if window_s is not None:
+            panel_state["window_s"] = int(window_s)
+        self.panel.restore_state(panel_state)
+
+    def save_settings(self) -> None:
+        s = self._settings
+        if s is None:
+            return
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        state = self.panel.save_state()
+        s.setValue("panel/splitter", QByteArray(state["splitter"]))
+        s.setValue("panel/browser_splitter", QByteArray(state["browser_splitter"]))
+        s.setValue("panel/window_s", state["window_s"])
+        s.sync()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802
+        self.save_settings()
+        self.panel.shutdown()
+        super().closeEvent(event)
+
+
+# --- entry points -------------------------------------------------------------------------------------
+def _has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_gui(simulate: str | None, interval_s: float) -> int:
+    """Open the dashboard and run until its window closes; 2 when there is no display."""
+    if not _has_display():
+        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return 2
+    import asyncio
+
+    import qasync
+
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.model_registry import ModelRegistry
+    from app.core.sampler import Sampler
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setDesktopFileName("modeldeck")
+    _setup_app(app)
+    apply_color_scheme(app)
+    app.styleHints().colorSchemeChanged.connect(lambda scheme: apply_color_scheme(app, scheme))
+
+    from app.core.model_resource_manager import ModelResourceManager
+    from app.core.settings import SettingsError, load_settings
+
+    try:
+        user_settings = load_settings()
+    except SettingsError as err:
+        print(f"modeldeck: error: {err}", file=sys.stderr)
+        return 2
+    profiler = HardwareProfiler(simulate=simulate)
+    sampler = Sampler(profiler, interval_s=interval_s)
+    registry = ModelRegistry()
+    manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings())
+    sampler.sampled.connect(manager.tick)  # measurements feed the ledger; keep-alive runs on each sample
+    window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
+    for problem in manager.preload():
+        window.statusBar().showMessage(f"preload {problem}")
+    if window.geometry().width() < 400:
+        window.resize(1280, 800)
+    sampler.tick()  # the first frame shows real numbers, not an empty window
+    window.show()
+    sampler.start()
+
+    async def until_closed() -> int:
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        app.lastWindowClosed.connect(lambda: done.done() or done.set_result(0))
+        return await done
+
+    try:
+        return int(qasync.run(until_closed()))
+    finally:
+        sampler.stop()
+        manager.stop()
+        profiler.close()
+
+
+def render_window(window: QWidget, size: tuple[int, int]) -> bytes:
+    """The window rendered at ``size`` as PNG bytes (offscreen-friendly: no OpenGL)."""
+    from PySide6.QtCore import QBuffer, QIODevice
+
+    window.resize(*size)
+    window.show()
+    QApplication.processEvents()
+    QApplication.processEvents()
+    image = window.grab().toImage()
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buffer, "PNG")
+    return bytes(buffer.data().data())
+
+
+def screenshot(out: str, simulate: str | None, size: tuple[int, int]) -> int:
+    """Render the dashboard offscreen after 120 simulated one-second samples; write ``out`` as PNG.
+
+    Deterministic: simulated GPUs (``simulate`` or a two-card demo) and RAM on a manual clock,
+    the bundled font, Fusion's light palette, and the built-in catalog only (no user models).
+    """
+    from app.core.model_registry import ModelRegistry
+    from app.core.sampler import Sampler
+    from app.demo import ManualClock, demo_profiler
+
+    if QApplication.instance() is None:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "modeldeck", "-platform", "offscreen"])
+    assert isinstance(app, QApplication)
+    _setup_app(app)
+    apply_color_scheme(app, Qt.ColorScheme.Light)
+
+    clock = ManualClock()
+    profiler = demo_profiler(simulate, clock)
+    sampler = Sampler(profiler, interval_s=1.0, clock=clock)
+    for _ in range(120):
+        sampler.tick()
+        clock.advance(1.0)
+    from app.core.model_resource_manager import ModelResourceManager
+
+    registry = ModelRegistry(user_store=None)
+    manager = ModelResourceManager(profiler=profiler, registry=registry, clock=clock)
+    window = MainWindow(sampler, registry, manager=manager)
+    window.panel.set_window(TIME_WINDOWS["1 min"])
+    window.show()
+    QApplication.processEvents()
+    # A typical pair booked on the first GPU, so the graphs show what ModelDeck holds.
+    for model_id, level in (("mistralai/Ministral-8B-Instruct-2410", "Q4_K_M"),
+                            ("stable-diffusion-v1-5/stable-diffusion-v1-5", "fp16")):
+        try:
+            manager.load(model_id, level, "cuda:0")
+        except Exception as err:  # noqa: BLE001 - a small simulated card may not hold them
+            window.statusBar().showMessage(f"could not book {model_id}: {err}")
+    QApplication.processEvents()
+    sample = registry.search("Ministral 8B", limit=1) or registry.list_models()[:1]
+    if sample:
+        window.panel.browser.select_model(sample[0].id)
+    png = render_window(window, size)
+    window.panel.shutdown()
+    window.close()
+    window.deleteLater()
+    QApplication.processEvents()
+    profiler.close()
+    Path(out).write_bytes(png)
+    print(f"wrote {out} ({size[0]}x{size[1]})")
+    return 0

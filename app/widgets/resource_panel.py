@@ -1,0 +1,414 @@
+"""ResourcePanel: the dashboard as one QWidget a host can embed (the standalone shell does too).
+
+Top: one cell per device (a :class:`DeviceCard` over a :class:`MemoryGraph`), RAM last, and the
+history window. Bottom: tabs for the registry browser, the loaded-models table and the event log
+(the last two are slots a host or a later view fills with :meth:`set_loaded_view` /
+:meth:`set_log_view`). A vertical splitter between them lets a narrow dock stay usable.
+
+The panel only reads the core and asks it to act. It needs no timer: it redraws when the bridge
+says a sample arrived, and while hidden it only notes that it is stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from app.core.hardware.snapshot import HardwareProfile
+from app.core.quantization_strategy import QuantizationStrategy
+from app.core.sampler import device_key
+from app.widgets.bridge import CoreBridge
+from app.widgets.device_card import DeviceCard
+from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
+from app.widgets.quantization_dialog import QuantizationDialog
+from app.widgets.registry_browser import RegistryBrowser
+
+__all__ = ["ResourcePanel", "pressure_from_usage", "HOST_KEY"]
+
+_log = logging.getLogger(__name__)
+
+#: The key of the RAM cell (GPU cells use ``device_key(gpu)``).
+HOST_KEY = "host"
+
+
+def pressure_from_usage(used: int, total: int) -> str:
+    """A stand-in pressure level from measured use, until the allocator's ``pressure_changed`` is
+    wired in with :meth:`ResourcePanel.set_pressure` (same thresholds as ``AllocatorSettings``)."""
+    if total <= 0:
+        return ""
+    f = used / total
+    return "critical" if f >= 0.97 else "high" if f >= 0.90 else "elevated" if f >= 0.80 else "ok"
+
+
+class _DeviceCell(QWidget):
+    """A card over its graph: one device, one column."""
+
+    def __init__(self, sampler: Any, key: str | None, reserve_bytes: int, window_s: int,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.card = DeviceCard()
+        self.graph = MemoryGraph(sampler, key, reserve_bytes=reserve_bytes, window_s=window_s)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.card)
+        layout.addWidget(self.graph, 1)
+
+
+class ResourcePanel(QWidget):
+    """Device cards, memory graphs and the registry browser, fed by one :class:`CoreBridge`.
+
+    Signals:
+        sigLoadRequested(str, str, str, object): (model_id, level, device, context) after the user
+            confirmed the quantization picker. With a manager the panel also loads it itself.
+        sigStatus(str): one-line news for a status bar.
+    """
+
+    sigLoadRequested = Signal(str, str, str, object)
+    sigStatus = Signal(str)
+
+    MAX_COLUMNS = 3
+
+    def __init__(self, sampler: Any, registry: Any, strategy: QuantizationStrategy | None = None,
+                 manager: Any = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._sampler = sampler
+        self._registry = registry
+        # With a manager, fit is judged against its ledger: what it booked counts as used.
+        self._strategy = strategy or (manager.planning_strategy() if manager is not None else QuantizationStrategy())
+        self._manager = manager
+        self._window_s = DEFAULT_WINDOW_S
+        self._cells: dict[str, _DeviceCell] = {}
+        self._device_ids: dict[str, str] = {}
+        self._layout_key: tuple[Any, ...] | None = None
+        self._pressure: dict[str, str] = {}
+        self._stale = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.picker: QuantizationDialog | None = None
+        self._closed = False
+        self._sized = False
+
+        self.bridge = CoreBridge(sampler, registry, self, manager=manager)
+        self.bridge.sigSampled.connect(self._on_sampled)
+        self.bridge.sigRegistryChanged.connect(self._on_registry_changed)
+
+        self.window_combo = QComboBox()
+        self.window_combo.setToolTip("How much history the memory graphs show.")
+        for label, seconds in TIME_WINDOWS.items():
+            self.window_combo.addItem(label, seconds)
+        self.window_combo.setCurrentIndex(self.window_combo.findData(self._window_s))
+        self.window_combo.currentIndexChanged.connect(lambda _i: self.set_window(self.window_combo.currentData()))
+        self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.sigStatus.connect(self.status_label.setText)
+        self.notice_card = DeviceCard()
+        self.notice_card.setVisible(False)
+
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        history = QLabel("&History:")
+        history.setBuddy(self.window_combo)
+        head.addWidget(history)
+        head.addWidget(self.window_combo)
+        head.addWidget(self.status_label, 1)
+        self._grid = QGridLayout()
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(8)
+        monitor = QWidget()
+        ml = QVBoxLayout(monitor)
+        ml.setContentsMargins(0, 0, 0, 0)
+        ml.setSpacing(4)
+        ml.addLayout(head)
+        ml.addWidget(self.notice_card)
+        ml.addLayout(self._grid, 1)
+
+        self.browser = RegistryBrowser(registry, self._strategy)
+        self.browser.sigLoadRequested.connect(self.open_picker)
+        self.browser.sigStatus.connect(self.sigStatus)
+        self.loaded_area = self._placeholder("Loaded models appear here once the resource manager is connected.")
+        self.log_area = self._placeholder("Loads, evictions and their reasons appear here.")
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("ModelDeckTabs")
+        self.tabs.addTab(self.browser, "&Models")
+        self.tabs.addTab(self.loaded_area, "&Loaded")
+        self.tabs.addTab(self.log_area, "&Events")
+
+        if manager is not None:
+            self._connect_manager(manager)
+
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("ModelDeckPanelSplitter")
+        self.splitter.addWidget(monitor)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.splitter)
+        # Device cells and graphs are built on first show: a host may create the panel long before.
+
+    # --- public ------------------------------------------------------------------------------------
+    @property
+    def window_s(self) -> int:
+        return self._window_s
+
+    def set_window(self, seconds: int) -> None:
+        """The history window of every graph (60, 600, 3600 or 86400 seconds)."""
+        self._window_s = int(seconds)
+        i = self.window_combo.findData(self._window_s)
+        if i >= 0 and i != self.window_combo.currentIndex():
+            self.window_combo.setCurrentIndex(i)
+        for cell in self._cells.values():
+            cell.graph.set_window(self._window_s)
+
+    def cards(self) -> dict[str, DeviceCard]:
+        """Cards by device key (``device_key(gpu)``, or ``HOST_KEY`` for RAM)."""
+        return {k: c.card for k, c in self._cells.items()}
+
+    def graphs(self) -> dict[str, MemoryGraph]:
+        return {k: c.graph for k, c in self._cells.items()}
+
+    def graph_for_device(self, device: str) -> MemoryGraph | None:
+        """The graph of ``cuda:N`` or ``cpu``."""
+        key = next((k for k, d in self._device_ids.items() if d == device), None)
+        cell = self._cells.get(key) if key else None
+        return cell.graph if cell else None
+
+    def set_reserved(self, device: str, bands: dict[str, int]) -> None:
+        """What ModelDeck reserved per model on ``cuda:N`` or ``cpu`` (feed from the allocator)."""
+        graph = self.graph_for_device(device)
+        if graph is not None:
+            graph.set_reserved(bands)
+
+    def set_pressure(self, device: str, level: str | None) -> None:
+        """The allocator's pressure for ``cuda:N`` or ``cpu``; replaces the stand-in from usage."""
+        if level:
+            self._pressure[device] = str(getattr(level, "value", level))
+        else:
+            self._pressure.pop(device, None)
+        if self._sampler.latest is not None:
+            self._update_cards(self._sampler.latest)
+
+    def set_loaded_view(self, widget: QWidget) -> None:
+        self._replace_tab(self.loaded_area, widget)
+        self.loaded_area = widget
+
+    def set_log_view(self, widget: QWidget) -> None:
+        self._replace_tab(self.log_area, widget)
+        self.log_area = widget
+
+    def save_state(self) -> dict[str, Any]:
+        """Layout a host stores with its own settings (bytes and ints only)."""
+        return {"splitter": bytes(self.splitter.saveState().data()),
+                "browser_splitter": bytes(self.browser.splitter.saveState().data()),
+                "window_s": self._window_s, "tab": self.tabs.currentIndex()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if state.get("splitter"):
+            self.splitter.restoreState(QByteArray(bytes(state["splitter"])))
+        if state.get("browser_splitter"):
+            self.browser.splitter.restoreState(QByteArray(bytes(state["browser_splitter"])))
+        if state.get("window_s") in TIME_WINDOWS.values():
+            self.set_window(int(state["window_s"]))
+        if isinstance(state.get("tab"), int) and 0 <= state["tab"] < self.tabs.count():
+            self.tabs.setCurrentIndex(state["tab"])
+
+    def open_picker(self, model_id: str) -> QuantizationDialog | None:
+        """The quantization picker for a model (window-modal; OK emits ``sigLoadRequested``)."""
+        meta = self._registry.get_model(model_id)
+        profile = self._sampler.latest
+        if meta is None or profile is None:
+            self.sigStatus.emit(f"Cannot plan {model_id}: " + ("unknown model" if meta is None else "no hardware sample yet"))
+            return None
+        if self.picker is not None:
+            self.picker.close()
+        dialog = QuantizationDialog(meta, profile, self._strategy, parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self._on_picked(model_id, dialog))
+        dialog.destroyed.connect(lambda *_: self._forget_picker(dialog))
+        self.picker = dialog
+        dialog.open()
+        return dialog
+
+    def shutdown(self) -> None:
+        """Disconnect from the core and stop background work; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.bridge.close()
+        self.browser.shutdown()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.picker is not None:
+            self.picker.close()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    # --- core events -------------------------------------------------------------------------------
+    def _on_sampled(self, profile: HardwareProfile) -> None:
+        self._stale = True
+        if self.isVisible():
+            self._apply(profile)
+
+    def _apply(self, profile: HardwareProfile) -> None:
+        self._stale = False
+        self._ensure_cells(profile)
+        self._update_cards(profile)
+        for cell in self._cells.values():
+            cell.graph.refresh()
+        self.browser.set_profile(profile)
+
+    def _on_registry_changed(self) -> None:
+        self.browser.reload()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._sized:
+            self._sized = True
+            total = max(400, self.splitter.height())
+            self.splitter.setSizes([total * 9 // 20, total * 11 // 20])
+        latest = self._sampler.latest
+        if self._stale and latest is not None:
+            self._apply(latest)
+
+    # --- cells ---------------------------------------------------------------------------------------
+    def _ensure_cells(self, profile: HardwareProfile) -> None:
+        gpus = [g for g in profile.gpus if g.mig_parent is None]
+        key = (tuple(device_key(g) for g in gpus), not gpus and tuple(b for b in profile.backends))
+        if key == self._layout_key:
+            return
+        self._layout_key = key
+        for cell in self._cells.values():
+            self._grid.removeWidget(cell)
+            cell.deleteLater()
+        self._cells.clear()
+        self._device_ids.clear()
+        if self._manager is not None:  # the allocator's safety reserve is the line that matters then
+            reserve_of = self._manager.memory_allocator.settings.reserve_for
+        else:
+            reserve_of = lambda d: self._strategy.ram_headroom_bytes if d == "cpu" else self._strategy.gpu_headroom_bytes  # noqa: E731
+        entries: list[tuple[str, str | None, str, int]] = [
+            (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
+        ]
+        entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
+        columns = min(self.MAX_COLUMNS, len(entries))
+        for i, (cell_key, sampler_key, device, reserve) in enumerate(entries):
+            cell = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
+            self._cells[cell_key] = cell
+            self._device_ids[cell_key] = device
+            self._grid.addWidget(cell, i // columns, i % columns)
+        for c in range(self.MAX_COLUMNS):
+            self._grid.setColumnStretch(c, 1 if c < columns else 0)
+        unavailable = [b for b in profile.backends if not b.available and b.name != "host"]
+        self.notice_card.setVisible(not gpus)
+        if not gpus:
+            self.notice_card.set_backend_unavailable(unavailable)
+        self._show_all_bookings()
+
+    def _update_cards(self, profile: HardwareProfile) -> None:
+        for gpu in profile.gpus:
+            cell = self._cells.get(device_key(gpu))
+            if cell is None:
+                continue
+            cell.card.set_gpu(gpu)
+            cell.card.set_pressure(None if gpu.lost else self._pressure.get(
+                gpu.device_id, pressure_from_usage(gpu.used_bytes, gpu.total_bytes)))
+        host = self._cells.get(HOST_KEY)
+        if host is not None:
+            h = profile.host
+            host.card.set_host(h)
+            host.card.set_pressure(self._pressure.get("cpu", pressure_from_usage(h.total_bytes - h.available_bytes,
+                                                                                 h.total_bytes)))
+
+    # --- loading -------------------------------------------------------------------------------------
+    def _forget_picker(self, dialog: QuantizationDialog) -> None:
+        if self.picker is dialog:
+            self.picker = None
+
+    def _on_picked(self, model_id: str, dialog: QuantizationDialog) -> None:
+        level, device, context = dialog.selection()
+        if level is None:
+            return
+        self.sigLoadRequested.emit(model_id, level, device, context)
+        if self._manager is None:
+            self.sigStatus.emit(f"Load requested: {model_id} at {level} on {device}")
+            return
+        self._load_with_manager(model_id, level, device, context)
+
+    def _load_with_manager(self, model_id: str, level: str, device: str, context: int | None) -> None:
+        """Ask the manager to load, awaited on the running (qasync) loop so the UI never blocks."""
+        aload = getattr(self._manager, "aload", None)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if aload is None or loop is None:
+            self.sigStatus.emit(f"Load requested: {model_id} (no event loop here; the host loads it)")
+            return
+        self.sigStatus.emit(f"Loading {model_id} at {level} on {device}…")
+        task = loop.create_task(aload(model_id, level, device, context=context))
+        self._tasks.add(task)  # qasync can let unreferenced tasks be collected
+        task.add_done_callback(lambda t: self._load_done(model_id, t))
+
+    def _load_done(self, model_id: str, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if self._closed or task.cancelled():
+            return
+        err = task.exception()
+        self.sigStatus.emit(f"Loaded {model_id}" if err is None else f"Could not load {model_id}: {err}")
+
+    # --- the manager -------------------------------------------------------------------------------
+    def _connect_manager(self, manager: Any) -> None:
+        """The Loaded and Events tabs, reserved bands on the graphs, and the allocator's pressure."""
+        from app.widgets.event_log import EventLog
+        from app.widgets.loaded_models_table import LoadedModelsTable
+
+        self.loaded_view = LoadedModelsTable(manager, self.bridge)
+        self.event_log = EventLog(self.bridge)
+        self.loaded_view.sigMessage.connect(self.event_log.append)
+        self.sigStatus.connect(self.event_log.append)
+        self.set_loaded_view(self.loaded_view)
+        self.set_log_view(self.event_log)
+        self.bridge.sigAllocationChanged.connect(self._show_bookings)
+        self.bridge.sigAllocationChanged.connect(lambda _d: self.browser.table_model.invalidate_plans())
+        self.bridge.sigPressureChanged.connect(self.set_pressure)
+
+    def _show_bookings(self, device: str) -> None:
+        """What ModelDeck booked per model on ``device``, drawn as bands under the measured curve."""
+        if self._manager is None:
+            return
+        names = {m.model_id: m.name for m in self._manager.loaded_models()}
+        bands = {names.get(r.model_id, r.model_id): r.total_bytes
+                 for r in self._manager.memory_allocator.reservations(device)}
+        self.set_reserved(device, bands)
+
+    def _show_all_bookings(self) -> None:
+        if self._manager is not None:
+            for device in self._manager.memory_allocator.devices():
+                self._show_bookings(device)
+
+    # --- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def _placeholder(text: str) -> QWidget:
+        widget = QLabel(text)
+        widget.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        widget.setWordWrap(True)
+        widget.setEnabled(False)
+        return widget
+
+    def _replace_tab(self, old: QWidget, new: QWidget) -> None:
+        i = self.tabs.indexOf(old)
+        title = self.tabs.tabText(i)
+        self.tabs.removeTab(i)
+        self.tabs.insertTab(i, new, title)
+        old.deleteLater()

@@ -1,0 +1,162 @@
+"""LoadedModelsTable and EventLog against a real manager on simulated hardware; and the panel
+with a manager (Loaded/Events tabs, reserved bands, fit judged against the ledger, load via the picker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.core.model_resource_manager import ManagerSettings, ModelResourceManager, ModelState
+from app.widgets.bridge import CoreBridge
+from app.widgets.event_log import EventLog
+from app.widgets.loaded_models_table import COLUMNS, LoadedModelsTable, format_countdown
+from tests.widgets._support import png_of
+from tests.widgets.conftest import DIFF_THRESHOLD
+
+LLM = "mistralai/Ministral-8B-Instruct-2410"
+SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TTS = "hexgrad/Kokoro-82M"
+
+
+@pytest.fixture
+def manager(sampler, registry, clock):
+    return ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
+                                settings=ManagerSettings(keep_alive_s=300))
+
+
+@pytest.fixture
+def views(qtbot, manager, clock):
+    bridge = CoreBridge(manager=manager)
+    table = LoadedModelsTable(manager, bridge)
+    log = EventLog(bridge, clock=clock)
+    table.sigMessage.connect(log.append)
+    for w in (table, log):
+        qtbot.addWidget(w)
+    table.resize(720, 260)
+    table.show()
+    yield bridge, table, log
+    bridge.close()
+
+
+def cells(table, row):
+    return [table.model.data(table.model.index(row, c)) for c in range(len(COLUMNS))]
+
+
+def test_rows_follow_the_manager(qtbot, manager, views):
+    _, table, _ = views
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    manager.load(SD, "fp16", "cuda:0", pin=True)
+    qtbot.waitUntil(lambda: table.model.rowCount() == 2)
+    rows = {cells(table, r)[0]: cells(table, r) for r in range(2)}
+    llm = rows["Ministral 8B Instruct 2410"]
+    assert llm[1:3] == ["cuda:0", "Q4_K_M"] and llm[3].endswith("GiB") and llm[4] == "loaded"
+    assert llm[5] == "5:00"
+    assert rows["Stable Diffusion 1.5"][5] == "pinned"
+    assert "cuda:0: booked" in table.summary.text()
+    manager.unload(LLM)
+    qtbot.waitUntil(lambda: table.model.rowCount() == 1)
+
+
+def test_evict_offload_restore_and_pin_buttons_act_on_the_core(qtbot, manager, views):
+    _, table, log = views
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    qtbot.waitUntil(lambda: table.model.rowCount() == 1)
+    table.view.selectRow(0)
+    assert table.offload_button.isEnabled() and not table.restore_button.isEnabled()
+    table.offload_button.click()
+    assert manager.state_of(LLM) == ModelState.OFFLOADED
+    table.view.selectRow(0)
+    assert table.restore_button.isEnabled()
+    table.restore_button.click()
+    assert manager.state_of(LLM) == ModelState.LOADED
+    table.view.selectRow(0)
+    table.pin_button.click()
+    assert manager.loaded_models()[0].pinned and table.pin_button.text() == "Unpin"
+    table.pin_button.click()
+    assert not manager.loaded_models()[0].pinned
+    table.view.selectRow(0)
+    table.evict_button.click()
+    assert manager.state_of(LLM) == ModelState.UNLOADED
+    qtbot.waitUntil(lambda: any("Evicted" in line for line in log.lines()))
+    qtbot.waitUntil(lambda: any("is unloaded" in line for line in log.lines()))
+
+
+def test_refusals_are_shown_not_raised(qtbot, manager, views):
+    _, table, _ = views
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    qtbot.waitUntil(lambda: table.model.rowCount() == 1)
+    manager.begin_use(LLM)  # busy: cannot be evicted
+    table.refresh()
+    table.view.selectRow(0)
+    assert not table.evict_button.isEnabled()
+    messages = []
+    table.sigMessage.connect(messages.append)
+    table.evict_selected()  # even when called directly, the refusal is a message
+    assert messages and "busy" in messages[-1]
+    manager.end_use(LLM)
+
+
+def test_automatic_evictions_appear_with_their_reason(qtbot, manager, views, clock):
+    _, _, log = views
+    manager.load(TTS, "fp16", "cuda:1", keep_alive_s=0)
+    clock.advance(1.0)
+    manager.tick()
+    qtbot.waitUntil(lambda: any("keep-alive" in line for line in log.lines()))
+
+
+def test_countdown_format():
+    assert format_countdown(160.0, 100.0, ModelState.LOADED, False) == "1:00"
+    assert format_countdown(None, 0.0, ModelState.LOADED, False) == "never"
+    assert format_countdown(10_000.0, 0.0, ModelState.LOADED, False) == "2 h 46 min"
+    assert format_countdown(50.0, 0.0, ModelState.BUSY, False) == "-"
+
+
+def test_screenshot_loaded_models(qtbot, manager, views, image_regression):
+    _, table, _ = views
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    manager.load(SD, "fp16", "cuda:0", pin=True)
+    manager.load(TTS, "fp16", "cuda:1")
+    manager.offload(TTS)
+    qtbot.waitUntil(lambda: table.model.rowCount() == 3)
+    table.view.selectRow(0)
+    image_regression.check(png_of(table, (720, 260)), diff_threshold=DIFF_THRESHOLD)
+
+
+def test_panel_with_a_manager(qtbot, sampler, registry, manager):
+    from app.widgets.resource_panel import ResourcePanel
+
+    panel = ResourcePanel(sampler, registry, manager=manager)
+    qtbot.addWidget(panel)
+    panel.resize(1200, 760)
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert panel.tabs.widget(1) is panel.loaded_view and panel.tabs.widget(2) is panel.event_log
+    before = panel.browser.table_model
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    graph = panel.graph_for_device("cuda:0")
+    qtbot.waitUntil(lambda: "Ministral 8B Instruct 2410" in graph.reserved)
+    # Fit is judged against the ledger: what the manager booked is no longer free.
+    usable = panel._strategy.usable_bytes(sampler.latest)
+    assert usable["cuda:0"] == manager.free_for_planning()["cuda:0"]
+    assert before is panel.browser.table_model
+    manager.unload(LLM)
+    qtbot.waitUntil(lambda: graph.reserved == {})
+    panel.close()
+
+
+def test_picker_ok_loads_through_the_manager_on_the_event_loop(qtbot, sampler, registry, manager):
+    from app.widgets.resource_panel import ResourcePanel
+
+    panel = ResourcePanel(sampler, registry, manager=manager)
+    qtbot.addWidget(panel)
+
+    async def pick_and_wait() -> None:
+        panel._load_with_manager(LLM, "Q4_K_M", "cuda:0", 8192)
+        while panel._tasks:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(pick_and_wait())
+    assert manager.state_of(LLM) == ModelState.LOADED
+    assert manager.loaded_models()[0].quantization == "Q4_K_M"
+    panel.close()

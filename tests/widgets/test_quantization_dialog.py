@@ -1,0 +1,77 @@
+"""QuantizationDialog: every level, fit per device, live estimates, the strategy's choice first."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.quantization_strategy import candidate_levels, estimate_model
+from app.core.units import GiB
+from app.widgets.quantization_dialog import QuantizationDialog
+from tests.widgets._support import png_of
+from tests.widgets.conftest import DIFF_THRESHOLD
+
+MINISTRAL = "mistralai/Ministral-8B-Instruct-2410"
+
+
+def _dialog(qtbot, registry, sampler, strategy, model_id=MINISTRAL) -> QuantizationDialog:
+    dialog = QuantizationDialog(registry.get_model(model_id), sampler.latest, strategy)
+    qtbot.addWidget(dialog)
+    return dialog
+
+
+def test_lists_every_candidate_with_the_strategys_choice_selected(qtbot, registry, sampler, strategy):
+    meta = registry.get_model(MINISTRAL)
+    dialog = _dialog(qtbot, registry, sampler, strategy)
+    assert dialog.table.rowCount() == len(candidate_levels(meta))
+    plan = strategy.plan(meta, sampler.latest, context=4096)
+    assert dialog.selection() == (plan.quantization, plan.device, 4096)
+    # 2 GPUs and the CPU each get a fit column
+    headers = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
+    assert headers[-4:] == ["GPU 0", "GPU 1", "CPU (RAM)", "Quality"]
+
+
+def test_fit_is_free_minus_headroom_and_a_miss_says_by_how_much(qtbot, registry, sampler, strategy):
+    dialog = _dialog(qtbot, registry, sampler, strategy)
+    gpu1 = sampler.latest.gpus[1]
+    est = estimate_model(registry.get_model(MINISTRAL), "bf16", context=4096)
+    expected = est.total_bytes - (gpu1.free_bytes - strategy.gpu_headroom_bytes)
+    assert dialog.shortfall("bf16", "cuda:1") == expected > 0
+    dialog.select_device("cuda:1")
+    dialog.select_level("bf16")
+    assert "does not fit on cuda:1" in dialog.fit_label.text()
+    assert f"{expected / GiB:.2f} GiB more" in dialog.fit_label.text()
+    row = list(candidate_levels(registry.get_model(MINISTRAL))).index("bf16")
+    assert dialog.table.item(row, len(dialog.FIXED_COLUMNS) + 1).text().startswith("short ")
+
+
+def test_context_changes_the_estimates_live(qtbot, registry, sampler, strategy):
+    dialog = _dialog(qtbot, registry, sampler, strategy)
+    level = dialog.selected_level()
+    kv_before = dialog.estimate(level, "cuda:0").kv_cache_bytes
+    dialog.context_spin.setValue(16384)
+    assert dialog.estimate(level, "cuda:0").kv_cache_bytes == pytest.approx(4 * kv_before, rel=0.01)
+    assert dialog.selected_level() == level and dialog.context() == 16384
+
+
+def test_diffusion_models_get_resolution_and_batch(qtbot, registry, sampler, strategy):
+    sd = next(m for m in registry.list_models(model_type="text_to_image"))
+    dialog = _dialog(qtbot, registry, sampler, strategy, sd.id)
+    assert dialog.context() is None and set(dialog.options()) == {"width", "height", "batch"}
+    level = dialog.selected_level()
+    before = dialog.estimate(level, "cuda:0").total_bytes
+    dialog.batch_spin.setValue(4)
+    assert dialog.estimate(level, "cuda:0").total_bytes > before
+
+
+def test_ok_returns_level_device_context(qtbot, registry, sampler, strategy):
+    dialog = _dialog(qtbot, registry, sampler, strategy)
+    dialog.select_level("Q4_K_M")
+    dialog.select_device("cuda:1")
+    dialog.accept()
+    level, device, context = dialog.selection()
+    assert device == "cuda:1" and context == 4096 and level is not None
+
+
+def test_screenshot_quantization_dialog(qtbot, registry, sampler, strategy, image_regression):
+    dialog = _dialog(qtbot, registry, sampler, strategy)
+    image_regression.check(png_of(dialog, (900, 520)), diff_threshold=DIFF_THRESHOLD)

@@ -1,0 +1,154 @@
+"""RegistryBrowser: the table follows the registry; search and filters narrow it; add and scan."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.core.model_registry import ModelMetadata, ModelType
+from app.widgets.registry_browser import RegistryBrowser
+from app.widgets.registry_table_model import RegistryTableModel
+from tests.widgets._support import png_of
+from tests.widgets.conftest import DIFF_THRESHOLD
+
+
+@pytest.fixture
+def browser(qtbot, registry, sampler, strategy):
+    b = RegistryBrowser(registry, strategy)
+    qtbot.addWidget(b)
+    b.set_profile(sampler.latest)
+    b.resize(900, 420)
+    return b
+
+
+def _col(browser, row, col):
+    return browser.proxy.index(row, col).data()
+
+
+def test_rows_and_fit_columns_come_from_the_strategy(browser, registry, sampler, strategy):
+    assert browser.proxy.rowCount() == len(registry.list_models())
+    model = browser.table_model
+    row = model.row_of("mistralai/Ministral-8B-Instruct-2410")
+    plan = strategy.plan(model.metadata_at(row), sampler.latest)
+    idx = lambda c: model.index(row, c)  # noqa: E731
+    assert idx(RegistryTableModel.LEVEL).data() == plan.quantization
+    assert idx(RegistryTableModel.FIT).data() == "fits"
+    assert idx(RegistryTableModel.SIZE).data().endswith("GiB")
+    assert idx(RegistryTableModel.FIT).data(Qt.ItemDataRole.ToolTipRole) == plan.reason
+
+
+def test_choosing_a_device_replans(browser):
+    model = browser.table_model
+    row = model.row_of("mistralai/Ministral-8B-Instruct-2410")
+    on_4090 = model.index(row, RegistryTableModel.SIZE).data()
+    i = browser.device_combo.findData("cuda:1")
+    browser.device_combo.setCurrentIndex(i)
+    assert model.device == "cuda:1"
+    assert model.plan_for(row).device.startswith("cuda:1")
+    assert model.index(row, RegistryTableModel.SIZE).data() != on_4090  # a 12 GiB card picks a smaller level
+
+
+def test_search_narrows_rows(browser):
+    browser.search_edit.setText("whisper")
+    ids = browser.visible_model_ids()
+    assert ids and all("whisper" in i.lower() for i in ids)
+    browser.search_edit.setText("")
+    assert len(browser.visible_model_ids()) > len(ids)
+
+
+def test_type_and_provider_filters(browser, registry):
+    browser.type_combo.setCurrentIndex(browser.type_combo.findData(ModelType.TEXT_TO_IMAGE.value))
+    rows = browser.visible_model_ids()
+    assert rows and all(registry.get_model(i).model_type == ModelType.TEXT_TO_IMAGE for i in rows)
+    browser.type_combo.setCurrentIndex(0)
+    browser.provider_combo.setCurrentIndex(browser.provider_combo.findData("qwen"))
+    rows = browser.visible_model_ids()
+    assert rows and all(registry.get_model(i).provider_name == "qwen" for i in rows)
+
+
+def test_registering_in_the_core_adds_a_row(qtbot, browser, registry):
+    n = browser.proxy.rowCount()
+    registry.register_model(ModelMetadata(name="Lab model", provider="other", model_type="llm", size_gb=3.0,
+                                          model_id="lab/model"))
+    browser.reload()  # the panel does this on the bridge's sigRegistryChanged
+    assert browser.proxy.rowCount() == n + 1 and "lab/model" in browser.visible_model_ids()
+
+
+def test_detail_pane_shows_the_breakdown(browser):
+    assert browser.select_model("mistralai/Ministral-8B-Instruct-2410")
+    text = browser.detail_text.toPlainText()
+    for term in ("weights", "KV cache", "compute", "overhead", "total"):
+        assert term in text
+    assert "cuda:0" in browser.detail_reason.text()
+    assert browser.load_button.isEnabled()
+
+
+def test_load_button_emits_the_model_id(qtbot, browser):
+    browser.select_model("mistralai/Ministral-8B-Instruct-2410")
+    with qtbot.waitSignal(browser.sigLoadRequested) as blocker:
+        browser.load_button.click()
+    assert blocker.args == ["mistralai/Ministral-8B-Instruct-2410"]
+
+
+def test_add_model_form_validates_then_registers(qtbot, browser, registry):
+    dialog = browser.open_add_dialog()
+    dialog.id_edit.setText("me/tiny-llm")
+    dialog.params_spin.setValue(1.5)
+    dialog.accept()  # no name: pydantic's error, naming the field, and the dialog stays open
+    assert dialog.isVisible()
+    assert dialog.error_label.text().startswith("name:")
+    assert registry.get_model("me/tiny-llm") is None
+    dialog.name_edit.setText("Tiny LLM")
+    dialog.accept()
+    meta = registry.get_model("me/tiny-llm")
+    assert meta is not None and meta.origin == "user" and meta.parameters == 1_500_000_000
+    assert meta.min_vram_gb is not None  # requirements filled from estimates
+    browser.reload()
+    assert browser.selected_model_id() == "me/tiny-llm"
+
+
+def test_add_model_without_an_id_names_the_problem(qtbot, browser):
+    dialog = browser.open_add_dialog()
+    dialog.name_edit.setText("Nameless")
+    dialog.accept()
+    assert "model_id or huggingface_id is required" in dialog.error_label.text()
+    dialog.reject()
+
+
+def _write_safetensors(path, n: int = 64) -> None:
+    header = {"model.embed.weight": {"dtype": "F16", "shape": [n, n], "data_offsets": [0, n * n * 2]}}
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * (n * n * 2))
+
+
+def test_scan_folder_registers_off_the_ui_thread(qtbot, browser, registry, tmp_path):
+    folder = tmp_path / "models"
+    (folder / "tiny").mkdir(parents=True)
+    _write_safetensors(folder / "tiny" / "model.safetensors")
+    with qtbot.waitSignal(browser.sigStatus, timeout=5000) as blocker:
+        browser.start_scan(str(folder))
+        assert not browser.scan_button.isEnabled()
+    qtbot.waitUntil(lambda: browser._scan is None, timeout=5000)
+    assert blocker.args[0].startswith("1 model(s) registered")
+    assert any(m.origin == "scanned" for m in registry.user_models())
+    assert browser.scan_button.isEnabled()
+
+
+def test_cancelled_scan_registers_nothing(qtbot, browser, registry, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(3):
+        (folder / f"m{i}").mkdir(parents=True)
+        _write_safetensors(folder / f"m{i}" / "model.safetensors")
+    scan = browser.start_scan(str(folder))
+    scan.cancel()  # before the first file: the progress callback raises and the scan stops
+    qtbot.waitUntil(lambda: browser._scan is None, timeout=5000)
+    assert scan.cancelled
+    assert registry.user_models() == []
+
+
+def test_screenshot_registry_browser(qtbot, browser, image_regression):
+    browser.select_model("mistralai/Ministral-8B-Instruct-2410")
+    image_regression.check(png_of(browser, (900, 420)), diff_threshold=DIFF_THRESHOLD)

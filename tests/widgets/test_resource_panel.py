@@ -1,0 +1,212 @@
+"""ResourcePanel and ResourceDock: composed from core objects, docked in a host, closed cleanly."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+from PySide6.QtCore import QEvent, Qt, QThread, QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow, QTextEdit
+
+from app.core.sampler import device_key
+from app.core.units import GiB
+from app.widgets.quantization_dialog import QuantizationDialog
+from app.widgets.resource_dock import DOCK_OBJECT_NAME, ResourceDock
+from app.widgets.resource_panel import HOST_KEY, ResourcePanel, pressure_from_usage
+from tests.widgets._support import make_sampler, png_of
+from tests.widgets.conftest import DIFF_THRESHOLD
+
+MINISTRAL = "mistralai/Ministral-8B-Instruct-2410"
+
+
+@pytest.fixture
+def panel(qtbot, sampler, registry, strategy):
+    p = ResourcePanel(sampler, registry, strategy)
+    qtbot.addWidget(p)
+    p.resize(1200, 760)
+    p.show()
+    qtbot.waitExposed(p)
+    yield p
+    p.shutdown()
+
+
+def test_is_lazy_until_shown(qtbot, sampler, registry):
+    p = ResourcePanel(sampler, registry)
+    qtbot.addWidget(p)
+    assert p.cards() == {}
+    p.show()
+    assert set(p.cards()) == {*(device_key(g) for g in sampler.latest.gpus), HOST_KEY}
+    p.shutdown()
+
+
+def test_a_new_sample_updates_cards_and_graphs(qtbot, panel, sampler, clock):
+    key = device_key(sampler.latest.gpus[0])
+    clock.advance(29.0)
+    with qtbot.waitSignal(panel.bridge.sigSampled, timeout=2000):
+        threading.Thread(target=sampler.tick).start()  # the sampler thread, as in the app
+    gpu = sampler.latest.gpus[0]
+    assert panel.cards()[key].texts()["used"] == f"{gpu.used_bytes / GiB:.1f} / 24.0 GiB used"
+    assert panel.graphs()[key].latest_used_bytes() == pytest.approx(gpu.used_bytes)
+
+
+def test_window_choice_reaches_every_graph(panel):
+    panel.window_combo.setCurrentIndex(panel.window_combo.findData(3600))
+    assert {g.window_s for g in panel.graphs().values()} == {3600}
+
+
+def test_reserved_and_pressure_by_device_id(panel, sampler):
+    panel.set_reserved("cuda:1", {"Ministral 8B": 5 * GiB})
+    assert panel.graph_for_device("cuda:1").reserved == {"Ministral 8B": 5 * GiB}
+    panel.set_pressure("cuda:1", "high")
+    assert panel.cards()[device_key(sampler.latest.gpus[1])].pressure == "high"
+    panel.set_pressure("cuda:1", None)
+    gpu = sampler.latest.gpus[1]
+    assert panel.cards()[device_key(gpu)].pressure == pressure_from_usage(gpu.used_bytes, gpu.total_bytes)
+
+
+def test_registry_change_in_the_core_shows_in_the_view(qtbot, panel, registry):
+    from app.core.model_registry import ModelMetadata
+
+    n = panel.browser.proxy.rowCount()
+    with qtbot.waitSignal(panel.bridge.sigRegistryChanged, timeout=1000):
+        registry.register_model(ModelMetadata(name="Lab", provider="other", model_type="llm", size_gb=2.0,
+                                              model_id="lab/x"))
+    assert panel.browser.proxy.rowCount() == n + 1
+
+
+def test_load_opens_the_picker_and_ok_emits_the_request(qtbot, panel):
+    panel.browser.select_model(MINISTRAL)
+    panel.browser.load_button.click()
+    dialog = panel.picker
+    assert isinstance(dialog, QuantizationDialog) and dialog.isVisible()
+    dialog.select_device("cuda:1")
+    with qtbot.waitSignal(panel.sigLoadRequested) as blocker:
+        dialog.accept()
+    model_id, level, device, context = blocker.args
+    assert (model_id, device, context) == (MINISTRAL, "cuda:1", 4096) and level
+
+
+def test_no_gpu_machine_says_why(qtbot, registry, clock):
+    from app.core.hardware.host import HostBackend
+    from app.core.hardware.snapshot import BackendStatus
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.sampler import Sampler
+    from app.demo import SimulatedPsutil
+
+    class NoNvml:
+        name = "nvml"
+
+        def status(self):
+            return BackendStatus("nvml", False, "NVIDIA driver not loaded (libnvidia-ml.so.1 not found)")
+
+        def read(self):
+            return []
+
+        def close(self):
+            pass
+
+    profiler = HardwareProfiler([NoNvml()], host=HostBackend(SimulatedPsutil(clock)), clock=clock)
+    sampler = Sampler(profiler, clock=clock)
+    sampler.tick()
+    p = ResourcePanel(sampler, registry)
+    qtbot.addWidget(p)
+    p.show()
+    assert set(p.cards()) == {HOST_KEY}
+    assert p.notice_card.title == "No GPU"
+    assert p.notice_card.message() == "NVML unavailable: NVIDIA driver not loaded (libnvidia-ml.so.1 not found)"
+    p.shutdown()
+
+
+def test_screenshot_panel(qtbot, sampler, registry, strategy, image_regression):
+    p = ResourcePanel(sampler, registry, strategy)
+    qtbot.addWidget(p)
+    p.set_window(60)
+    p.show()
+    p.browser.select_model(MINISTRAL)
+    p.set_reserved("cuda:1", {"Ministral 8B": int(5.34 * GiB)})
+    image_regression.check(png_of(p, (1200, 760)), diff_threshold=DIFF_THRESHOLD)
+    p.shutdown()
+
+
+def test_dock_in_a_host_window_round_trips_its_state(qtbot, sampler, registry):
+    def host():
+        window = QMainWindow()
+        window.setObjectName("HostWindow")
+        window.setCentralWidget(QTextEdit())
+        dock = ResourceDock(sampler, registry, parent=window)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        qtbot.addWidget(window)
+        window.resize(1400, 900)
+        window.show()
+        return window, dock
+
+    window, dock = host()
+    assert dock.objectName() == DOCK_OBJECT_NAME
+    window.removeDockWidget(dock)
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    dock.show()
+    window.resizeDocks([dock], [420], Qt.Orientation.Vertical)
+    QApplication.processEvents()
+    state = window.saveState()
+    assert window.dockWidgetArea(dock) == Qt.DockWidgetArea.BottomDockWidgetArea
+    dock.shutdown()
+    window.close()
+
+    window2, dock2 = host()
+    assert window2.dockWidgetArea(dock2) == Qt.DockWidgetArea.RightDockWidgetArea
+    assert window2.restoreState(state)
+    assert window2.dockWidgetArea(dock2) == Qt.DockWidgetArea.BottomDockWidgetArea
+    assert dock2.panel.cards()  # the panel is live in the host
+    dock2.shutdown()
+    window2.close()
+
+
+def test_panel_state_round_trip(qtbot, panel, sampler, registry):
+    panel.set_window(3600)
+    panel.tabs.setCurrentIndex(2)
+    state = panel.save_state()
+    other = ResourcePanel(sampler, registry)
+    qtbot.addWidget(other)
+    other.restore_state(state)
+    assert other.window_s == 3600 and other.tabs.currentIndex() == 2
+    other.shutdown()
+
+
+def _counts() -> tuple[int, int, int]:
+    gc.collect()
+    app = QApplication.instance()
+    threads = len(app.findChildren(QThread))
+    timers = len(app.findChildren(QTimer))
+    panels = sum(1 for o in gc.get_objects() if isinstance(o, ResourcePanel))
+    return threads, timers, panels
+
+
+def test_building_and_closing_the_panel_100_times_leaks_nothing(qtbot, registry, clock):
+    sampler = make_sampler(clock, "rtx4090,rtx3060", samples=30)
+    before_listeners = (len(sampler.sampled), len(registry.registry_changed))
+
+    def cycle():
+        p = ResourcePanel(sampler, registry)
+        p.resize(900, 600)
+        p.show()
+        QApplication.processEvents()
+        p.close()
+        p.deleteLater()
+
+    for _ in range(5):
+        cycle()
+    QApplication.processEvents()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    start = _counts()
+    python_objects = len(gc.get_objects())
+    for _ in range(100):
+        cycle()
+    QApplication.processEvents()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    QApplication.processEvents()
+    end = _counts()
+    assert end[0] <= start[0] and end[1] <= start[1], (start, end)
+    assert end[2] <= start[2] + 1, (start, end)
+    assert len(gc.get_objects()) - python_objects < 5000
+    assert (len(sampler.sampled), len(registry.registry_changed)) == before_listeners
