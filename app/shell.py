@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("ModelDeckMainWindow")
         self.setWindowTitle("ModelDeck")
         self._settings = settings
+        self.restored_geometry = False
         self.panel = ResourcePanel(sampler, registry, manager=manager, parent=self)
         self.setCentralWidget(self.panel)
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
@@ -155,7 +156,7 @@ class MainWindow(QMainWindow):
             return
         geometry, state = s.value("window/geometry"), s.value("window/state")
         if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
+            self.restored_geometry = self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
         panel_state = {k: s.value(f"panel/{k}") for k in ("splitter", "browser_splitter")}
@@ -230,8 +231,9 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
     for problem in manager.preload():
         window.statusBar().showMessage(f"preload {problem}")
-    if window.geometry().width() < 400:
-        window.resize(1280, 800)
+    if not window.restored_geometry:  # first run: a comfortable size that fits the screen
+        screen = app.primaryScreen().availableGeometry()
+        window.resize(min(1280, int(screen.width() * 0.9)), min(800, int(screen.height() * 0.9)))
     sampler.tick()  # the first frame shows real numbers, not an empty window
     window.show()
     sampler.start()

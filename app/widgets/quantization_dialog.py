@@ -136,7 +136,9 @@ class QuantizationDialog(QDialog):
             size.addWidget(self.width_spin)
             size.addWidget(QLabel("×"))
             size.addWidget(self.height_spin)
-            options.addRow("&Resolution:", size)
+            resolution = QLabel("&Resolution:")  # a layout has no buddy: point the mnemonic at the width
+            resolution.setBuddy(self.width_spin)
+            options.addRow(resolution, size)
             options.addRow("&Batch:", self.batch_spin)
         options.addRow("&Device:", self.device_combo)
         summary = QLabel(f"{metadata.name} · {params_label(metadata.parameter_count)} parameters"

@@ -155,8 +155,10 @@ class RegistryBrowser(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(RegistryTableModel.NAME, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(36)
-        for col, width in ((1, 88), (2, 84), (3, 80), (4, 74), (5, 70), (6, 64)):
+        widths = ((1, 88), (2, 84), (3, 80), (4, 74), (5, 70), (6, 64))
+        for col, width in widths:
             header.resizeSection(col, width)
+
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
         self.view.doubleClicked.connect(lambda _i: self.request_load())
 
