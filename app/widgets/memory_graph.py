@@ -16,7 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.core.units import GiB, format_gib
 
@@ -91,6 +91,7 @@ class MemoryGraph(QWidget):
         self._stale = True
         self._last_drawn_t = -math.inf
         self._hover_text = ""
+        self._y_top = 1.0
 
         self._plot = pg.PlotWidget(axisItems={"bottom": _RelativeTimeAxis("bottom")})
         self._plot.setMinimumHeight(120)
@@ -102,20 +103,22 @@ class MemoryGraph(QWidget):
         item.setLabel("left", "GiB")
         item.setContentsMargins(0, 8, 8, 0)  # room for the top tick label and the "now" tick
         item.getAxis("left").setWidth(44)
-        # One row across the top right, above the total line (the y range leaves room for it).
-        self._legend = item.addLegend(offset=(-4, 1), verSpacing=-8, horSpacing=12, colCount=3,
-                                      labelTextSize="8pt", frame=False)
+        # The legend sits above the plot, not in it: inside, it covered the lines of short graphs.
+        self.legend_label = QLabel()
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.legend_label.setToolTip("used: measured by the driver · total: the device's memory · "
+                                     "safety reserve: kept free by ModelDeck · filled bands: what ModelDeck booked")
 
         # A line, not a filled area: filling 24 h of points cost ~15 ms a frame, and the filled
         # areas are kept for what the allocator reserved, so "measured" and "booked" look different.
-        self._used = item.plot(pen=pg.mkPen(USED_COLOR, width=1), name="used", connect="finite")
+        self._used = item.plot(pen=pg.mkPen(USED_COLOR, width=1), connect="finite")
         self._used.setZValue(10)
         # On the curve (PlotDataItem): its keyword is method=; PlotItem's is mode=.
         self._used.setDownsampling(auto=True, method="peak")
         self._used.setClipToView(True)
-        self._total = item.plot(pen=pg.mkPen(TOTAL_COLOR, width=1, style=Qt.PenStyle.DashLine), name="total")
-        self._reserve = item.plot(pen=pg.mkPen(RESERVE_COLOR, width=1, style=Qt.PenStyle.DotLine),
-                                  name="safety reserve")
+        self._total = item.plot(pen=pg.mkPen(TOTAL_COLOR, width=1, style=Qt.PenStyle.DashLine))
+        self._reserve = item.plot(pen=pg.mkPen(RESERVE_COLOR, width=1, style=Qt.PenStyle.DotLine))
         self._cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(TOTAL_COLOR, width=1))
         self._cursor.setVisible(False)
         self._cursor.setZValue(20)
@@ -128,6 +131,8 @@ class MemoryGraph(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.legend_label)
         layout.addWidget(self._plot)
         self._apply_palette()
         self._set_x_range()
@@ -294,7 +299,28 @@ class MemoryGraph(QWidget):
             label.setPos(-0.98 * self._window_s, (bottom + upper) / 2)
             bottom = upper
         top = max(top, bottom)
-        item.setYRange(0.0, top * 1.25 if top > 0 else 1.0, padding=0)
+        self._y_top = top * 1.25 if top > 0 else 1.0
+        item.setYRange(0.0, self._y_top, padding=0)
+        self._place_band_labels()
+
+    def _place_band_labels(self) -> None:
+        """Label a band only where it is tall enough to hold its text (thin ones keep the colour)."""
+        px_per_gib = self._plot.getPlotItem().getViewBox().height() / max(self._y_top, 1e-9)
+        last_y = -math.inf
+        bottom = 0.0
+        for name, _curve, label in self._band_items:
+            height = self._bands.get(name, 0) / GiB
+            middle_px = (bottom + height / 2) * px_per_gib
+            fits = height * px_per_gib >= 13 and middle_px - last_y >= 13
+            label.setVisible(fits)
+            if fits:
+                last_y = middle_px
+            bottom += height
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._band_items:
+            self._place_band_labels()
 
     def _set_x_range(self) -> None:
         self._plot.getPlotItem().setXRange(-float(self._window_s), 0.0, padding=0.01)
@@ -339,12 +365,12 @@ class MemoryGraph(QWidget):
             axis = item.getAxis(name)
             axis.setPen(pg.mkPen(text, width=1))
             axis.setTextPen(pg.mkPen(text, width=1))
-        self._legend.setLabelTextColor(text)
-        for _sample, label in self._legend.items:  # existing labels keep their colour until re-set
-            label.setText(label.text, color=text)
+        self.legend_label.setText(
+            f'<span style="color:{USED_COLOR.name()}">━━</span> used &nbsp; '
+            f'<span style="color:{TOTAL_COLOR.name()}">╌╌</span> total &nbsp; '
+            f'<span style="color:{RESERVE_COLOR.name()}">┈┈</span> safety reserve&nbsp;')
         legend_bg = QColor(base)
         legend_bg.setAlpha(200)
-        self._legend.setBrush(legend_bg)
         self._readout.setColor(text)
         self._readout.fill = pg.mkBrush(legend_bg)
         for _name, _curve, label in self._band_items:

@@ -301,13 +301,14 @@ class ResourcePanel(QWidget):
             (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
         ]
         entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
-        columns = min(self.MAX_COLUMNS, len(entries))
+        # Up to four cells share one row (three GPUs and RAM); more wrap three to a row.
+        columns = len(entries) if len(entries) <= 4 else self.MAX_COLUMNS
         for i, (cell_key, sampler_key, device, reserve) in enumerate(entries):
             cell = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
             self._cells[cell_key] = cell
             self._device_ids[cell_key] = device
             self._grid.addWidget(cell, i // columns, i % columns)
-        for c in range(self.MAX_COLUMNS):
+        for c in range(max(4, self.MAX_COLUMNS)):
             self._grid.setColumnStretch(c, 1 if c < columns else 0)
         unavailable = [b for b in profile.backends if not b.available and b.name != "host"]
         self.notice_card.setVisible(not gpus)
