@@ -61,6 +61,28 @@ def _relative_label(value: float, spacing: float) -> str:
     return f"-{v:g} s"
 
 
+def _peak_decimate(x: np.ndarray, y: np.ndarray, width_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most four points per pixel column: each bin's minimum and maximum (gaps stay gaps).
+
+    pyqtgraph's own peak downsampling does the same per paint; doing it once here, in numpy,
+    keeps a 24-hour window (86,400 samples) cheap to hand over.
+    """
+    bins = 2 * width_px
+    n = x.size
+    if n <= 2 * bins:
+        return x, y
+    per = n // bins
+    head = n - per * bins  # the oldest few samples that don't fill a bin are dropped
+    xs = x[head:].reshape(bins, per)
+    ys = y[head:].reshape(bins, per)
+    lo = np.fmin.reduce(ys, axis=1)  # ignores NaN unless a whole bin is NaN (a lost GPU: a gap)
+    hi = np.fmax.reduce(ys, axis=1)
+    out_x = np.repeat(xs[:, per // 2], 2)
+    out_y = np.empty(2 * bins)
+    out_y[0::2], out_y[1::2] = lo, hi
+    return out_x, out_y
+
+
 class MemoryGraph(QWidget):
     """Used memory of one device over a time window, with total, safety reserve and reserved bands.
 
@@ -248,7 +270,8 @@ class MemoryGraph(QWidget):
             self._t_last = t_last
         else:
             self._x, self._y = np.empty(0), np.empty(0)
-        self._used.setData(self._x, self._y, connect="finite")
+        x, y = _peak_decimate(self._x, self._y, max(100, self._plot.width()))
+        self._used.setData(x, y, connect="finite")
         self._last_drawn_t = self._t_last if t.size else -math.inf
         self._stale = False
         if total != self._total_bytes and not (math.isnan(total) and math.isnan(self._total_bytes)):

@@ -120,3 +120,19 @@ def test_screenshot_gpu_graph_with_reserved_bands(qtbot, sampler, image_regressi
     qtbot.addWidget(graph)
     graph.set_reserved({"Ministral 8B": int(5.34 * GiB), "SD 1.5": int(1.72 * GiB)})
     image_regression.check(png_of(graph, (480, 240)), diff_threshold=DIFF_THRESHOLD)
+
+
+def test_peak_decimation_keeps_extremes_and_gaps():
+    from app.widgets.memory_graph import _peak_decimate
+
+    x = np.arange(100_000, dtype=float)
+    y = np.sin(x / 500.0)
+    y[5000] = 7.0  # a one-sample spike must survive
+    y[60_000:61_000] = np.nan  # a lost GPU: a gap must stay a gap
+    dx, dy = _peak_decimate(x, y, 400)
+    assert dx.size == dy.size == 1600
+    assert np.nanmax(dy) == 7.0
+    assert np.isnan(dy).any()
+    assert np.nanmin(dy) == pytest.approx(np.nanmin(y), abs=1e-3)
+    small_x, small_y = _peak_decimate(x[:500], y[:500], 400)
+    assert small_x is not None and small_x.size == 500  # short windows are drawn as they are
