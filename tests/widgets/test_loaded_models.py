@@ -160,3 +160,32 @@ def test_picker_ok_loads_through_the_manager_on_the_event_loop(qtbot, sampler, r
     assert manager.state_of(LLM) == ModelState.LOADED
     assert manager.loaded_models()[0].quantization == "Q4_K_M"
     panel.close()
+
+
+def test_readme_docking_example_runs(qtbot, tmp_path):
+    """The README's "dock it in your Qt app" snippet, with a simulated card and a booking loader."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QMainWindow
+
+    from app.core import HardwareProfiler, ModelRegistry, ReservationLoader, Sampler
+    from app.widgets.resource_dock import ResourceDock
+
+    main_window = QMainWindow()
+    qtbot.addWidget(main_window)
+    manager = ModelResourceManager.configure_shared(
+        loader=ReservationLoader(), profiler=HardwareProfiler(simulate="rtx3060"),
+        registry=ModelRegistry(user_store=tmp_path / "models.json"))
+    try:
+        sampler = Sampler(manager.hardware_profiler, interval_s=0.1)
+        sampler.sampled.connect(manager.tick)
+        dock = ResourceDock(sampler, manager.model_registry, manager=manager, parent=main_window)
+        main_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        sampler.start()
+        main_window.show()
+        assert ModelResourceManager() is manager
+        manager.load("llama3.2:1b")
+        qtbot.waitUntil(lambda: dock.panel.loaded_view.model.rowCount() == 1, timeout=5000)
+        sampler.stop()
+        dock.shutdown()
+    finally:
+        ModelResourceManager.reset_shared()
