@@ -13,7 +13,7 @@ from typing import Any
 
 # PySide6 before qasync, so qasync binds to it (QT_NOTES.md).
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QIcon, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
 
 from app.widgets.memory_graph import TIME_WINDOWS
@@ -35,13 +35,33 @@ NO_DISPLAY_MESSAGE = (
 
 
 # --- resources ---------------------------------------------------------------------------------------
-def bundled_fonts_dir() -> Path | None:
-    """``app/resources/fonts`` when installed as package data, else the source tree's ``resources/fonts``."""
+APP_ID = "io.github.modeldeck.ModelDeck"
+
+
+def _resources_dir(sub: str) -> Path | None:
+    """``app/resources/<sub>`` when installed as package data, else the source tree's ``resources/<sub>``."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "resources" / "fonts", here.parent / "resources" / "fonts"):
+    for candidate in (here / "resources" / sub, here.parent / "resources" / sub):
         if candidate.is_dir():
             return candidate
     return None
+
+
+def bundled_fonts_dir() -> Path | None:
+    return _resources_dir("fonts")
+
+
+def app_icon() -> QIcon:
+    """The application icon (SVG, with the rendered PNG sizes for small menus)."""
+    icon = QIcon()
+    folder = _resources_dir("icons")
+    if folder is not None:
+        for png in sorted(folder.glob(f"hicolor/*/apps/{APP_ID}.png")):
+            icon.addFile(str(png))
+        svg = folder / f"{APP_ID}.svg"
+        if svg.exists():
+            icon.addFile(str(svg))
+    return icon
 
 
 def register_bundled_fonts() -> list[str]:
@@ -210,7 +230,8 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     assert isinstance(app, QApplication)
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    app.setDesktopFileName("modeldeck")
+    app.setDesktopFileName(APP_ID)
+    app.setWindowIcon(app_icon())
     _setup_app(app)
     apply_color_scheme(app)
     app.styleHints().colorSchemeChanged.connect(lambda scheme: apply_color_scheme(app, scheme))

@@ -40,6 +40,10 @@ for pair in libEGL.so.1:libegl1 libGL.so.1:libgl1 libxkbcommon.so.0:libxkbcommon
   ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$pkg")
 done
 command -v fc-list >/dev/null 2>&1 || missing+=(fontconfig)
+if [ "$extra" = "test" ]; then  # the desktop entry and AppStream metadata are validated by the tests
+  command -v desktop-file-validate >/dev/null 2>&1 || missing+=(desktop-file-utils)
+  command -v appstreamcli >/dev/null 2>&1 || missing+=(appstream)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if [ ! -x .venv/bin/python ]; then
