@@ -537,7 +537,8 @@ class ModelRegistry:
 
     # --- hardware ------------------------------------------------------------------------------
     def fits(self, metadata: ModelMetadata, hardware: Any, strategy: Any = None) -> bool:
-        """True when the model runs whole on a GPU now (or, on a machine without GPUs, in RAM)."""
+        """True when the model runs whole on GPUs now, on one or split over several (or, on a machine
+        without GPUs, in RAM)."""
         from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy
 
         strategy = strategy or QuantizationStrategy()
@@ -546,7 +547,7 @@ class ModelRegistry:
         except EstimateUnavailable:
             return False
         has_gpu = any(not g.lost for g in hardware.gpus)
-        return plan.placement == "gpu" or (not has_gpu and plan.placement == "cpu")
+        return plan.placement in ("gpu", "split") or (not has_gpu and plan.placement == "cpu")
 
     def select_best_model(
         self,

@@ -570,32 +570,43 @@ class ModelResourceManager:
         self.plan_ready.emit(plan)
         return transitions, evictions, record, plan
 
-    def _book_locked(self, record: _Record, plan: QuantizationPlan) -> None:
-        mid = record.metadata.id
+    def _bookings(self, metadata: ModelMetadata, plan: QuantizationPlan) -> dict[str, dict[str, int]]:
+        """What a plan books on each device: weights and cache by layer share; each GPU pays its own
+        compute buffer, and the runtime overhead only where no other model already paid it."""
+        mid = metadata.id
         est = plan.estimate
-        if plan.placement == "partial" and plan.gpu_layers is not None:
-            layers = record.metadata.estimation_architecture.layers  # type: ignore[union-attr]
-            gpu_dev = plan.device.split("+")[0]
-            per = (est.weights_bytes + est.kv_cache_bytes) / max(1, layers)
-            on_gpu = int(per * plan.gpu_layers)
-            gpu_part = {"weights": int(est.weights_bytes * plan.gpu_layers / layers),
-                        "kv_cache": on_gpu - int(est.weights_bytes * plan.gpu_layers / layers),
-                        "compute": est.compute_bytes,
-                        "overhead": 0 if self._overhead_booked(gpu_dev, mid) else est.overhead_bytes}
-            cpu_part = {"weights": est.weights_bytes - gpu_part["weights"],
-                        "kv_cache": est.kv_cache_bytes - gpu_part["kv_cache"]}
-            self.memory_allocator.reserve(mid, gpu_dev, gpu_part)
-            try:
-                self.memory_allocator.reserve(mid, "cpu", cpu_part)
-            except AllocationError:
-                self.memory_allocator.release(mid)
-                raise
-            record.device = plan.device
-        else:
-            if self._overhead_booked(plan.device, mid):
-                est = est.without_overhead()
-            self.memory_allocator.reserve(mid, plan.device, est)
-            record.device = plan.device
+
+        def gpu_overhead(device: str) -> int:
+            return 0 if self._overhead_booked(device, mid) else est.overhead_bytes
+
+        if plan.placement in ("split", "partial") and plan.gpu_layers is not None:
+            layers = metadata.estimation_architecture.layers  # type: ignore[union-attr]
+            shares = list(plan.layer_split) or [(plan.device.split("+")[0], plan.gpu_layers)]
+            out: dict[str, dict[str, int]] = {}
+            for device, n in shares:
+                out[device] = {"weights": est.weights_bytes * n // layers, "kv_cache": est.kv_cache_bytes * n // layers,
+                               "compute": est.compute_bytes, "overhead": gpu_overhead(device)}
+            on_gpus = sum(n for _, n in shares)
+            if on_gpus < layers:  # the rest of the layers in RAM
+                out["cpu"] = {"weights": est.weights_bytes - sum(p["weights"] for p in out.values()),
+                              "kv_cache": est.kv_cache_bytes - sum(p["kv_cache"] for p in out.values())}
+            return out
+        if plan.device == "cpu":
+            return {"cpu": dict(zip(("weights", "kv_cache", "compute", "overhead"),
+                                    (est.weights_bytes, est.kv_cache_bytes, est.compute_bytes, est.overhead_bytes)))}
+        return {plan.device: {"weights": est.weights_bytes, "kv_cache": est.kv_cache_bytes,
+                              "compute": est.compute_bytes, "overhead": gpu_overhead(plan.device)}}
+
+    def _book_locked(self, record: _Record, plan: QuantizationPlan) -> None:
+        """Book every device of a plan, or none (a refusal on one device releases the others)."""
+        mid = record.metadata.id
+        try:
+            for device, parts in self._bookings(record.metadata, plan).items():
+                self.memory_allocator.reserve(mid, device, parts)
+        except AllocationError:
+            self.memory_allocator.release(mid)
+            raise
+        record.device = plan.device
 
     def _finish_load(self, record: _Record, handle: Any) -> LoadedModel:
         with self._lock:
@@ -679,31 +690,39 @@ class ModelResourceManager:
         transitions.append(self._set_state(record, ModelState.OFFLOADED, reason))
 
     def restore(self, model_id: str) -> LoadedModel:
-        """Bring an offloaded model back to its GPU (making room by the policy if needed)."""
+        """Bring an offloaded model back to its GPU(s), making room by the policy if needed."""
+        transitions: list = []
+        evictions: list = []
+        error: AllocationError | None = None
         with self._lock:
             record = self._require(model_id)
             if record.state != ModelState.OFFLOADED or record.plan is None:
                 raise InvalidTransitionError(f"{record.metadata.id} is {record.state.value}, not offloaded")
-            transitions: list = []
-            evictions: list = []
             mid = record.metadata.id
             device = record.home_device or record.plan.device.split("+")[0]
-            est = record.plan.estimate
-            if self._overhead_booked(device, mid):
-                est = est.without_overhead()
-            needed = est.total_bytes
-            if needed > self.memory_allocator.available_bytes(device) and self.settings.auto_swap:
-                victims = self._choose_victims(device, needed - self.memory_allocator.available_bytes(device), mid)
-                evictions += self._evict_locked(victims, f"to restore {record.metadata.name} to {device}", transitions)
-            self.memory_allocator.reserve(mid, device, est)  # raises AllocationError when it still does not fit
             self.memory_allocator.release(mid, "cpu")
-            _run_sync(self.loader.restore(mid, record.handle, device))
-            self.memory_allocator.set_state(mid, "loaded", device)
-            record.device = device
-            record.last_used = self._clock()
-            transitions.append(self._set_state(record, ModelState.LOADED, f"restored to {device}"))
+            try:
+                for target, parts in self._bookings(record.metadata, record.plan).items():
+                    needed, free = sum(parts.values()), self.memory_allocator.available_bytes(target)
+                    if needed > free and self.settings.auto_swap:
+                        victims = self._choose_victims(target, needed - free, mid)
+                        evictions += self._evict_locked(victims, f"to restore {record.metadata.name} to {target}",
+                                                        transitions)
+                self._book_locked(record, record.plan)
+            except AllocationError as err:  # still no room: it stays offloaded
+                weights = record.plan.estimate.weights_bytes
+                self.memory_allocator.reserve(mid, "cpu", {"weights": weights}, state="offloaded", force=True)
+                record.device = "cpu"
+                error = err
+            else:
+                _run_sync(self.loader.restore(mid, record.handle, device))
+                self.memory_allocator.set_state(mid, "loaded")
+                record.last_used = self._clock()
+                transitions.append(self._set_state(record, ModelState.LOADED, f"restored to {record.device}"))
             snap = self._snapshot(record)
         self._emit(transitions, evictions)
+        if error is not None:
+            raise error
         return snap
 
     def pin(self, model_id: str, pinned: bool = True) -> None:
@@ -848,18 +867,16 @@ class ModelResourceManager:
         plan = plan_with(self._free_for_planning([metadata.id, *(r.metadata.id for r in victims_all)]))
         if plan.placement not in ("gpu", "cpu"):
             return plan_with(actual), []  # eviction would not make it fit whole: leave the others be
-        target = plan.device
-        est = plan.estimate
-        if self._overhead_booked(target, metadata.id):
-            est = est.without_overhead()
-        shortfall = est.total_bytes - self.memory_allocator.available_bytes(target)
         evictions: list = []
-        if shortfall > 0:
-            victims = self._choose_victims(target, shortfall, metadata.id)
+        for target, parts in self._bookings(metadata, plan).items():
+            needed = sum(parts.values())
+            available = self.memory_allocator.available_bytes(target)
+            if needed <= available:
+                continue
+            victims = self._choose_victims(target, needed - available, metadata.id)
             why = (f"to make room for {metadata.name} at {plan.quantization} on {target} "
-                   f"(needed {format_gib(est.total_bytes, 2)}, "
-                   f"{format_gib(self.memory_allocator.available_bytes(target), 2)} was free)")
-            evictions = self._evict_locked(victims, why, transitions)
+                   f"(needed {format_gib(needed, 2)}, {format_gib(available, 2)} was free)")
+            evictions += self._evict_locked(victims, why, transitions)
         return plan, evictions
 
     def free_memory(self, model_ids: Iterable[str], *, offload: bool = False) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ that will not fit comes back with the bytes needed and available, never silently
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
@@ -334,7 +335,8 @@ class QuantizationPlan:
     quantization: str
     estimate: MemoryEstimate
     device: str
-    #: "gpu" (all on one device), "partial" (gpu_layers on the GPU, the rest in RAM), "cpu", "none".
+    #: "gpu" (all on one device), "split" (layers across several GPUs), "partial" (gpu_layers on
+    #: the GPU, the rest in RAM), "cpu", "none".
     placement: str
     fits: bool
     gpu_layers: int | None
@@ -343,6 +345,8 @@ class QuantizationPlan:
     headroom_bytes: int
     reason: str
     alternatives: tuple[Candidate, ...] = field(default=())
+    #: For a split: how many layers go on each GPU, e.g. (("cuda:0", 46), ("cuda:1", 34)).
+    layer_split: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's plan document."""
@@ -358,6 +362,7 @@ class QuantizationPlan:
             "available_bytes": self.available_bytes,
             "needed_bytes": self.needed_bytes,
             "reason": self.reason,
+            "layer_split": {device: n for device, n in self.layer_split},
             "alternatives": [
                 {"quantization": c.quantization, "total_bytes": c.estimate.total_bytes, "fits": c.fits,
                  "weights_bytes": c.estimate.weights_bytes, "quality_note": c.quality_note}
@@ -503,7 +508,7 @@ class QuantizationStrategy:
                    reason: str) -> QuantizationPlan:
             return QuantizationPlan(
                 model_id=metadata.id, quantization=level, estimate=estimates[level], device=dev,
-                placement=placement, fits=placement in ("gpu", "cpu"), gpu_layers=gpu_layers,
+                placement=placement, fits=placement in ("gpu", "cpu", "split"), gpu_layers=gpu_layers,
                 available_bytes=available, needed_bytes=needed, headroom_bytes=available - needed,
                 reason=reason, alternatives=cands,
             )
@@ -528,13 +533,29 @@ class QuantizationStrategy:
                 needed_bytes=est.total_bytes, available_bytes=avail, level=pref, device=target,
             )
 
-        for c in cands:  # best quality first
+        # Best quality first: whole on the target device, or else spread over several GPUs
+        # (llama.cpp's --tensor-split: each GPU holds its layers plus its own compute buffer and
+        # runtime) — a better level split across two cards beats a worse one on one card.
+        can_split = device is None and bool(layers) and len(gpus) > 1
+        rooms = {d: max(0, free_of(d) - gpu_keep)
+                 for d in sorted((g.device_id for g in gpus), key=free_of, reverse=True)} if can_split else {}
+        for c in cands:
             if c.fits:
                 spare = format_gib(avail - c.estimate.total_bytes)
                 reason = (f"runs on the CPU: {c.quantization} is the best level that fits in RAM with {spare} to spare"
                           if on_cpu else f"{c.quantization} is the best level that fits on {target} with {spare} to spare")
                 return finish(c.quantization, "cpu" if on_cpu else "gpu", target, 0 if on_cpu and layers else full_layers,
                               c.estimate.total_bytes, avail, reason)
+            split = self._split_layers(c.estimate, layers, rooms) if can_split else ()
+            if split:
+                used = [d for d, _ in split]
+                extra = (len(used) - 1) * (c.estimate.compute_bytes + c.estimate.overhead_bytes)
+                shares = ", ".join(f"{n} on {d}" for d, n in split)
+                plan = finish(c.quantization, "split", "+".join(used), layers, c.estimate.total_bytes + extra,
+                              sum(rooms[d] for d in used),
+                              f"{c.quantization} is the best level that fits across {len(used)} GPUs: "
+                              f"{shares} of {layers} layers")
+                return dataclasses.replace(plan, layer_split=split)
 
         # Nothing fits whole on the GPU: split layers between GPU and RAM where the model has layers.
         if not on_cpu and layers:
@@ -578,6 +599,21 @@ class QuantizationStrategy:
                       avail, f"does not fit: even {smallest.quantization} needs "
                              f"{format_gib(smallest.estimate.total_bytes, 2)}; {target} has {format_gib(avail, 2)} "
                              f"and RAM {format_gib(ram_avail, 2)} available")
+
+    def _split_layers(self, est: MemoryEstimate, layers: int, rooms: dict[str, int]) -> tuple[tuple[str, int], ...]:
+        """Layers per GPU, roomiest first, using as few GPUs as possible; () when they don't fit."""
+        per = self._per_layer(est, layers)
+        fixed = est.compute_bytes + est.overhead_bytes
+        out: list[tuple[str, int]] = []
+        left = layers
+        for device, room in rooms.items():
+            if left <= 0:
+                break
+            n = min(left, max(0, (room - fixed) // per)) if per > 0 else left
+            if n > 0:
+                out.append((device, int(n)))
+                left -= n
+        return tuple(out) if left <= 0 and len(out) > 1 else ()
 
     @staticmethod
     def _per_layer(est: MemoryEstimate, layers: int) -> int:

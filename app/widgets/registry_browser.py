@@ -385,6 +385,8 @@ class RegistryBrowser(QWidget):
             lines = breakdown_lines(plan.estimate)
             if plan.gpu_layers is not None and plan.placement == "partial":
                 lines.append(f"GPU layers: {plan.gpu_layers}")
+            if plan.layer_split:
+                lines.append("layers: " + ", ".join(f"{n} on {d}" for d, n in plan.layer_split))
             lines.append(f"available {format_gib(plan.available_bytes, 2)}, headroom left "
                          f"{format_gib(plan.headroom_bytes, 2)}")
         lines += ["", f"id: {meta.id}", f"origin: {meta.origin}"]

@@ -27,6 +27,7 @@ PLAN_GRANULARITY = 256 * 1024 * 1024
 #: placement -> (badge text, colour, tooltip prefix)
 FIT_LABELS: dict[str, tuple[str, QColor]] = {
     "gpu": ("fits", QColor(22, 163, 74, 70)),
+    "split": ("fits (split)", QColor(22, 163, 74, 50)),
     "partial": ("partial", QColor(202, 138, 4, 80)),
     "cpu": ("CPU only", QColor(59, 130, 246, 60)),
     "none": ("no", QColor(220, 38, 38, 70)),
@@ -214,7 +215,7 @@ class RegistryTableModel(QAbstractTableModel):
             if col == self.SIZE:
                 return float(plan.estimate.total_bytes) if plan else -1.0
             if col == self.FIT:
-                return ("gpu", "partial", "cpu", "none").index(plan.placement) if plan else 9
+                return ("gpu", "split", "partial", "cpu", "none").index(plan.placement) if plan else 9
         return self._display(row, col, meta).lower()
 
     def _tooltip(self, row: int, col: int, meta: Any) -> str | None:

@@ -532,3 +532,20 @@ class ManagerMachine(RuleBasedStateMachine):
 
 TestManagerMachine = ManagerMachine.TestCase
 TestManagerMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def test_split_across_two_gpus_books_both_and_releases_both(tmp_path, registry):
+    manager, _ = make(tmp_path, registry, gpus_gib=(6, 6))  # an 8B at a good level needs both
+    loaded = manager.load(LLAMA_8B)
+    assert loaded.quantization in ("Q8_0", "Q6_K", "Q5_K_M")
+    assert set(loaded.device.split("+")) == {"cuda:0", "cuda:1"}
+    booked = {r.device: r for r in manager.memory_allocator.reservations(model_id=loaded.model_id)}
+    assert set(booked) == {"cuda:0", "cuda:1"}
+    assert sum(1 for r in booked.values() if r.category("overhead")) == 2  # each GPU pays its runtime once
+    assert loaded.reserved_bytes == sum(r.total_bytes for r in booked.values())
+    manager.offload(loaded.model_id)
+    assert {r.device for r in manager.memory_allocator.reservations(model_id=loaded.model_id)} == {"cpu"}
+    restored = manager.restore(loaded.model_id)
+    assert set(restored.device.split("+")) == {"cuda:0", "cuda:1"}
+    manager.unload(loaded.model_id)
+    assert manager.memory_allocator.reservations() == ()

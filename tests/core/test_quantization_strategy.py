@@ -169,3 +169,27 @@ def test_scanned_file_weights_are_exact():
     est = estimate_model(model, "Q4_K_M")
     assert est.weights_bytes == 4_920_000_000 and "header" in est.weights.explanation
     assert estimate_model(model, "Q8_0").weights_bytes != 4_920_000_000
+
+
+def test_a_model_too_big_for_one_gpu_is_split_across_two(registry):
+    model = registry.get_model("meta-llama/Llama-3.3-70B-Instruct")
+    plan = QuantizationStrategy().plan(model, machine((24.0, 24.0), ram_gib=8))
+    assert plan.placement == "split" and plan.fits
+    assert set(plan.device.split("+")) == {"cuda:0", "cuda:1"}
+    assert sum(n for _, n in plan.layer_split) == plan.gpu_layers == 80
+    assert all(n > 0 for _, n in plan.layer_split)
+    doc = plan.to_dict()
+    assert doc["layer_split"] and doc["fits"] is True
+    # Each GPU holds its layers plus its own compute buffer and runtime, inside its room.
+    est = plan.estimate
+    per = (est.weights_bytes + est.kv_cache_bytes) / 80
+    for _device, n in plan.layer_split:
+        assert per * n + est.compute_bytes + est.overhead_bytes <= 23 * GiB
+    # One GPU alone would not hold it at this level: that is why it was split.
+    assert estimate_model(model, plan.quantization).total_bytes > 23 * GiB
+
+
+def test_an_explicit_device_is_never_split(registry):
+    model = registry.get_model("meta-llama/Llama-3.3-70B-Instruct")
+    plan = QuantizationStrategy().plan(model, machine((24.0, 24.0), ram_gib=128), device="cuda:0")
+    assert plan.placement in ("partial", "gpu") and "cuda:1" not in plan.device
