@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -25,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from app.core.estimation import Architecture
 from app.core.events import Signal
-from app.core.units import gib
 
 __all__ = [
     "ModelProvider",
@@ -706,9 +704,3 @@ def metadata_from_scan(scanned: Any) -> ModelMetadata:
         source=str(Path(scanned.path).resolve()),
         quality_note="; ".join(scanned.notes) or None,
     )
-
-
-def requirement_gib(n_bytes: int) -> float:
-    """Bytes as the seed's GiB-valued requirement fields, rounded up to 0.01 GiB."""
-    return math.ceil(gib(n_bytes) * 100) / 100
-

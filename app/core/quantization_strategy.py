@@ -402,10 +402,6 @@ class QuantizationStrategy:
         out["cpu"] = max(0, hardware.host.available_bytes - self.ram_headroom_bytes)
         return out
 
-    # --- candidates ---------------------------------------------------------------------------
-    def candidates(self, metadata: "ModelMetadata", **kw: Any) -> list[tuple[str, MemoryEstimate]]:
-        return [(lv, estimate_model(metadata, lv, **kw)) for lv in candidate_levels(metadata)]
-
     # --- the seed's entry point ----------------------------------------------------------------
     def select_quantization(
         self,

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from app.core.hardware_profiler import HardwareProfiler
 from app.core.memory_allocator import AllocationError, AllocatorSettings
-from app.core.model_registry import ModelMetadata, ModelProvider, ModelRegistry, ModelType
+from app.core.model_registry import ModelRegistry
 from app.core.model_resource_manager import (
     InsufficientMemoryError,
     InvalidTransitionError,

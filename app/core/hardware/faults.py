@@ -40,9 +40,6 @@ class FaultLog:
         for k in keys:
             self.clear(k)
 
-    def is_active(self, key: Hashable) -> bool:
-        return key in self._active
-
     @property
     def active(self) -> dict[Hashable, str]:
         with self._lock:
