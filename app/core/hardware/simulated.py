@@ -3,15 +3,21 @@
 A spec names cards: ``rtx4090``, ``2xrtx4090``, ``a100-80gb,rtx3060``, or a JSON file. Each card has
 its published memory size; usage is a deterministic function of an injectable clock, so a test or a
 screenshot taken at the same clock value always sees the same numbers.
+
+A simulated runtime: :meth:`SimulatedBackend.hold` makes a GPU's measured usage rise by the bytes a
+model loaded there would take, attributed to our own process, and :meth:`SimulatedBackend.release`
+takes them away again, so graphs, cards and "booked vs measured" agree under ``--simulate``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -205,6 +211,27 @@ def parse_spec(spec: str) -> list[SimulatedGpu]:
     return gpus
 
 
+#: Largest relative wobble of a held amount's measured bytes (the allocator's slack must exceed it).
+HOLD_JITTER = 0.015
+_DRIVER_BYTES = 300 * MiB  # CUDA context and driver bookkeeping not attributed to a process
+
+
+@dataclass(frozen=True)
+class _Hold:
+    nbytes: int
+    pid: int
+    name: str
+
+
+def _wobble(owner: str, index: int, t: float) -> float:
+    """A deterministic relative wobble in [-0.012, 0.012] (inside :data:`HOLD_JITTER`) for one hold.
+
+    The phase comes from a CRC of the owner, not ``hash()``, which Python salts per process.
+    """
+    phase = (zlib.crc32(f"{owner}@{index}".encode()) % 10_000) / 10_000 * 2 * math.pi
+    return 0.008 * math.sin(2 * math.pi * t / 23.0 + phase) + 0.004 * math.sin(2 * math.pi * t / 5.3 + 2 * phase)
+
+
 @dataclass
 class SimulatedBackend:
     """GPUs that do not exist, behaving like ones that do."""
@@ -214,6 +241,8 @@ class SimulatedBackend:
     name: str = field(default="simulated", init=False)
     _lost: set[int] = field(default_factory=set, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    #: (owner, GPU index) -> what that owner holds there; insertion order decides process order.
+    _holds: dict[tuple[str, int], _Hold] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: str, clock: Callable[[], float] = time.time) -> "SimulatedBackend":
@@ -230,14 +259,53 @@ class SimulatedBackend:
         with self._lock:
             (self._lost.add if lost else self._lost.discard)(index)
 
+    # --- the simulated runtime ------------------------------------------------------------------
+    def hold(self, owner: str, index: int, nbytes: int, *, pid: int | None = None, name: str = "modeldeck") -> None:
+        """From now on GPU ``index`` shows ``nbytes`` more used, held by process ``pid`` (default: us).
+
+        Holding again for the same ``(owner, index)`` replaces the amount; holding 0 bytes releases it.
+        Owners with the same pid on one GPU add up into one process entry, as NVML reports them.
+        """
+        if not 0 <= index < len(self.gpus):
+            raise IndexError(f"no simulated GPU {index}; there are {len(self.gpus)}")
+        nbytes = int(nbytes)
+        if nbytes < 0:
+            raise ValueError("bytes held must not be negative")
+        with self._lock:
+            if nbytes == 0:
+                self._holds.pop((owner, index), None)
+            else:
+                self._holds[(owner, index)] = _Hold(nbytes, os.getpid() if pid is None else int(pid), name)
+
+    def release(self, owner: str, index: int | None = None) -> None:
+        """Drop what ``owner`` holds on GPU ``index`` (every GPU when ``None``). Unknown owners: no-op."""
+        with self._lock:
+            for key in [k for k in self._holds if k[0] == owner and (index is None or k[1] == index)]:
+                del self._holds[key]
+
+    def held(self, index: int | None = None) -> int:
+        """Bytes held on GPU ``index`` (all GPUs when ``None``), exactly as booked, without jitter."""
+        with self._lock:
+            return sum(h.nbytes for (_, i), h in self._holds.items() if index is None or i == index)
+
+    def holdings(self) -> dict[tuple[str, int], int]:
+        """``(owner, index) -> bytes`` for every hold now (a copy)."""
+        with self._lock:
+            return {k: h.nbytes for k, h in self._holds.items()}
+
     def read(self) -> list[GpuDevice]:
         t = self.clock()
         with self._lock:
             lost = set(self._lost)
-        return [self._device(i, g, t, i in lost) for i, g in enumerate(self.gpus)]
+            holds = list(self._holds.items())
+        return [
+            self._device(i, g, t, i in lost, [(owner, h) for (owner, gi), h in holds if gi == i])
+            for i, g in enumerate(self.gpus)
+        ]
 
     @staticmethod
-    def _device(i: int, gpu: SimulatedGpu, t: float, lost: bool) -> GpuDevice:
+    def _device(i: int, gpu: SimulatedGpu, t: float, lost: bool,
+                holds: list[tuple[str, _Hold]] | None = None) -> GpuDevice:
         card = gpu.card
         uuid = f"GPU-5140{i:04d}-0000-4000-8000-{card.key[:12].replace('-', '0').ljust(12, '0')}"
         if lost:
@@ -253,8 +321,9 @@ class SimulatedBackend:
                 wave = math.sin(2 * math.pi * t / p.period_s + phase + n)
                 used = int(total * max(0.0, p.share + p.swing * wave))
             processes.append(GpuProcess(pid=4000 + 100 * i + n, name=p.name, used_bytes=used, kind=p.kind))
-        driver = 300 * MiB  # CUDA context and driver bookkeeping not attributed to a process
-        used_total = min(total, driver + sum(p.used_bytes or 0 for p in processes))
+        if holds:
+            processes = SimulatedBackend._add_holds(processes, holds, total, t, i)
+        used_total = min(total, _DRIVER_BYTES + sum(p.used_bytes or 0 for p in processes))
         util = min(100.0, max(0.0, 100 * gpu.load + 35 * math.sin(2 * math.pi * t / 17.0 + phase)))
         return GpuDevice(
             index=i,
@@ -276,3 +345,35 @@ class SimulatedBackend:
             compute_capability=card.compute_capability,
             processes=tuple(processes),
         )
+
+    @staticmethod
+    def _add_holds(processes: list[GpuProcess], holds: list[tuple[str, _Hold]], total: int, t: float,
+                   i: int) -> list[GpuProcess]:
+        """The card's own processes plus the held bytes, one entry per pid, never more than fits."""
+        per_pid: dict[int, list] = {}  # pid -> [measured bytes, name], in order of first hold
+        for owner, h in holds:
+            measured = max(0, round(h.nbytes * (1 + _wobble(owner, i, t))))
+            entry = per_pid.setdefault(h.pid, [0, h.name])
+            entry[0] += measured
+        # A real card refuses allocations past its memory: held bytes get only the room that is left.
+        room = max(0, total - _DRIVER_BYTES - sum(p.used_bytes or 0 for p in processes))
+        out = list(processes)
+        at = {p.pid: n for n, p in enumerate(out)}
+        for pid, (measured, name) in per_pid.items():
+            granted = min(measured, room)
+            room -= granted
+            if pid in at:
+                p = out[at[pid]]
+                out[at[pid]] = GpuProcess(pid, p.name, (p.used_bytes or 0) + granted, p.kind)
+            else:
+                out.append(GpuProcess(pid=pid, name=name, used_bytes=granted, kind="compute"))
+        return out
+
+
+def simulated_backend(profiler: Any) -> SimulatedBackend | None:
+    """The :class:`SimulatedBackend` of a ``HardwareProfiler`` (or any object with ``backends``).
+
+    With ``HardwareProfiler(simulate=...)`` it is the only backend, so its GPU indices are the
+    profile's (``cuda:N`` is ``hold(owner, N, ...)``). ``None`` when the profiler reads real GPUs.
+    """
+    return next((b for b in getattr(profiler, "backends", ()) if isinstance(b, SimulatedBackend)), None)
