@@ -175,7 +175,7 @@ def bench_rss(samples: int) -> dict:
     sampler = Sampler(demo_profiler(SPEC, clock), interval_s=1.0, clock=clock)
     sampler.tick()
     window = _window(sampler, ModelRegistry(user_store=None))
-    for i in range(samples):
+    for _ in range(samples):
         clock.advance(1.0)
         sampler.tick()
         QApplication.processEvents()

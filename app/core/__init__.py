@@ -31,14 +31,24 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from app.core.events import Signal
-    from app.core.hardware.snapshot import BackendStatus, GpuDevice, GpuProcess, HardwareProfile, HostMemory
-    from app.core.hardware_profiler import HardwareProfiler
-    from app.core.memory_allocator import MemoryAllocator
-    from app.core.model_registry import ModelMetadata, ModelRegistry
-    from app.core.model_resource_manager import ModelResourceManager, ModelState, ReservationLoader
-    from app.core.quantization_strategy import QuantizationLevel, QuantizationStrategy
-    from app.core.sampler import RingBuffer, Sampler
+    # `X as X` marks each name as re-exported (the lazy __getattr__ below is what runs).
+    from app.core.events import Signal as Signal
+    from app.core.hardware.snapshot import BackendStatus as BackendStatus
+    from app.core.hardware.snapshot import GpuDevice as GpuDevice
+    from app.core.hardware.snapshot import GpuProcess as GpuProcess
+    from app.core.hardware.snapshot import HardwareProfile as HardwareProfile
+    from app.core.hardware.snapshot import HostMemory as HostMemory
+    from app.core.hardware_profiler import HardwareProfiler as HardwareProfiler
+    from app.core.memory_allocator import MemoryAllocator as MemoryAllocator
+    from app.core.model_registry import ModelMetadata as ModelMetadata
+    from app.core.model_registry import ModelRegistry as ModelRegistry
+    from app.core.model_resource_manager import ModelResourceManager as ModelResourceManager
+    from app.core.model_resource_manager import ModelState as ModelState
+    from app.core.model_resource_manager import ReservationLoader as ReservationLoader
+    from app.core.quantization_strategy import QuantizationLevel as QuantizationLevel
+    from app.core.quantization_strategy import QuantizationStrategy as QuantizationStrategy
+    from app.core.sampler import RingBuffer as RingBuffer
+    from app.core.sampler import Sampler as Sampler
 
 
 def __getattr__(name: str) -> Any:

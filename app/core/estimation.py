@@ -19,9 +19,10 @@ Where each number comes from:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from functools import lru_cache
-from typing import Any, Iterable
+from functools import cache, lru_cache
+from typing import Any
 
 from app.core.units import MiB, format_gib
 
@@ -175,7 +176,7 @@ def _gguf_spec(preset: str) -> QuantSpec:
                      "llama.cpp", base)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _quant_table() -> dict[str, QuantSpec]:
     """Base levels by lower-case name, GGUF presets by upper-case name (so ``bf16`` is the
     transformers level and ``F16``/``gguf:BF16`` the llama.cpp presets)."""
@@ -274,7 +275,7 @@ class Architecture:
         """Parameters of the tensors modelled here (embeddings, attention, FFN/experts, norms)."""
         return sum(n * rows * cols for _, rows, cols, n, _ in _tensor_groups(self))
 
-    def with_parameters(self, parameters: int) -> "Architecture":
+    def with_parameters(self, parameters: int) -> Architecture:
         """This architecture with the FFN width solved so the modelled count equals ``parameters``
         (for when a config gives the layer shapes but not ``intermediate_size``)."""
         if self.intermediate_size or parameters <= 0:
@@ -286,7 +287,7 @@ class Architecture:
         return replace(self, intermediate_size=max(256, int(round(ff / 256)) * 256))
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> "Architecture | None":
+    def from_mapping(cls, data: dict[str, Any]) -> Architecture | None:
         """From a catalog/config-like mapping; None when the essentials are missing."""
         needed = ("layers", "hidden_size", "heads")
         if any(not data.get(k) for k in needed):
@@ -522,7 +523,7 @@ def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16") ->
     return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reference_bits(quant: QuantSpec) -> float:
     """Effective bits per parameter of a level on a typical model (Llama 3.1 8B's shape).
 
@@ -638,7 +639,9 @@ def kv_cache_bytes(
     )
 
 
-def llm_compute_bytes(a: Architecture, context: int, batch: int = 512, *, flash_attention: bool = True) -> tuple[int, str]:
+def llm_compute_bytes(
+    a: Architecture, context: int, batch: int = 512, *, flash_attention: bool = True
+) -> tuple[int, str]:
     """(bytes, explanation) of llama.cpp's compute buffer for one micro-batch."""
     b = max(1, batch)
     e, v = a.hidden_size, a.vocab_size or 32000
@@ -648,7 +651,8 @@ def llm_compute_bytes(a: Architecture, context: int, batch: int = 512, *, flash_
         total = max(logits, 4 * b * (1 + 4 * e))
         return total, f"compute buffer (flash attention): f32 logits and activations for a {b}-token batch"
     total = max(4 * b * (1 + 4 * e + ctx * (1 + a.heads)), logits)
-    return total, f"compute buffer (no flash attention): attention scores for {b} tokens × {ctx} context × {a.heads} heads"
+    return total, (f"compute buffer (no flash attention): attention scores for {b} tokens × {ctx} context "
+                   f"× {a.heads} heads")
 
 
 #: Ollama's CUDA minimum per GPU (discover/gpu.go); gguf-parser's host footprint for the CPU.
@@ -706,7 +710,7 @@ class MemoryEstimate:
     def total_bytes(self) -> int:
         return self.weights.bytes + self.kv_cache.bytes + self.compute.bytes + self.overhead.bytes
 
-    def without_overhead(self) -> "MemoryEstimate":
+    def without_overhead(self) -> MemoryEstimate:
         return replace(self, overhead=EstimateTerm(0, "runtime overhead counted once per device elsewhere"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -733,7 +737,8 @@ class MemoryEstimate:
         rows = [("weights", self.weights), ("KV cache", self.kv_cache), ("compute", self.compute),
                 ("overhead", self.overhead)]
         lines = [f"{label:<9} {format_gib(t.bytes, 2):>11}  {t.explanation}" for label, t in rows]
-        lines.append(f"{'total':<9} {format_gib(self.total_bytes, 2):>11}" + ("  (approximate)" if self.approximate else ""))
+        approx = "  (approximate)" if self.approximate else ""
+        lines.append(f"{'total':<9} {format_gib(self.total_bytes, 2):>11}{approx}")
         return lines
 
 
@@ -763,7 +768,8 @@ def estimate_llm(
     else:
         kv, kv_text = 0, "no architecture given: KV cache not estimated (pass layers, KV heads and head dim)"
         comp = 4 * max(1, batch) * 4096 * 5 if context else 0
-        comp_text = "compute buffer assumed for a typical 4096-wide model" if context else "no context: no compute buffer"
+        comp_text = ("compute buffer assumed for a typical 4096-wide model" if context
+                     else "no context: no compute buffer")
         if context:
             notes.append("KV cache needs the architecture; the total is a lower bound")
     ov, ov_text = runtime_overhead_bytes(device_kind)
@@ -855,7 +861,8 @@ def estimate_text_to_speech(quant: QuantSpec | str, *, parameters: int, device_k
     w, w_text = _simple_weights(q, parameters)
     act = max(256 * MiB, w // 4)
     ov, ov_text = runtime_overhead_bytes(device_kind)
-    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(0, "autoregressive caches are inside the working set"),
+    return MemoryEstimate(q.name, EstimateTerm(w, w_text),
+                          EstimateTerm(0, "autoregressive caches are inside the working set"),
                           EstimateTerm(act, "working set: a quarter of the weights, at least 256 MiB (rule of thumb)"),
                           EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)
 

@@ -10,7 +10,8 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from app.core.hardware.faults import FaultLog
 from app.core.hardware.host import HostBackend
@@ -119,7 +120,7 @@ class HardwareProfiler:
             except Exception:  # noqa: BLE001
                 pass
 
-    def __enter__(self) -> "HardwareProfiler":
+    def __enter__(self) -> HardwareProfiler:
         return self
 
     def __exit__(self, *exc: object) -> None:

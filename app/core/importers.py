@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -523,16 +524,17 @@ def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> d
     def num(key: str) -> int | None:
         return _gguf_number(kv, f"{arch}.{key}")
 
+    hidden, heads = num("embedding_length"), num("attention.head_count")
     out["family"] = arch
     out["layers"] = num("block_count")
-    out["hidden_size"] = num("embedding_length")
+    out["hidden_size"] = hidden
     out["intermediate_size"] = num("feed_forward_length")
-    out["heads"] = num("attention.head_count")
+    out["heads"] = heads
     kv_heads = num("attention.head_count_kv")
-    out["kv_heads"] = kv_heads if kv_heads is not None else out["heads"]  # llama.cpp's default
+    out["kv_heads"] = kv_heads if kv_heads is not None else heads  # llama.cpp's default
     head_dim = num("attention.key_length")
-    if head_dim is None and out["hidden_size"] and out["heads"]:
-        head_dim = out["hidden_size"] // out["heads"] if out["hidden_size"] % out["heads"] == 0 else None
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads if hidden % heads == 0 else None
     out["head_dim"] = head_dim
     tokens = kv.get("tokenizer.ggml.tokens")
     vocab = tokens.length if isinstance(tokens, _GGUFArray) else num("vocab_size")
@@ -630,7 +632,8 @@ def _deep_check(headers: list[_GGUFHeader], model: ScannedModel) -> None:
         theirs, n_tokens = _gguf_reader_figures(header.path)
         ours = [(t.name, names[t.type_id], t.n_elements, t.n_bytes) for t in header.tensors]
         if ours != theirs:
-            diff = next((a, b) for a, b in zip(ours + [None] * len(theirs), theirs + [None] * len(ours)) if a != b)
+            padded = zip(ours + [None] * len(theirs), theirs + [None] * len(ours), strict=True)
+            diff = next((a, b) for a, b in padded if a != b)
             raise _fail(header.path, ImportErrorKind.MALFORMED,
                         f"ModelDeck and gguf.GGUFReader disagree on its tensors (ours {diff[0]}, theirs {diff[1]})",
                         "Report this file to the ModelDeck developers.")
@@ -768,7 +771,7 @@ def _validate_safetensors(path: str, header: dict[str, Any], data_len: int) -> l
         tensors.append(_STTensor(name, dtype, n_elements, end - begin))
         spans.append((begin, end, name))
     spans.sort()
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+    for (_, end, first), (begin, _, second) in pairwise(spans):
         if begin < end:
             raise bad(second, f"its data overlaps tensor {first!r}")
     return tensors
@@ -847,13 +850,14 @@ def _config_architecture(config: dict[str, Any] | None,
         family = config.get("model_type")
         out["family"] = family if isinstance(family, str) and family else None
         out["layers"] = _first_count(src, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
-        out["hidden_size"] = _first_count(src, "hidden_size", "n_embd", "d_model")
+        hidden = _first_count(src, "hidden_size", "n_embd", "d_model")
+        heads = _first_count(src, "num_attention_heads", "n_head", "num_heads")
+        out["hidden_size"] = hidden
         out["intermediate_size"] = _first_count(src, "intermediate_size", "n_inner", "ffn_dim")
-        out["heads"] = _first_count(src, "num_attention_heads", "n_head", "num_heads")
+        out["heads"] = heads
         kv_heads = _first_count(src, "num_key_value_heads", "num_kv_heads", "multi_query_group_num")
-        out["kv_heads"] = kv_heads if kv_heads is not None else out["heads"]  # transformers' default
+        out["kv_heads"] = kv_heads if kv_heads is not None else heads  # transformers' default
         head_dim = _first_count(src, "head_dim")
-        hidden, heads = out["hidden_size"], out["heads"]
         if head_dim is None and hidden and heads and hidden % heads == 0:
             head_dim = hidden // heads
         out["head_dim"] = head_dim
@@ -1117,6 +1121,7 @@ def _merge_revision(models: list[ScannedModel], snapshot: str, repo_id: str, con
     merged_notes = [f"weights: {', '.join(formats)}"] + notes
     for model in models:
         merged_notes += [n for n in model.notes if n not in merged_notes]
+    counts = [m.parameters for m in models if m.parameters is not None]  # all known, or no total
     return ScannedModel(
         path=snapshot,
         name=repo_id,
@@ -1125,7 +1130,7 @@ def _merge_revision(models: list[ScannedModel], snapshot: str, repo_id: str, con
         file_bytes=sum(m.file_bytes for m in models),
         weight_bytes=sum(m.weight_bytes for m in models),
         exact=exact,
-        parameters=sum(m.parameters for m in models) if all(m.parameters is not None for m in models) else None,
+        parameters=sum(counts) if len(counts) == len(models) else None,
         bytes_by_type=bytes_by_type,
         file_type=bytes_by_type[0][0] if bytes_by_type and exact else None,
         architecture=architecture,
@@ -1204,7 +1209,7 @@ def _hf_cache_jobs(cache_dir: str | None, only_repo: str | None, errors: list[Mo
     for warning in info.warnings:
         text = str(warning)
         if only_repo is None or only_repo in text:
-            errors.append(_fail(os.fspath(info.cache_dir), ImportErrorKind.MALFORMED,
+            errors.append(_fail(os.fspath(info.cache_dir or where), ImportErrorKind.MALFORMED,
                                 f"a cached repo is damaged ({text})",
                                 "Delete that repo from the cache (`hf cache rm`) and download it again."))
     jobs: list[_Job] = []
@@ -1228,7 +1233,7 @@ def _run_jobs(jobs: list[_Job], errors: list[ModelImportError],
         def on_file(file: str) -> None:
             nonlocal done
             done += 1
-            reported.append(file)
+            reported.append(file)  # noqa: B023 - called only during this job's iteration
             if progress is not None:
                 progress(done, total, file)
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.core.estimation import (
     EstimateTerm,
@@ -30,10 +30,8 @@ from app.core.estimation import (
     runtime_overhead_bytes,
 )
 from app.core.hardware.snapshot import HardwareProfile
+from app.core.model_spec import ModelMetadata, ModelType
 from app.core.units import GiB, format_gib, gib
-
-if TYPE_CHECKING:
-    from app.core.model_registry import ModelMetadata
 
 __all__ = [
     "QuantizationLevel",
@@ -83,7 +81,7 @@ class QuantizationLevel(str, Enum):
     GGUF_IQ1_M = "IQ1_M"
 
     @classmethod
-    def parse(cls, name: "str | QuantizationLevel") -> "QuantizationLevel | str":
+    def parse(cls, name: str | QuantizationLevel) -> QuantizationLevel | str:
         """A level from any accepted name (``4bit``, ``int4``, ``q4_k_m`` …); an accepted name
         with no enum member (``IQ4_NL``, ``Q5_1`` …) comes back as its canonical text."""
         if isinstance(name, QuantizationLevel):
@@ -101,7 +99,7 @@ for _level in QuantizationLevel:
     _BY_SPEC.setdefault(resolve_quantization(_level.value).name, _level)
 
 
-def _spec(level: "QuantizationLevel | str | QuantSpec") -> QuantSpec:
+def _spec(level: QuantizationLevel | str | QuantSpec) -> QuantSpec:
     if isinstance(level, QuantSpec):
         return level
     if isinstance(level, QuantizationLevel):
@@ -131,7 +129,7 @@ _ORDERING_PPL = {
 }
 
 
-def quality_of(level: "QuantizationLevel | str | QuantSpec") -> tuple[float, str]:
+def quality_of(level: QuantizationLevel | str | QuantSpec) -> tuple[float, str]:
     """(perplexity increase over 16-bit — lower is better, a one-line note with its source)."""
     return _quality(_spec(level).name)
 
@@ -141,7 +139,8 @@ def _quality(name: str) -> tuple[float, str]:
     if name in _PUBLISHED_PPL:
         model = "Mistral-7B" if name in ("F16", "BF16") else "Llama-3-8B"
         # Deltas within measurement noise of 16-bit (BF16's -0.005) rank as no loss.
-        return max(0.0, _PUBLISHED_PPL[name]), f"{_PUBLISHED_PPL[name]:+.4f} perplexity on {model} (llama.cpp quantize table)"
+        note = f"{_PUBLISHED_PPL[name]:+.4f} perplexity on {model} (llama.cpp quantize table)"
+        return max(0.0, _PUBLISHED_PPL[name]), note
     if name in _ORDERING_PPL:
         value = _ORDERING_PPL[name]
         notes = {
@@ -166,7 +165,7 @@ _DIFFUSION_CANDIDATES = ("fp16", "bf16", "fp8")
 _SPEECH_CANDIDATES = ("fp16", "int8", "fp32")
 
 
-def candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
+def candidate_levels(metadata: ModelMetadata) -> tuple[str, ...]:
     """The levels this model's runtime can load, best quality first (memoised per metadata)."""
     cache = metadata.estimate_cache
     levels = cache.get("levels")
@@ -175,21 +174,20 @@ def candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
     return levels
 
 
-def _candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
-    from app.core.model_registry import ModelType
-
+def _candidate_levels(metadata: ModelMetadata) -> tuple[str, ...]:
     runtime = (metadata.runtime_backend or "").lower()
     fmt = (metadata.preferred_runtime_format or "").lower()
     if metadata.model_type in (ModelType.LLM,):
-        levels: list[str] = []
+        llm_levels: list[str] = []
         native = "fp16" if (metadata.native_dtype or "").lower() in ("fp16", "float16", "fp32") else "bf16"
         if runtime == "llama.cpp" or fmt == "gguf" or "gguf" in metadata.formats:
-            levels += ["F16", *_GGUF_CANDIDATES]
+            llm_levels += ["F16", *_GGUF_CANDIDATES]
         if runtime != "llama.cpp":
-            levels += [native, *_TRANSFORMERS_CANDIDATES[1:]]
+            llm_levels += [native, *_TRANSFORMERS_CANDIDATES[1:]]
         if not metadata.supports_quantization:
-            levels = [lv for lv in levels if lv in ("F16", "fp16", "bf16")]
-        return tuple(sorted(dict.fromkeys(levels), key=lambda lv: quality_of(lv)[0]))
+            llm_levels = [lv for lv in llm_levels if lv in ("F16", "fp16", "bf16")]
+        return tuple(sorted(dict.fromkeys(llm_levels), key=lambda lv: quality_of(lv)[0]))
+    levels: tuple[str, ...]
     if metadata.model_type in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
         levels = _DIFFUSION_CANDIDATES
     elif metadata.model_type in (ModelType.SPEECH_TO_TEXT,):
@@ -202,7 +200,7 @@ def _candidate_levels(metadata: "ModelMetadata") -> tuple[str, ...]:
     return tuple(sorted(levels, key=lambda lv: quality_of(lv)[0]))
 
 
-def _diffusion_family(metadata: "ModelMetadata") -> str:
+def _diffusion_family(metadata: ModelMetadata) -> str:
     text = f"{metadata.id} {metadata.name}".lower()
     for key, fam in (("flux", "flux"), ("xl", "sdxl"), ("3.5", "sd3"), ("stable-diffusion-3", "sd3"),
                      ("v1-5", "sd15"), ("1.5", "sd15"), ("wan", "wan"), ("hunyuan", "hunyuan"), ("ltx", "ltx")):
@@ -216,8 +214,8 @@ class EstimateUnavailable(ValueError):
 
 
 def estimate_model(
-    metadata: "ModelMetadata",
-    level: "QuantizationLevel | str | QuantSpec",
+    metadata: ModelMetadata,
+    level: QuantizationLevel | str | QuantSpec,
     *,
     context: int | None = None,
     kv_dtype: str = "f16",
@@ -239,11 +237,9 @@ def estimate_model(
     return est
 
 
-def _estimate_model(metadata: "ModelMetadata", spec: QuantSpec, *, context: int | None, kv_dtype: str,
+def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | None, kv_dtype: str,
                     batch: int | None, device_kind: str, width: int | None, height: int | None,
                     frames: int | None) -> MemoryEstimate:
-    from app.core.model_registry import ModelType
-
     params = metadata.parameter_count
     arch = metadata.estimation_architecture
     if params is None and arch is None:
@@ -292,7 +288,7 @@ def _same_level(file_type: str, spec: QuantSpec) -> bool:
         return False
 
 
-def _with_exact_weights(est: MemoryEstimate, metadata: "ModelMetadata") -> MemoryEstimate:
+def _with_exact_weights(est: MemoryEstimate, metadata: ModelMetadata) -> MemoryEstimate:
     from dataclasses import replace
 
     w = metadata.weight_bytes or 0
@@ -375,7 +371,7 @@ class QuantizationPlan:
 class QuantizationConfig:
     """The seed's result type: a level, a description and its estimated memory in GiB."""
 
-    level: "QuantizationLevel | str"
+    level: QuantizationLevel | str
     description: str
     estimated_memory_gb: float
     requires_calibration: bool = False
@@ -405,9 +401,9 @@ class QuantizationStrategy:
     # --- the seed's entry point ----------------------------------------------------------------
     def select_quantization(
         self,
-        model_size_gb: "float | ModelMetadata",
+        model_size_gb: float | ModelMetadata,
         hardware: HardwareProfile,
-        preferred_level: "QuantizationLevel | str | None" = None,
+        preferred_level: QuantizationLevel | str | None = None,
         **kw: Any,
     ) -> QuantizationConfig:
         """The seed's call: a size in GiB-ish billions (or a ``ModelMetadata``) and a profile.
@@ -415,8 +411,6 @@ class QuantizationStrategy:
         A preferred level that does not fit raises :class:`PlacementError` with the bytes
         needed and available.
         """
-        from app.core.model_registry import ModelMetadata, ModelType
-
         if isinstance(model_size_gb, ModelMetadata):
             metadata = model_size_gb
         else:
@@ -438,10 +432,10 @@ class QuantizationStrategy:
     # --- planning ------------------------------------------------------------------------------
     def plan(
         self,
-        metadata: "ModelMetadata",
+        metadata: ModelMetadata,
         hardware: HardwareProfile,
         *,
-        preferred: "QuantizationLevel | str | None" = None,
+        preferred: QuantizationLevel | str | None = None,
         device: str | None = None,
         context: int | None = None,
         kv_dtype: str = "f16",
@@ -455,7 +449,6 @@ class QuantizationStrategy:
         says is really available); with ``headroom=False`` nothing more is kept back (the ledger
         already subtracted its safety reserve).
         """
-        kw = {"context": context, "kv_dtype": kv_dtype, "batch": batch}
         gpus = [g for g in hardware.gpus if not g.lost and g.mig_parent is None]
         if metadata.compute_capability_min:
             gpus = [g for g in gpus if g.compute_capability and g.compute_capability >= metadata.compute_capability_min]
@@ -495,7 +488,10 @@ class QuantizationStrategy:
         estimates = {}
         for lv in levels:
             est = cache.get((lv, context, kv_dtype, batch, device_kind, None, None, None))
-            estimates[lv] = est if est is not None else estimate_model(metadata, lv, device_kind=device_kind, **kw)
+            if est is None:
+                est = estimate_model(metadata, lv, device_kind=device_kind, context=context, kv_dtype=kv_dtype,
+                                     batch=batch)
+            estimates[lv] = est
         cands = tuple(
             Candidate(lv, est, est.total_bytes <= avail, *_quality(lv)) for lv, est in estimates.items()
         )
@@ -512,7 +508,7 @@ class QuantizationStrategy:
         arch = cache.get("arch", False)
         if arch is False:
             arch = cache["arch"] = metadata.estimation_architecture
-        layers = arch.layers if arch else None
+        layers: int | None = arch.layers if arch else None
         full_layers = None if on_cpu else layers
 
         if preferred is not None:
@@ -523,9 +519,10 @@ class QuantizationStrategy:
             raise PlacementError(
                 f"{metadata.id} at {pref} needs {format_gib(est.total_bytes, 2)} but {target} has "
                 f"{format_gib(avail, 2)} available"
-                + (f" (after keeping {format_gib(self.ram_headroom_bytes if on_cpu else gpu_keep)} free)" if headroom else "")
+                + (f" (after keeping {format_gib(self.ram_headroom_bytes if on_cpu else gpu_keep)} free)"
+                   if headroom else "")
                 + "; "
-                f"choose a smaller level, a shorter context, or free memory",
+                "choose a smaller level, a shorter context, or free memory",
                 needed_bytes=est.total_bytes, available_bytes=avail, level=pref, device=target,
             )
 
@@ -539,10 +536,11 @@ class QuantizationStrategy:
             if c.fits:
                 spare = format_gib(avail - c.estimate.total_bytes)
                 reason = (f"runs on the CPU: {c.quantization} is the best level that fits in RAM with {spare} to spare"
-                          if on_cpu else f"{c.quantization} is the best level that fits on {target} with {spare} to spare")
-                return finish(c.quantization, "cpu" if on_cpu else "gpu", target, 0 if on_cpu and layers else full_layers,
-                              c.estimate.total_bytes, avail, reason)
-            split = self._split_layers(c.estimate, layers, rooms) if can_split else ()
+                          if on_cpu
+                          else f"{c.quantization} is the best level that fits on {target} with {spare} to spare")
+                return finish(c.quantization, "cpu" if on_cpu else "gpu", target,
+                              0 if on_cpu and layers else full_layers, c.estimate.total_bytes, avail, reason)
+            split = self._split_layers(c.estimate, layers, rooms) if can_split and layers else ()
             if split:
                 used = [d for d, _ in split]
                 extra = (len(used) - 1) * (c.estimate.compute_bytes + c.estimate.overhead_bytes)
@@ -577,7 +575,9 @@ class QuantizationStrategy:
                               f"{level} does not fit {target} whole: {n} of {layers} layers on the GPU, "
                               f"the rest in RAM (slower)")
         # Then the CPU alone.
-        cpu_est = {lv: estimate_model(metadata, lv, device_kind="cpu", **kw) for lv in levels}
+        cpu_est = {lv: estimate_model(metadata, lv, device_kind="cpu", context=context, kv_dtype=kv_dtype,
+                                      batch=batch)
+                   for lv in levels}
         for c in cands:
             est = cpu_est[c.quantization]
             if est.total_bytes <= ram_avail:
@@ -627,7 +627,7 @@ class QuantizationStrategy:
 
 
 
-def _min_level(metadata: "ModelMetadata", levels: tuple[str, ...]) -> str:
+def _min_level(metadata: ModelMetadata, levels: tuple[str, ...]) -> str:
     """The smallest level still worth running: a good 4-bit for LLMs, else the smallest candidate."""
     for good in ("Q4_K_M", "nf4", "int8", "fp8"):
         if good in levels:
@@ -635,7 +635,7 @@ def _min_level(metadata: "ModelMetadata", levels: tuple[str, ...]) -> str:
     return levels[-1]
 
 
-def fill_requirements(metadata: "ModelMetadata") -> "ModelMetadata":
+def fill_requirements(metadata: ModelMetadata) -> ModelMetadata:
     """The seed's GiB requirement fields, from estimates (4096-token context for LLMs).
 
     min_vram_gb: the total at the smallest good level; recommended_vram_gb: at the best level;

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class SeriesHistory:
     metrics: dict[str, RingBuffer] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, capacity: int, metrics: dict[str, type]) -> "SeriesHistory":
+    def create(cls, capacity: int, metrics: dict[str, type]) -> SeriesHistory:
         return cls(RingBuffer(capacity), {k: RingBuffer(capacity, dt) for k, dt in metrics.items()})
 
     def __len__(self) -> int:
@@ -184,7 +184,8 @@ class Sampler:
         try:
             profile = self._profiler.get_profile()
         except Exception as err:  # noqa: BLE001 - the profiler is built not to raise; belt and braces
-            self._faults.fault(type(err), f"sampling failed: {err!r}", logging.ERROR)
+            kind = type(err)
+            self._faults.fault(("tick", kind.__module__, kind.__qualname__), f"sampling failed: {err!r}", logging.ERROR)
             return None
         self._faults.clear_matching(lambda _k: True)
         self._record(profile)
@@ -269,7 +270,7 @@ class Sampler:
                 self._wake.clear()
                 next_due = time.monotonic()
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 

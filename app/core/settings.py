@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,7 +33,7 @@ class UserSettings(BaseModel):
     keep_alive_s: float = Field(default=300.0, ge=-1)
     max_loaded_models: int | None = Field(default=None, ge=1)
     auto_swap: bool = True
-    preload: list[Union[str, tuple[str, str]]] = Field(default_factory=list)
+    preload: list[str | tuple[str, str]] = Field(default_factory=list)
     gpu_reserve_mib: int = Field(default=457, ge=0)
     ram_reserve_mib: int = Field(default=2048, ge=0)
     pressure_elevated: float = Field(default=0.80, gt=0, le=1)

@@ -36,7 +36,7 @@ class FakeGpu:
     bus_id: str = "00000000:01:00.0"
     compute: list[tuple[int, int | None]] = field(default_factory=list)
     graphics: list[tuple[int, int | None]] = field(default_factory=list)
-    mig: list["FakeGpu"] | None = None
+    mig: list[FakeGpu] | None = None
 
 
 class FakeNvml:

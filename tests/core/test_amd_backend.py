@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
-
 from app.core.hardware.amd import AmdBackend
 from app.core.hardware.processes import ProcessNames
 from tests.core.fake_nvml import FakePsutil

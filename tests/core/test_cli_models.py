@@ -93,5 +93,6 @@ def test_models_json_and_filters():
 @pytest.mark.skipif(not CONTRACT.exists(), reason="the shared contract checker is not beside this checkout")
 def test_shared_cli_contract():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    out = subprocess.run([sys.executable, str(CONTRACT)], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    out = subprocess.run([sys.executable, str(CONTRACT)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env=env)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -212,8 +212,8 @@ def test_fits_and_select_best_model():
     assert "meta-llama/Llama-3.1-70B-Instruct" not in [m.id for m in fitting]
     best = r.select_best_model(ModelProvider.QWEN, ModelType.LLM, big)
     assert best is not None and r.fits(best, big)
-    assert all((m.parameter_count or 0) <= best.parameter_count for m in r.list_models(ModelProvider.QWEN, ModelType.LLM)
-               if r.fits(m, big))
+    qwen_llms = r.list_models(ModelProvider.QWEN, ModelType.LLM)
+    assert all((m.parameter_count or 0) <= best.parameter_count for m in qwen_llms if r.fits(m, big))
     tiny = r.select_best_model(ModelProvider.QWEN, ModelType.LLM, small)
     assert tiny is not None and tiny.parameter_count < best.parameter_count
     assert r.select_best_model(ModelProvider.LLAMA, ModelType.LLM, machine(0.5)) is None

@@ -9,9 +9,9 @@ import pytest
 
 from app.core.hardware.nvml import NvmlBackend
 from app.core.hardware.processes import ProcessNames
-from app.core.reports import status_document
 from app.core.hardware.snapshot import HardwareProfile, HostMemory
-from tests.core.fake_nvml import GiB, FakeGpu, FakeNvml, FakePsutil
+from app.core.reports import status_document
+from tests.core.fake_nvml import FakeGpu, FakeNvml, FakePsutil, GiB
 
 MiB = 1 << 20
 

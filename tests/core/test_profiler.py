@@ -11,7 +11,7 @@ from app.core.hardware.host import HostBackend
 from app.core.hardware.nvml import NvmlBackend
 from app.core.hardware.simulated import SimulatedBackend
 from app.core.hardware.snapshot import BackendStatus
-from tests.core.fake_nvml import GiB, FakeGpu, FakeNvml
+from tests.core.fake_nvml import FakeGpu, FakeNvml, GiB
 
 MiB = 1 << 20
 

@@ -58,7 +58,7 @@ class AmdBackend:
         self._tried = True
         if self._smi is None:
             try:
-                import amdsmi  # type: ignore[import-not-found]
+                import amdsmi
             except ImportError:
                 self._status = BackendStatus(
                     self.name, False, "amdsmi is not installed (AMD GPUs need ROCm and pip install 'modeldeck[amd]')"
@@ -107,7 +107,7 @@ class AmdBackend:
             names = self._names.lookup(pids)
         return [
             _with_processes(d, tuple(GpuProcess(pid, names.get(pid, "unknown"), used) for pid, used in procs))
-            for d, procs in zip(devices, raw)
+            for d, procs in zip(devices, raw, strict=True)
         ]
 
     def _call(self, i: int, field: str, una: list[tuple[str, str]], fn: Any, *args: Any) -> Any:

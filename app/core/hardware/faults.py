@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Hashable
+from collections.abc import Callable, Hashable
 
 
 class FaultLog:
@@ -34,7 +34,7 @@ class FaultLog:
         if message is not None:
             self._log.info("recovered: %s", message)
 
-    def clear_matching(self, predicate) -> None:  # type: ignore[no-untyped-def]
+    def clear_matching(self, predicate: Callable[[Hashable], bool]) -> None:
         with self._lock:
             keys = [k for k in self._active if predicate(k)]
         for k in keys:

@@ -29,7 +29,9 @@ class HostBackend:
         apple_chip: str | None = None,
     ) -> None:
         if psutil_module is None:
-            import psutil as psutil_module
+            import psutil
+
+            psutil_module = psutil
         self._ps = psutil_module
         self._lock = threading.Lock()
         self._faults = FaultLog(_log)

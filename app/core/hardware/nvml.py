@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from app.core.hardware.faults import FaultLog
 from app.core.hardware.processes import ProcessNames
@@ -131,7 +132,8 @@ class NvmlBackend:
             "check that the nvidia kernel module is loaded (nvidia-smi)",
             "NVML_ERROR_LIB_RM_VERSION_MISMATCH": "the NVIDIA driver and its library have different versions "
             "(usually after a driver update): reboot or reload the nvidia kernel module",
-            "NVML_ERROR_NO_PERMISSION": "no permission to open the NVIDIA devices: check the permissions of /dev/nvidia*",
+            "NVML_ERROR_NO_PERMISSION": "no permission to open the NVIDIA devices: "
+            "check the permissions of /dev/nvidia*",
             "NVML_ERROR_INSUFFICIENT_POWER": "a GPU is not connected to power properly",
         }
         code = getattr(err, "value", None)
@@ -180,7 +182,7 @@ class NvmlBackend:
             self._names = ProcessNames()
         names = self._names.lookup(pids)
         out = []
-        for device, procs in zip(devices, raw):
+        for device, procs in zip(devices, raw, strict=True):
             if procs:
                 processes = tuple(GpuProcess(pid, names[pid], used, kind) for pid, used, kind in procs)
                 device = dataclasses.replace(device, processes=processes)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from app.core.hardware.snapshot import ACCESS_DENIED_PROCESS, EXITED_PROCESS, UNKNOWN_PROCESS
 
@@ -17,7 +18,9 @@ class ProcessNames:
 
     def __init__(self, psutil_module: Any = None) -> None:
         if psutil_module is None:
-            import psutil as psutil_module
+            import psutil
+
+            psutil_module = psutil
         self._psutil = psutil_module
         self._cache: dict[int, str] = {}
         self._lock = threading.Lock()

@@ -18,9 +18,10 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.core.hardware.snapshot import BackendStatus, GpuDevice, GpuProcess
 from app.core.units import GiB, MiB
@@ -245,7 +246,7 @@ class SimulatedBackend:
     _holds: dict[tuple[str, int], _Hold] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
-    def from_spec(cls, spec: str, clock: Callable[[], float] = time.time) -> "SimulatedBackend":
+    def from_spec(cls, spec: str, clock: Callable[[], float] = time.time) -> SimulatedBackend:
         return cls(parse_spec(spec), clock)
 
     def status(self) -> BackendStatus:
