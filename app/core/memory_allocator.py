@@ -15,7 +15,6 @@ Thread-safe: one lock around the ledger; events are emitted after it is released
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -37,12 +36,16 @@ __all__ = [
     "MemoryAllocator",
     "PressureLevel",
     "Reservation",
+    "SafetyMargins",
     "CATEGORIES",
 ]
 
 _log = logging.getLogger(__name__)
 
 CATEGORIES = ("weights", "kv_cache", "compute", "overhead")
+#: Categories a model owns alone; "overhead" (the runtime's context) is shared by every model of this
+#: process on a device, so a device books the largest such need once, not one per model.
+OWN_CATEGORIES = ("weights", "kv_cache", "compute")
 
 
 class PressureLevel(str, Enum):
@@ -56,6 +59,18 @@ class PressureLevel(str, Enum):
         return ("ok", "elevated", "high", "critical").index(self.value)
 
 
+@dataclass(frozen=True, slots=True)
+class SafetyMargins:
+    """Bytes kept free on each device, never booked: the one margin the planner, the allocator, the
+    settings file, the CLI and the views all use."""
+
+    gpu_bytes: int = GPU_RUNTIME_OVERHEAD
+    cpu_bytes: int = 2 * GiB
+
+    def for_device(self, device: str) -> int:
+        return self.cpu_bytes if device == "cpu" else self.gpu_bytes
+
+
 @dataclass(frozen=True)
 class AllocatorSettings:
     """Safety reserves and pressure thresholds (fractions of a device's memory in use or booked)."""
@@ -66,8 +81,12 @@ class AllocatorSettings:
     high: float = 0.90
     critical: float = 0.97
 
+    @property
+    def margins(self) -> SafetyMargins:
+        return SafetyMargins(self.gpu_reserve_bytes, self.cpu_reserve_bytes)
+
     def reserve_for(self, device: str) -> int:
-        return self.cpu_reserve_bytes if device == "cpu" else self.gpu_reserve_bytes
+        return self.margins.for_device(device)
 
     def level(self, fraction: float) -> PressureLevel:
         if fraction >= self.critical:
@@ -95,7 +114,12 @@ class AllocationError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Memory booked for one model on one device."""
+    """Memory booked for one model on one device.
+
+    ``total_bytes`` is what the model holds alone (weights, KV cache, compute buffer);
+    ``runtime_bytes`` is the runtime context it needs on the device, shared with every other model
+    of the process there (the device books the largest need once).
+    """
 
     model_id: str
     device: str
@@ -105,6 +129,7 @@ class Reservation:
     created_at: float = 0.0
     #: When the load finished (monotonic clock); None until then.
     loaded_at: float | None = None
+    runtime_bytes: int = 0
     total_bytes: int = field(default=-1, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +137,8 @@ class Reservation:
             object.__setattr__(self, "total_bytes", sum(b for _, b in self.bytes_by_category))
 
     def category(self, name: str) -> int:
+        if name == "overhead":
+            return self.runtime_bytes
         return dict(self.bytes_by_category).get(name, 0)
 
 
@@ -135,6 +162,8 @@ class DeviceLedger:
     lost: bool = False
     #: available_bytes before clamping at zero: negative when others grew into what we booked.
     balance_bytes: int = 0
+    #: The runtime context booked once for every model of this process on the device (in reserved_bytes).
+    runtime_bytes: int = 0
 
     @property
     def committed_fraction(self) -> float:
@@ -159,16 +188,17 @@ class MemoryAllocation:
         return sum(r.total_bytes for r in self.reservations)
 
 
-def breakdown_of(estimate: MemoryEstimate | Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+def breakdown_of(estimate: MemoryEstimate | Mapping[str, int]) -> tuple[tuple[tuple[str, int], ...], int]:
+    """(the model's own bytes by category, the runtime context it needs) from an estimate or a mapping."""
     if isinstance(estimate, MemoryEstimate):
-        return (("weights", estimate.weights_bytes), ("kv_cache", estimate.kv_cache_bytes),
-                ("compute", estimate.compute_bytes), ("overhead", estimate.overhead_bytes))
+        return ((("weights", estimate.weights_bytes), ("kv_cache", estimate.kv_cache_bytes),
+                 ("compute", estimate.compute_bytes)), estimate.overhead_bytes)
     unknown = set(estimate) - set(CATEGORIES)
     if unknown:
         raise ValueError(f"unknown memory categories {sorted(unknown)}; use {', '.join(CATEGORIES)}")
     if any(int(v) < 0 for v in estimate.values()):
         raise ValueError("bytes booked must not be negative")
-    return tuple((k, int(estimate.get(k, 0))) for k in CATEGORIES)
+    return tuple((k, int(estimate.get(k, 0))) for k in OWN_CATEGORIES), int(estimate.get("overhead", 0))
 
 
 class MemoryAllocator:
@@ -197,9 +227,19 @@ class MemoryAllocator:
         #: device -> model id -> booking, and the bytes booked per device (kept in step).
         self._by_device: dict[str, dict[str, Reservation]] = {}
         self._booked: dict[str, int] = {}
+        #: The same bookings by model (model id -> device -> booking).
+        self._by_model: dict[str, dict[str, Reservation]] = {}
+        #: The largest runtime context any booking on a device needs (kept in step with _by_device).
+        self._runtime: dict[str, int] = {}
+        #: device -> its computed numbers, dropped whenever that device's bookings or the measurement change.
+        self._raw: dict[str, tuple[str, int, int, int, int | None, int, int, int, int, bool, int]] = {}
+        #: device -> (the raw numbers, the row ``bookable`` made of them): the same row while nothing changed.
+        self._rows: dict[str, tuple[object, tuple[str, str, int, int, int, int]]] = {}
         self._owned = set(owned_pids) if owned_pids is not None else {os.getpid()}
         self._rss_baseline: int | None = None
         self._pressure: dict[str, PressureLevel] = {}
+        #: Bumped on every change (a booking, a release, a measurement): lets callers cache views.
+        self._version = 0
         self.allocation_changed: Signal[Callable[[str], None]] = Signal("allocation_changed")
         self.pressure_changed: Signal[Callable[[str, PressureLevel], None]] = Signal("pressure_changed")
         if hardware is not None:
@@ -214,6 +254,8 @@ class MemoryAllocator:
     def update(self, profile: HardwareProfile) -> None:
         """Take a new measurement (from the sampler or the profiler) and re-evaluate pressure."""
         with self._lock:
+            self._version += 1
+            self._raw.clear()
             self._profile = profile
             self._gpus = {g.device_id: g for g in profile.gpus if g.mig_parent is None}
             self._measured_at = self._clock()
@@ -228,6 +270,7 @@ class MemoryAllocator:
         """Count a process's GPU memory as ours (a loader that runs models in a child process)."""
         with self._lock:
             self._owned.add(pid)
+            self._raw.clear()
 
     # --- views ---------------------------------------------------------------------------------
     def devices(self) -> list[str]:
@@ -254,12 +297,15 @@ class MemoryAllocator:
             return tuple(self._ledger_locked(d) for d in self._devices_locked())
 
     def available_bytes(self, device: str) -> int:
-        return self.ledger(device).available_bytes
+        with self._lock:
+            return self._available_locked(device)
 
     def reservations(self, device: str | None = None, model_id: str | None = None) -> tuple[Reservation, ...]:
         with self._lock:
+            if model_id is not None and device is None:
+                return tuple(self._by_model.get(model_id, {}).values())
             devices = [device] if device is not None else list(self._by_device)
-            out = []
+            out: list[Reservation] = []
             for d in devices:
                 bookings = self._by_device.get(d, {})
                 if model_id is None:
@@ -268,37 +314,73 @@ class MemoryAllocator:
                     out.append(bookings[model_id])
             return tuple(out)
 
+    @property
+    def version(self) -> int:
+        """A number that changes whenever the ledger or the measurement does."""
+        return self._version
+
     def _put(self, res: Reservation) -> None:
+        self._version += 1
+        self._raw.pop(res.device, None)
         bookings = self._by_device.setdefault(res.device, {})
         old = bookings.get(res.model_id)
         self._booked[res.device] = self._booked.get(res.device, 0) - (old.total_bytes if old else 0) + res.total_bytes
         bookings[res.model_id] = res
+        self._by_model.setdefault(res.model_id, {})[res.device] = res
+        self._runtime[res.device] = max((r.runtime_bytes for r in bookings.values()), default=0)
 
     def _pop(self, model_id: str, device: str) -> Reservation | None:
-        res = self._by_device.get(device, {}).pop(model_id, None)
+        bookings = self._by_device.get(device, {})
+        res = bookings.pop(model_id, None)
         if res is not None:
+            self._version += 1
+            self._raw.pop(device, None)
+            mine = self._by_model.get(model_id)
+            if mine is not None:
+                mine.pop(device, None)
+                if not mine:
+                    del self._by_model[model_id]
             self._booked[device] -= res.total_bytes
+            self._runtime[device] = max((r.runtime_bytes for r in bookings.values()), default=0)
         return res
 
-    def _ledger_locked(self, device: str) -> DeviceLedger:
+    def _runtime_locked(self, device: str) -> int:
+        return self._runtime.get(device, 0)
+
+    def runtime_bytes(self, device: str) -> int:
+        """The runtime context booked on ``device`` (once for all of this process's models there)."""
+        with self._lock:
+            return self._runtime_locked(device)
+
+    def _raw_locked(self, device: str) -> tuple[str, int, int, int, int | None, int, int, int, int, bool, int]:
+        """(name, total, free, used, ours, booked, unreflected, reserve, available, lost, runtime) for a device;
+        available may be negative (others grew into what we booked). Cached until the device changes."""
+        raw = self._raw.get(device)
+        if raw is None:
+            raw = self._raw[device] = self._compute_locked(device)
+        return raw
+
+    def _compute_locked(self, device: str) -> tuple[str, int, int, int, int | None, int, int, int, int, bool, int]:
         profile = self._profile
-        reserve = self.settings.reserve_for(device)
-        booked = self._booked.get(device, 0)
+        settings = self.settings
+        reserve = settings.cpu_reserve_bytes if device == "cpu" else settings.gpu_reserve_bytes
+        runtime = self._runtime.get(device, 0)
+        booked = self._booked.get(device, 0) + runtime
+        ours: int | None
         if device == "cpu":
             host = profile.host if profile else None
             total = host.total_bytes if host else 0
             free = host.available_bytes if host else 0
             used = total - free
-            ours: int | None = None
+            ours = None
             if host is not None and host.process_rss_bytes is not None and self._rss_baseline is not None:
                 ours = max(0, host.process_rss_bytes - self._rss_baseline)
-            name, lost = "System RAM", False
+            name = "System RAM"
         else:
             gpu = self._gpus.get(device)
             if gpu is None or gpu.lost:
-                return DeviceLedger(device, gpu.name if gpu else device, 0, 0, 0, None, booked, booked, reserve,
-                                    0, PressureLevel.CRITICAL, lost=True)
-            total, free, used, name, lost = gpu.total_bytes, gpu.free_bytes, gpu.used_bytes, gpu.name, False
+                return (gpu.name if gpu else device, 0, 0, 0, None, booked, booked, reserve, 0, True, runtime)
+            total, free, used, name = gpu.total_bytes, gpu.free_bytes, gpu.used_bytes, gpu.name
             mine = [p for p in gpu.processes if p.pid in self._owned]
             if not mine:
                 ours = 0
@@ -309,21 +391,51 @@ class MemoryAllocator:
         if ours is None:
             # The driver can't tell what we hold: bookings whose load finished before the latest
             # measurement are in it; the rest are not yet.
-            reflected = sum(r.total_bytes for r in self._by_device.get(device, {}).values()
-                            if r.loaded_at is not None and r.loaded_at <= self._measured_at)
+            done = [r for r in self._by_device.get(device, {}).values()
+                    if r.loaded_at is not None and r.loaded_at <= self._measured_at]
+            reflected = sum(r.total_bytes for r in done) + max((r.runtime_bytes for r in done), default=0)
             unreflected = booked - reflected
             available = free - unreflected - reserve
         else:
             unreflected = max(0, booked - ours)
             available = free + ours - max(booked, ours) - reserve
+        return (name, total, free, used, ours, booked, unreflected, reserve, available, False, runtime)
+
+    def _level_of(self, total: int, available: int, reserve: int, lost: bool) -> PressureLevel:
+        if lost:
+            return PressureLevel.CRITICAL
         fraction = 1.0 if total <= 0 else min(1.0, max(0.0, 1 - (available + reserve) / total))
-        return DeviceLedger(device, name, total, free, used, ours, booked, unreflected, reserve,
-                            max(0, available), self.settings.level(fraction), lost, available)
+        return self.settings.level(fraction)
+
+    def _ledger_locked(self, device: str) -> DeviceLedger:
+        name, total, free, used, ours, booked, unreflected, reserve, available, lost, runtime = self._raw_locked(device)
+        return DeviceLedger(device, name, total, free, used, ours, booked, unreflected, reserve, max(0, available),
+                            self._level_of(total, available, reserve, lost), lost, 0 if lost else available, runtime)
+
+    def _available_locked(self, device: str) -> int:
+        return max(0, self._raw_locked(device)[8])
+
+    def bookable(self) -> tuple[tuple[str, str, int, int, int, int], ...]:
+        """Per device, quickly: (device, name, total, available to book, runtime context, safety reserve);
+        a lost device has total 0."""
+        with self._lock:
+            out = []
+            rows = self._rows
+            for device in self._devices_locked():
+                raw = self._raw_locked(device)
+                row = rows.get(device)
+                if row is None or row[0] is not raw:
+                    name, total, _, _, _, _, _, reserve, available, lost, runtime = raw
+                    row = rows[device] = (raw, (device, name, 0 if lost else total, max(0, available), runtime,
+                                                reserve))
+                out.append(row[1])
+            return tuple(out)
 
     def _pressure_changes_locked(self, devices: Iterable[str]) -> list[tuple[str, PressureLevel]]:
         changes = []
         for device in devices:
-            level = self._ledger_locked(device).pressure
+            raw = self._raw_locked(device)
+            level = self._level_of(raw[1], raw[8], raw[7], raw[9])
             if self._pressure.get(device) != level:
                 previous = self._pressure.get(device)
                 self._pressure[device] = level
@@ -347,24 +459,54 @@ class MemoryAllocator:
         """Book memory for a model on a device; raises :class:`AllocationError` when it does not fit.
 
         Booking the same model on the same device again replaces the old booking (its bytes are
-        not counted against the new one).
+        not counted against the new one). An "overhead" part is the runtime context: the device
+        books it once for all models, so only what it adds to the context already booked counts.
         """
-        parts = breakdown_of(estimate)
-        needed = sum(b for _, b in parts)
+        return self.reserve_all(model_id, {device: estimate}, state=state, force=force)[0]
+
+    def reserve_all(
+        self,
+        model_id: str,
+        shares: Mapping[str, MemoryEstimate | Mapping[str, int]],
+        *,
+        state: str = "booked",
+        force: bool = False,
+    ) -> tuple[Reservation, ...]:
+        """Book a model on several devices at once: every device fits, or nothing is booked.
+
+        Raises :class:`AllocationError` naming the first device that does not fit.
+        """
+        parts = {device: breakdown_of(estimate) for device, estimate in shares.items()}
         with self._lock:
-            previous = self._pop(model_id, device)
-            available = self._ledger_locked(device).available_bytes
-            if needed > available and not force:
-                if previous is not None:
-                    self._put(previous)
-                raise AllocationError(model_id, device, needed, available)
-            res = Reservation(model_id, device, parts, state, self._clock(),
-                              self._clock() if state != "booked" else None)
-            self._put(res)
-            changes = self._pressure_changes_locked([device])
-        self.logger.info("booked %s for %s on %s", format_gib(needed, 2), model_id, device)
-        self._announce([device], changes)
-        return res
+            previous = {d: self._pop(model_id, d) for d in parts}
+            if not force:
+                for device, (own, runtime) in parts.items():
+                    needed = self._adds_locked(device, sum(b for _, b in own), runtime)
+                    available = self._available_locked(device)
+                    if needed > available:
+                        for old in previous.values():
+                            if old is not None:
+                                self._put(old)
+                        raise AllocationError(model_id, device, needed, available)
+            now = self._clock()
+            made = tuple(Reservation(model_id, device, own, state, now, now if state != "booked" else None, runtime)
+                         for device, (own, runtime) in parts.items())
+            for res in made:
+                self._put(res)
+            changes = self._pressure_changes_locked(list(parts))
+        if self.logger.isEnabledFor(logging.INFO):
+            for res in made:
+                self.logger.info("booked %s for %s on %s", format_gib(res.total_bytes, 2), model_id, res.device)
+        self._announce(list(parts), changes)
+        return made
+
+    def _adds_locked(self, device: str, own_bytes: int, runtime_bytes: int) -> int:
+        return own_bytes + max(0, runtime_bytes - self._runtime_locked(device))
+
+    def adds_bytes(self, device: str, own_bytes: int, runtime_bytes: int) -> int:
+        """How much a booking of ``own_bytes`` needing a ``runtime_bytes`` context would add on ``device``."""
+        with self._lock:
+            return self._adds_locked(device, own_bytes, runtime_bytes)
 
     def set_state(self, model_id: str, state: str, device: str | None = None) -> None:
         """Mark a model's bookings as loaded (or back to booked)."""
@@ -374,18 +516,24 @@ class MemoryAllocator:
                 res = bookings.get(model_id)
                 if res is not None and (device is None or dev == device):
                     loaded_at = self._clock() if state != "booked" else None
-                    bookings[model_id] = dataclasses.replace(res, state=state, loaded_at=loaded_at)
+                    bookings[model_id] = self._by_model[model_id][dev] = Reservation(
+                        res.model_id, dev, res.bytes_by_category, state, res.created_at, loaded_at,
+                        res.runtime_bytes, res.total_bytes)
                     touched.append(dev)
+                    raw = self._raw.get(dev)
+                    if raw is None or raw[4] is None:  # only then does "loaded before the measurement" count
+                        self._raw.pop(dev, None)
+            self._version += 1
             changes = self._pressure_changes_locked(touched)
         self._announce(touched, changes)
 
     def release(self, model_id: str, device: str | None = None) -> tuple[Reservation, ...]:
         """Release a model's bookings (all devices, or one). Unknown models release nothing."""
         with self._lock:
-            devices = [device] if device is not None else list(self._by_device)
+            devices = [device] if device is not None else list(self._by_model.get(model_id, ()))
             gone = [r for r in (self._pop(model_id, d) for d in devices) if r is not None]
             changes = self._pressure_changes_locked([r.device for r in gone])
-        if gone:
+        if gone and self.logger.isEnabledFor(logging.INFO):
             self.logger.info("released %s for %s", format_gib(sum(r.total_bytes for r in gone), 2), model_id)
         self._announce([r.device for r in gone], changes)
         return tuple(gone)
@@ -433,10 +581,11 @@ class MemoryAllocator:
         self.release(model_id)
 
     def get_total_allocated_vram(self) -> float:
-        return gib(sum(r.total_bytes for r in self.reservations() if r.device != "cpu"))
+        """GiB booked on every GPU, runtime contexts included."""
+        return gib(sum(l.reserved_bytes for l in self.snapshot() if l.device != "cpu"))
 
     def get_total_allocated_ram(self) -> float:
-        return gib(sum(r.total_bytes for r in self.reservations() if r.device == "cpu"))
+        return gib(self.ledger("cpu").reserved_bytes)
 
     def is_under_memory_pressure(self) -> bool:
         """True when any device is at high or critical pressure."""

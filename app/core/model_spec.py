@@ -239,7 +239,7 @@ class ModelMetadata(BaseModel):
     @property
     def estimate_cache(self) -> dict[Any, Any]:
         """Memoised estimates for this exact metadata (cleared whenever a field changes)."""
-        return self._estimates
+        return self.__pydantic_private__["_estimates"]  # type: ignore[index]  # direct: pydantic's lookup is slow
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)

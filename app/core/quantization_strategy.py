@@ -43,6 +43,7 @@ __all__ = [
     "candidate_levels",
     "estimate_model",
     "quality_of",
+    "level_name",
 ]
 
 _log = logging.getLogger(__name__)
@@ -663,3 +664,9 @@ def fill_requirements(metadata: ModelMetadata) -> ModelMetadata:
 
 def _gib_up(n_bytes: int) -> float:
     return float(f"{gib(n_bytes) + 0.005:.2f}")
+
+
+def level_name(level: QuantizationLevel | str | QuantSpec) -> str:
+    """The one canonical name of a level, whatever name it was given by (``4bit``, ``int4``,
+    ``q4_k_m``, ``QuantizationLevel.INT4``, ``Q5_1`` …); raises UnknownQuantizationError."""
+    return _spec(level).name

@@ -12,6 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from app.core.estimation import GPU_RUNTIME_OVERHEAD
 from app.core.hardware_profiler import HardwareProfiler
 from app.core.memory_allocator import AllocationError, AllocatorSettings
 from app.core.model_registry import ModelRegistry
@@ -21,6 +22,8 @@ from app.core.model_resource_manager import (
     ManagerSettings,
     ModelResourceManager,
     ModelState,
+    PinnedModelError,
+    PlacementRefused,
     UnknownModelError,
 )
 from app.core.quantization_strategy import PlacementError, QuantizationLevel
@@ -145,7 +148,9 @@ def test_load_books_memory_and_emits_events(tmp_path, registry):
     assert states == [(LLAMA_8B, ModelState.UNLOADED, ModelState.LOADING), (LLAMA_8B, ModelState.LOADING, ModelState.LOADED)]
     assert "cuda:0" in allocs and plans and plans[-1].model_id == LLAMA_8B
     ledger = manager.memory_allocator.ledger("cuda:0")
-    assert ledger.reserved_bytes == loaded.reserved_bytes > 4 * GiB
+    # The model's own bytes, plus the runtime context the device books once for every model.
+    assert ledger.reserved_bytes == loaded.reserved_bytes + ledger.runtime_bytes
+    assert loaded.reserved_bytes > 4 * GiB and ledger.runtime_bytes == GPU_RUNTIME_OVERHEAD
     manager.unload(LLAMA_8B)
     assert manager.memory_allocator.reservations() == () and manager.loaded_models() == ()
 
@@ -163,8 +168,20 @@ def test_runtime_overhead_is_booked_once_per_device(tmp_path, registry):
     manager, _ = make(tmp_path, registry, gpus_gib=(24,))
     manager.load(LLAMA_1B)
     manager.load(WHISPER_SMALL)
-    overheads = [r.category("overhead") for r in manager.memory_allocator.reservations("cuda:0")]
-    assert sorted(overheads)[0] == 0 and sum(1 for o in overheads if o) == 1
+    ledger = manager.memory_allocator.ledger("cuda:0")
+    own = sum(r.total_bytes for r in manager.memory_allocator.reservations("cuda:0"))
+    assert ledger.runtime_bytes == GPU_RUNTIME_OVERHEAD
+    assert ledger.reserved_bytes == own + GPU_RUNTIME_OVERHEAD  # one context for two models
+    # Unloading either keeps exactly one context for the model left behind.
+    for first, second in ((LLAMA_1B, WHISPER_SMALL), (WHISPER_SMALL, LLAMA_1B)):
+        manager.unload(first)
+        left = manager.memory_allocator.ledger("cuda:0")
+        assert left.runtime_bytes == GPU_RUNTIME_OVERHEAD
+        assert left.reserved_bytes == manager.loaded_models()[0].reserved_bytes + GPU_RUNTIME_OVERHEAD
+        manager.unload(second)
+        assert manager.memory_allocator.ledger("cuda:0").reserved_bytes == 0
+        manager.load(LLAMA_1B)
+        manager.load(WHISPER_SMALL)
 
 
 def test_a_load_that_does_not_fit_evicts_the_right_model_and_says_why(tmp_path, registry):
@@ -183,7 +200,7 @@ def test_a_load_that_does_not_fit_evicts_the_right_model_and_says_why(tmp_path, 
     assert "make room for" in why and "GiB" in why and "priority" in why
     assert manager.state_of(LLAMA_8B) == ModelState.LOADED
     ledger = manager.memory_allocator.ledger("cuda:0")
-    held = sum(r.total_bytes for r in manager.memory_allocator.reservations("cuda:0"))
+    held = sum(r.total_bytes for r in manager.memory_allocator.reservations("cuda:0")) + ledger.runtime_bytes
     assert ledger.reserved_bytes == held <= 16 * GiB - (512 << 20)
 
 
@@ -232,8 +249,11 @@ def test_pinned_models_are_never_evicted(tmp_path, registry):
     manager.load(LLAMA_3B, "Q8_0", pin=True)
     clock.t += 100
     with pytest.raises((InsufficientMemoryError, PlacementError)):
-        manager.load(LLAMA_8B, "Q4_K_M")
+        manager.load(LLAMA_8B, "Q4_K_M", allow_cpu=False)  # GPU only: no layers in RAM
     assert manager.state_of(LLAMA_3B) == ModelState.LOADED
+    partly = manager.load(LLAMA_8B, "Q4_K_M")  # by default the layers that do not fit go to RAM
+    assert partly.device == "cuda:0+cpu" and manager.state_of(LLAMA_3B) == ModelState.LOADED
+    manager.unload(LLAMA_8B)
     manager.unpin(LLAMA_3B)
     manager.load(LLAMA_8B, "Q4_K_M")
     assert manager.state_of(LLAMA_3B) != ModelState.LOADED
@@ -392,7 +412,9 @@ def test_prepare_with_a_preferred_level_that_cannot_fit(tmp_path, registry):
 
 def test_partial_offload_books_both_devices(tmp_path, registry):
     manager, _ = make(tmp_path, registry, gpus_gib=(12,))
-    loaded = manager.load("meta-llama/Llama-3.3-70B-Instruct", device="cuda:0")
+    with pytest.raises(PlacementRefused, match="cuda:0"):  # an explicit device: layers in RAM only if allowed
+        manager.load("meta-llama/Llama-3.3-70B-Instruct", device="cuda:0")
+    loaded = manager.load("meta-llama/Llama-3.3-70B-Instruct", device="cuda:0", allow_cpu=True)
     if loaded.device == "cpu":
         pytest.skip("this machine has too little RAM for a 70B split")
     assert loaded.device == "cuda:0+cpu" and 0 < loaded.gpu_layers < 80
@@ -462,7 +484,7 @@ def test_eight_threads_of_random_calls_keep_the_ledger_consistent(tmp_path, regi
                     manager.unpin(mid)
                 else:
                     manager.tick()
-            except (InvalidTransitionError, UnknownModelError, AllocationError, PlacementError):
+            except (InvalidTransitionError, UnknownModelError, AllocationError, PlacementError, PinnedModelError):
                 pass
             except BaseException as err:  # noqa: BLE001
                 errors.append(err)
@@ -506,7 +528,8 @@ class ManagerMachine(RuleBasedStateMachine):
     def unload(self, mid):
         try:
             self.manager.unload(mid)
-        except InvalidTransitionError:
+        except (InvalidTransitionError, PinnedModelError):
+            assert mid in self.pinned or self.manager.state_of(mid) != ModelState.LOADED
             return
         self.pinned.discard(mid)
         assert self.manager.memory_allocator.reservations(model_id=mid) == ()
@@ -541,7 +564,7 @@ def test_split_across_two_gpus_books_both_and_releases_both(tmp_path, registry):
     assert set(loaded.device.split("+")) == {"cuda:0", "cuda:1"}
     booked = {r.device: r for r in manager.memory_allocator.reservations(model_id=loaded.model_id)}
     assert set(booked) == {"cuda:0", "cuda:1"}
-    assert sum(1 for r in booked.values() if r.category("overhead")) == 2  # each GPU pays its runtime once
+    assert all(manager.memory_allocator.ledger(d).runtime_bytes > 0 for d in booked)  # each GPU pays its runtime
     assert loaded.reserved_bytes == sum(r.total_bytes for r in booked.values())
     manager.offload(loaded.model_id)
     assert {r.device for r in manager.memory_allocator.reservations(model_id=loaded.model_id)} == {"cpu"}

@@ -1,0 +1,466 @@
+"""Lifecycle operations: load, unload, offload, restore and move, with loaders outside the lock.
+
+Each operation is a generator of loader calls: it changes state and bookings under the lock,
+yields the loader call, and gets back its outcome. One sync driver and one async driver run every
+operation, so ``load``/``aload``, ``unload``/``aunload`` … share one code path. Events are emitted
+only after the lock is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.core.events import Signal
+from app.core.manager.errors import LoaderError, PinnedModelError, PlacementRefused, UnknownModelError
+from app.core.manager.lifecycle import TRANSITIONAL, InvalidTransitionError, LoadedModel, ModelState, Record
+from app.core.manager.loaders import ModelLoader, call_async, call_sync
+from app.core.manager.placement import Action, Decision, Placement, Refusal
+from app.core.manager.planner import retarget
+from app.core.memory_allocator import AllocationError, MemoryAllocator
+from app.core.model_spec import ModelMetadata
+from app.core.units import format_gib
+
+__all__ = ["Lifecycle", "Signals", "Call", "Op"]
+
+_log = logging.getLogger("app.core.model_resource_manager")
+S = ModelState
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One loader call an operation asks its driver to make."""
+
+    method: Callable[..., Any]
+    args: tuple[Any, ...]
+    name: str
+
+
+#: (True, value) or (False, exception).
+Outcome = tuple[bool, Any]
+Op = Generator[Call, Outcome, Any]
+
+
+@dataclass
+class Signals:
+    model_state_changed: Signal[Callable[[str, ModelState, ModelState], None]] = field(
+        default_factory=lambda: Signal("model_state_changed"))
+    evicted: Signal[Callable[[str, str], None]] = field(default_factory=lambda: Signal("evicted"))
+
+
+@dataclass
+class _News:
+    transitions: list[tuple[str, ModelState, ModelState]] = field(default_factory=list)
+    evictions: list[tuple[str, str]] = field(default_factory=list)
+    #: Other announcements, made in order once the lock is released.
+    later: list[Callable[[], None]] = field(default_factory=list)
+
+
+class _Locked:
+    """``with life.locked() as news``: holds the lock; emits the news after releasing it."""
+
+    __slots__ = ("_life", "_news")
+
+    def __init__(self, life: Lifecycle) -> None:
+        self._life = life
+        self._news = _News()
+
+    def __enter__(self) -> _News:
+        self._life.lock.acquire()
+        return self._news
+
+    def __exit__(self, *exc: object) -> None:
+        life, news = self._life, self._news
+        life.version += 1
+        life.lock.release()
+        for mid, old, new in news.transitions:
+            life.signals.model_state_changed.emit(mid, old, new)
+        for mid, reason in news.evictions:
+            _log.info("%s: %s", mid, reason)
+            life.signals.evicted.emit(mid, reason)
+        for call in news.later:
+            call()
+
+
+class Lifecycle:
+    """The records of the models a manager holds, and the operations that change them."""
+
+    def __init__(self, allocator: MemoryAllocator, loader: ModelLoader, clock: Callable[[], float],
+                 signals: Signals) -> None:
+        self.allocator = allocator
+        self.loader = loader
+        self.clock = clock
+        self.signals = signals
+        self.lock = threading.RLock()
+        self.records: dict[str, Record] = {}
+        #: Bumped whenever a record changes in a way the planner sees.
+        self.version = 0
+
+    # --- drivers ------------------------------------------------------------------------------------
+    @staticmethod
+    def run(op: Op) -> Any:
+        try:
+            call = next(op)
+            while True:
+                try:
+                    outcome: Outcome = (True, call_sync(call.method, *call.args, name=call.name))
+                except Exception as err:  # noqa: BLE001 - every loader failure is the operation's to handle
+                    outcome = (False, err)
+                call = op.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+
+    @staticmethod
+    async def arun(op: Op) -> Any:
+        try:
+            call = next(op)
+            while True:
+                try:
+                    outcome: Outcome = (True, await call_async(call.method, *call.args))
+                except Exception as err:  # noqa: BLE001
+                    outcome = (False, err)
+                call = op.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+
+    def locked(self) -> _Locked:
+        """The lock, and a place for news that is announced once the lock is released."""
+        return _Locked(self)
+
+    # --- reading ------------------------------------------------------------------------------------
+    def find(self, model_id: str) -> Record | None:
+        return self.records.get(model_id)
+
+    def require(self, model_id: str) -> Record:
+        record = self.records.get(model_id)
+        if record is None:
+            raise UnknownModelError(f"{model_id!r} is not loaded")
+        return record
+
+    def held_bytes(self, model_id: str) -> int:
+        return sum(r.total_bytes for r in self.allocator.reservations(model_id=model_id))
+
+    def snapshot(self, r: Record) -> LoadedModel:
+        never = r.pinned or r.keep_alive_s < 0
+        p = r.placement
+        return LoadedModel(r.model_id, r.metadata.name, r.metadata.model_type, r.state, r.device, r.level,
+                           self.held_bytes(r.model_id), p.gpu_layers if p else None, r.pinned, r.keep_alive_s,
+                           None if never else r.last_used + r.keep_alive_s, r.last_used, r.reason, p)
+
+    # --- load ---------------------------------------------------------------------------------------
+    def load(self, metadata: ModelMetadata, decide: Callable[[], Decision | Refusal], *, level: str | None,
+             pin: bool, keep_alive_s: float, preferred: str | None,
+             announce: Callable[[Decision], None] | None = None) -> Op:
+        """Decide (under the lock), run the decision's actions, book, and call the loader.
+
+        ``announce`` hears the decision once the lock is released."""
+        mid = metadata.id
+        with self.locked() as news:
+            done = self._already(self.records.get(mid), level, pin, keep_alive_s)
+            if done is not None:
+                return done
+            decision = decide()
+            if isinstance(decision, Refusal):
+                raise PlacementRefused(decision)
+            placement = decision.placement
+            if announce is not None:
+                news.later.append(lambda: announce(decision))
+            if not decision.actions:
+                record = self._book(metadata, placement, pin, keep_alive_s, preferred, news)
+        if decision.actions:
+            for action in decision.actions:
+                yield from self.act(action)
+            with self.locked() as news:
+                done = self._already(self.records.get(mid), level, pin, keep_alive_s)
+                if done is not None:  # another caller loaded it meanwhile
+                    return done
+                record = self._book(metadata, placement, pin, keep_alive_s, preferred, news)
+        ok, value = yield Call(self.loader.load, (metadata, placement), "load")
+        with self.locked() as news:
+            if not ok:
+                self.allocator.release(mid)
+                record.handle = None
+                news.transitions.append(record.set_state(S.FAILED, f"load failed: {value!r}"))
+                _log.error("%s: load failed: %r", mid, value)
+                raise value
+            record.handle = value
+            record.last_used = self.clock()
+            self.allocator.set_state(mid, "loaded")
+            news.transitions.append(record.set_state(S.LOADED, placement.reason))
+            return self.snapshot(record)
+
+    def _book(self, metadata: ModelMetadata, placement: Placement, pin: bool, keep_alive_s: float,
+              preferred: str | None, news: _News) -> Record:
+        """Book a placement (re-validated against the ledger now) and start loading."""
+        mid = metadata.id
+        old = self.records.get(mid)
+        try:
+            self.allocator.reserve_all(mid, placement.bookings())
+        except AllocationError as err:
+            raise PlacementRefused(Refusal(
+                mid, placement.level, err.device, err.needed_bytes, err.available_bytes,
+                f"{metadata.name} at {placement.level} no longer fits on {err.device}: it needs "
+                f"{format_gib(err.needed_bytes, 2)} and {format_gib(err.available_bytes, 2)} is bookable now",
+                ("plan again: memory changed since this placement was made",))) from err
+        record = Record(metadata=metadata, pinned=pin or bool(old and old.pinned), keep_alive_s=keep_alive_s,
+                        preferred=preferred, placement=placement, device=placement.device,
+                        state=old.state if old else S.UNLOADED)
+        self.records[mid] = record
+        news.transitions.append(record.set_state(S.LOADING, placement.reason))
+        return record
+
+    def _already(self, record: Record | None, level: str | None, pin: bool,
+                 keep_alive_s: float | None) -> LoadedModel | None:
+        if record is None:
+            return None
+        if record.state in (S.LOADED, S.BUSY, S.LOADING, S.RESTORING, S.MOVING, S.OFFLOADING):
+            if level is None or level == record.level:
+                record.last_used = self.clock()
+                record.pinned = record.pinned or pin
+                if keep_alive_s is not None:
+                    record.keep_alive_s = keep_alive_s
+                return self.snapshot(record)
+            raise InvalidTransitionError(f"{record.model_id} is already {record.state.value} at {record.level}; "
+                                         "unload it first or use swap()")
+        if record.state == S.OFFLOADED:
+            raise InvalidTransitionError(f"{record.model_id} is offloaded to RAM; restore() it instead")
+        if record.state in (S.UNLOADING,) or (record.state == S.FAILED and self.held_bytes(record.model_id)):
+            raise InvalidTransitionError(f"{record.model_id} is {record.state.value} and still holds memory; "
+                                         "unload it first")
+        return None
+
+    # --- actions on other models ------------------------------------------------------------------------
+    def act(self, action: Action) -> Op:
+        """Run one of a decision's actions; an offload the loader cannot do becomes an unload."""
+        if action.kind == "move":
+            yield from self.move(action.model_id, action.target or "", action.reason, policy=True)
+        elif action.kind == "offload":
+            try:
+                yield from self.offload(action.model_id, action.reason, policy=True)
+            except NotImplementedError:
+                yield from self.unload(action.model_id, action.reason + " (the loader cannot offload: unloaded)",
+                                       policy=True)
+                return
+        else:
+            yield from self.unload(action.model_id, action.reason, policy=True)
+
+    def _movable(self, model_id: str, verb: str, policy: bool) -> Record:
+        record = self.require(model_id)
+        if record.pinned:
+            raise PinnedModelError(f"{model_id} is pinned; unpin it to {verb} it")
+        if policy and (record.state != S.LOADED or record.busy):
+            raise InvalidTransitionError(f"{model_id} is {record.state.value} now; it was to be {verb}ed "
+                                         "to make room, so plan again")
+        return record
+
+    # --- unload -------------------------------------------------------------------------------------
+    def unload(self, model_id: str, reason: str, *, policy: bool = False) -> Op:
+        with self.locked() as news:
+            record = self.records.get(model_id)
+            if record is None or record.state == S.UNLOADED:
+                return None
+            if record.state == S.FAILED and not self.held_bytes(model_id):
+                news.transitions.append(record.set_state(S.UNLOADED, reason))
+                self.records.pop(model_id, None)
+                return None
+            self._movable(model_id, "unload", policy)
+            if record.state == S.BUSY:
+                raise InvalidTransitionError(f"{model_id} is busy; wait until it is idle (end_use)")
+            if record.state in TRANSITIONAL:
+                raise InvalidTransitionError(f"{model_id} is {record.state.value}; wait for it to finish")
+            news.transitions.append(record.set_state(S.UNLOADING, reason))
+        ok, value = yield Call(self.loader.unload, (model_id, record.handle), "unload")
+        with self.locked() as news:
+            if not ok:
+                held = self.held_bytes(model_id)
+                why = (f"unload failed: {value!r}; its {format_gib(held, 2)} stay booked, since the loader may "
+                       "still hold them: unload again to retry")
+                news.transitions.append(record.set_state(S.FAILED, why))
+                raise LoaderError(f"{model_id}: {why}") from value
+            self.allocator.release(model_id)
+            record.handle = None
+            news.transitions.append(record.set_state(S.UNLOADED, reason))
+            self.records.pop(model_id, None)
+            if policy:
+                news.evictions.append((model_id, reason))
+        return None
+
+    # --- offload ------------------------------------------------------------------------------------
+    def offload(self, model_id: str, reason: str, *, policy: bool = False) -> Op:
+        with self.locked() as news:
+            record = self._movable(model_id, "offload", policy)
+            if record.state != S.LOADED:
+                raise InvalidTransitionError(
+                    f"{model_id} is {record.state.value}; only a loaded model can be offloaded")
+            if record.device == "cpu":
+                raise InvalidTransitionError(f"{model_id} already runs on the CPU")
+            weights = sum(r.category("weights") for r in self.allocator.reservations(model_id=model_id))
+            before = self.allocator.reservations("cpu", model_id)
+            self.allocator.reserve(model_id, "cpu", {"weights": weights})  # raises when RAM has no room
+            news.transitions.append(record.set_state(S.OFFLOADING, reason))
+        ok, value = yield Call(self.loader.offload, (model_id, record.handle), "offload")
+        with self.locked() as news:
+            if not ok:
+                self.allocator.release(model_id, "cpu")
+                for r in before:
+                    self.allocator.reserve(model_id, "cpu", {**dict(r.bytes_by_category), "overhead": r.runtime_bytes},
+                                           state=r.state, force=True)
+                news.transitions.append(record.set_state(S.LOADED, f"offload failed: {value!r}"))
+                if isinstance(value, NotImplementedError):
+                    raise value
+                raise LoaderError(f"{model_id}: offload failed: {value!r}; it stays on {record.device}") from value
+            for r in self.allocator.reservations(model_id=model_id):
+                if r.device != "cpu":
+                    self.allocator.release(model_id, r.device)
+            self.allocator.set_state(model_id, "offloaded", "cpu")
+            record.device = "cpu"
+            news.transitions.append(record.set_state(S.OFFLOADED, reason))
+            if policy:
+                news.evictions.append((model_id, reason))
+            return self.snapshot(record)
+
+    # --- restore ------------------------------------------------------------------------------------
+    def restore(self, model_id: str, make_room: Callable[[Placement], tuple[Action, ...] | Refusal] | None) -> Op:
+        with self.locked() as news:
+            record = self.require(model_id)
+            if record.state != S.OFFLOADED or record.placement is None:
+                raise InvalidTransitionError(f"{model_id} is {record.state.value}, not offloaded")
+            placement = record.placement
+            gpu = {d: parts for d, parts in placement.bookings().items() if d != "cpu"}
+            actions: tuple[Action, ...] = ()
+            try:
+                self.allocator.reserve_all(model_id, gpu)
+            except AllocationError as err:
+                answer = make_room(placement) if make_room is not None else None
+                if not isinstance(answer, tuple):
+                    text = (f"{model_id} stays offloaded: {format_gib(err.needed_bytes, 2)} needed on {err.device}, "
+                            f"{format_gib(err.available_bytes, 2)} bookable")
+                    raise PlacementRefused(answer if isinstance(answer, Refusal) else Refusal(
+                        model_id, placement.level, err.device, err.needed_bytes, err.available_bytes, text)) from err
+                actions = answer
+        if actions:
+            for action in actions:
+                yield from self.act(action)
+            with self.locked() as news:
+                try:
+                    self.allocator.reserve_all(model_id, gpu)
+                except AllocationError as err:
+                    raise PlacementRefused(Refusal(model_id, placement.level, err.device, err.needed_bytes,
+                                                   err.available_bytes, f"{model_id} stays offloaded: memory changed "
+                                                   "while making room")) from err
+        with self.locked() as news:
+            news.transitions.append(record.set_state(S.RESTORING, f"restoring to {placement.home_device}"))
+        ok, value = yield Call(self.loader.restore, (model_id, record.handle, placement.home_device), "restore")
+        with self.locked() as news:
+            if not ok:
+                for d in gpu:
+                    self.allocator.release(model_id, d)
+                news.transitions.append(record.set_state(S.OFFLOADED, f"restore failed: {value!r}"))
+                raise LoaderError(f"{model_id}: restore failed: {value!r}; it stays offloaded") from value
+            cpu = placement.share_on("cpu")
+            if cpu is not None:
+                self.allocator.reserve(model_id, "cpu", cpu.parts(), state="loaded", force=True)
+            else:
+                self.allocator.release(model_id, "cpu")
+            self.allocator.set_state(model_id, "loaded")
+            record.device = placement.device
+            record.last_used = self.clock()
+            news.transitions.append(record.set_state(S.LOADED, f"restored to {placement.device}"))
+            return self.snapshot(record)
+
+    # --- move ---------------------------------------------------------------------------------------
+    def move(self, model_id: str, target: str, reason: str, *, policy: bool = False) -> Op:
+        """Move a whole-GPU model to another GPU: offload then restore there (or unload then load)."""
+        with self.locked() as news:
+            record = self._movable(model_id, "move", policy)
+            placement = record.placement
+            if record.state != S.LOADED or placement is None or placement.kind != "gpu":
+                raise InvalidTransitionError(f"{model_id} is not loaded whole on one GPU; it cannot be moved")
+            source = placement.home_device
+            moved = retarget(placement, target, f"moved from {source} to {target}: {reason}")
+            self.allocator.reserve(model_id, target, moved.shares[0].parts())  # raises when there is no room
+            news.transitions.append(record.set_state(S.MOVING, reason))
+        ok, value = yield Call(self.loader.offload, (model_id, record.handle), "offload")
+        reloaded = False
+        if not ok and isinstance(value, NotImplementedError):
+            ok, value = yield Call(self.loader.unload, (model_id, record.handle), "unload")
+            if not ok:
+                return self._move_failed(record, target, f"unload failed: {value!r}", value, keep_source=True)
+            ok, value = yield Call(self.loader.load, (record.metadata, moved), "load")
+            if not ok:
+                return self._move_failed(record, target, f"reload on {target} failed: {value!r}", value,
+                                         keep_source=False)
+            record.handle, reloaded = value, True
+        elif not ok:
+            with self.locked() as news:
+                self.allocator.release(model_id, target)
+                news.transitions.append(record.set_state(S.LOADED, f"move failed: {value!r}"))
+            raise LoaderError(f"{model_id}: moving to {target} failed: {value!r}; it stays on {source}") from value
+        if not reloaded:
+            ok, value = yield Call(self.loader.restore, (model_id, record.handle, target), "restore")
+            if not ok:
+                with self.locked() as news:
+                    weights = record.placement.estimate.weights_bytes if record.placement else 0
+                    self.allocator.release(model_id)
+                    self.allocator.reserve(model_id, "cpu", {"weights": weights}, state="offloaded", force=True)
+                    record.device = "cpu"
+                    news.transitions.append(record.set_state(S.OFFLOADED, f"restore on {target} failed: {value!r}"))
+                raise LoaderError(f"{model_id}: restoring on {target} failed: {value!r}; it is offloaded") from value
+        with self.locked() as news:
+            self.allocator.release(model_id, source)
+            self.allocator.set_state(model_id, "loaded")
+            record.placement, record.device = moved, target
+            news.transitions.append(record.set_state(S.LOADED, moved.reason))
+            if policy:
+                news.evictions.append((model_id, reason))
+            return self.snapshot(record)
+
+    def _move_failed(self, record: Record, target: str, why: str, err: BaseException, *, keep_source: bool) -> Any:
+        with self.locked() as news:
+            self.allocator.release(record.model_id, target)
+            if not keep_source:
+                self.allocator.release(record.model_id)
+                record.handle = None
+            news.transitions.append(record.set_state(S.FAILED, why + ("" if not keep_source else
+                                                                       "; its booking stays: unload to retry")))
+        raise LoaderError(f"{record.model_id}: {why}") from err
+
+    # --- small changes ------------------------------------------------------------------------------
+    def set_pinned(self, model_id: str, pinned: bool) -> None:
+        with self.locked():
+            self.require(model_id).pinned = pinned
+
+    def touch(self, model_id: str) -> None:
+        with self.locked():
+            self.require(model_id).last_used = self.clock()
+
+    def begin_use(self, model_id: str) -> None:
+        with self.locked() as news:
+            record = self.require(model_id)
+            if record.busy == 0:
+                news.transitions.append(record.set_state(S.BUSY))
+            record.busy += 1
+            record.last_used = self.clock()
+
+    def end_use(self, model_id: str) -> None:
+        with self.locked() as news:
+            record = self.require(model_id)
+            if record.busy == 0:
+                raise InvalidTransitionError(f"{model_id} is not busy")
+            record.busy -= 1
+            record.last_used = self.clock()
+            if record.busy == 0:
+                news.transitions.append(record.set_state(S.LOADED))
+
+    def replace_preferred(self, model_id: str, preferred: str | None) -> None:
+        with self.locked():
+            record = self.records.get(model_id)
+            if record is not None:
+                record.preferred = preferred
+
+    def retargeted(self, placement: Placement, device: str) -> Placement:
+        return dataclasses.replace(retarget(placement, device, placement.reason))

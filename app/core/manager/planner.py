@@ -1,0 +1,396 @@
+"""The planner: one pure function that decides where and at which level a model loads.
+
+``decide(request, ledger, policy)`` returns a :class:`Decision` (a placement and the actions that
+make it possible) or a :class:`Refusal` (the numbers and the options that would work). It reads
+nothing but its arguments and the memoised estimates, so the CLI, the picker, the manager and the
+ensemble planner get the same answer from the same ledger.
+
+Order, for a request without a device: a GPU with room (best fit, so later models still fit) →
+make room on a GPU by offloading or unloading idle, unpinned models in policy order → move one
+idle model to another GPU → split the layers across GPUs → a lower level on one GPU → a partial
+offload (layers in RAM) → the CPU, where the request allows it. Without a chosen level, each GPU
+step tries the levels at or above the policy's quality floor, best first. An explicit device is
+honoured or refused, never replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from app.core.estimation import MemoryEstimate, runtime_overhead_bytes
+from app.core.manager.eviction import choose_victims, eviction_order
+from app.core.manager.placement import (
+    Action,
+    Decision,
+    DeviceRoom,
+    Holding,
+    LedgerView,
+    Placement,
+    PlacementKind,
+    PlacementRequest,
+    Policy,
+    Refusal,
+    Share,
+)
+from app.core.model_spec import ModelMetadata, ModelType
+from app.core.quantization_strategy import Candidate, candidate_levels, estimate_model, level_name, quality_of
+from app.core.units import format_gib
+
+__all__ = ["decide", "retarget", "FP8_MIN_CAPABILITY"]
+
+#: FP8 kernels need Ada, Hopper or newer.
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+def decide(request: PlacementRequest, ledger: LedgerView, policy: Policy) -> Decision | Refusal:
+    """Where and at which level ``request.metadata`` loads now, or why it cannot."""
+    return _Planner(request, ledger, policy).decide()
+
+
+def retarget(placement: Placement, device: str, reason: str) -> Placement:
+    """A whole-GPU placement moved to another GPU (same level, same bytes)."""
+    share = placement.shares[0]._replace(device=device)
+    return dataclasses.replace(placement, shares=(share,), reason=reason)
+
+
+class _Planner:
+    def __init__(self, request: PlacementRequest, ledger: LedgerView, policy: Policy) -> None:
+        self.req = request
+        self.meta: ModelMetadata = request.metadata
+        self._estimates: dict[tuple[str, str], MemoryEstimate] = {}
+        self._candidates: tuple[Candidate, ...] | None = None
+        self.ledger = ledger
+        self.policy = policy
+        self.rooms = ledger.rooms
+        cc_min = self.meta.compute_capability_min
+        self.all_gpus = [r for r in ledger.gpus if r.total_bytes > 0
+                         and (not cc_min or (r.compute_capability or (0, 0)) >= tuple(cc_min))]
+        self.gpus = self.all_gpus
+        if request.device not in (None, "cpu"):
+            self.gpus = [r for r in self.all_gpus if r.device == request.device]
+        self.cpu = self.rooms.get("cpu") or DeviceRoom("cpu", "System RAM", 0, 0, 0)
+        cache = self.meta.estimate_cache
+        layers = cache.get("layers", False)
+        if layers is False:
+            arch = self.meta.estimation_architecture
+            layers = cache["layers"] = arch.layers if arch else None
+        self.layers: int | None = layers
+        self.good: tuple[str, ...]
+        self.low: tuple[str, ...]
+        if request.level is None:
+            self.levels = candidate_levels(self.meta)
+            key = ("quality split", policy.quality_floor_ppl)
+            split = cache.get(key)
+            if split is None:
+                good = [lv for lv in self.levels if quality_of(lv)[0] <= policy.quality_floor_ppl] or list(self.levels)
+                split = cache[key] = (tuple(good), tuple(lv for lv in self.levels if lv not in good))
+            self.good, self.low = split
+        else:
+            self.levels = (level_name(request.level),)
+            self.good, self.low = self.levels, ()
+
+    # --- estimates --------------------------------------------------------------------------------
+    def est(self, level: str, kind: str = "gpu") -> MemoryEstimate:
+        key = (level, kind)
+        est = self._estimates.get(key)
+        if est is None:
+            est = self._estimates[key] = estimate_model(self.meta, level, context=self.req.context, device_kind=kind)
+        return est
+
+    @staticmethod
+    def adds(est: MemoryEstimate, room: DeviceRoom) -> int:
+        own = est.weights.bytes + est.kv_cache.bytes + est.compute.bytes
+        over = est.overhead.bytes - room.runtime_bytes
+        return own + over if over > 0 else own
+
+    @staticmethod
+    def level_ok(level: str, room: DeviceRoom) -> bool:
+        return level != "fp8" or (room.compute_capability or (0, 0)) >= FP8_MIN_CAPABILITY
+
+    def whole(self, level: str, room: DeviceRoom, reason: str) -> Placement:
+        kind: PlacementKind = "gpu" if room.is_gpu else "cpu"
+        est = self.est(level, kind)
+        share = Share(room.device, est.weights_bytes, est.kv_cache_bytes, est.compute_bytes, est.overhead_bytes)
+        layers = self.layers if room.is_gpu else (0 if self.layers else None)
+        return Placement(self.meta.id, level, kind, (share,), est, reason, self.req.context, layers, self.layers,
+                         self.candidates())
+
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every level with whether it fits the roomiest GPU as things are (when the request explains)."""
+        if not self.req.explain:
+            return ()
+        if self._candidates is None:
+            self._candidates = self._all_candidates()
+        return self._candidates
+
+    def _all_candidates(self) -> tuple[Candidate, ...]:
+        best = max(self.gpus, key=lambda r: r.available_bytes, default=None)
+        out = []
+        for lv in self.levels:
+            est = self.est(lv)
+            fits = best is not None and self.level_ok(lv, best) and self.adds(est, best) <= best.available_bytes
+            out.append(Candidate(lv, est, fits, *quality_of(lv)))
+        return tuple(out)
+
+    # --- the steps ----------------------------------------------------------------------------------
+    def decide(self) -> Decision | Refusal:
+        if self.req.device is not None and self.req.device != "cpu" and not self.gpus:
+            return self.no_such_device()
+        return self.first() or self.refuse()
+
+    def first(self) -> Decision | None:
+        """The first step, in policy order, that places the model."""
+        if self.req.device is not None and self.req.device != "cpu" and not self.gpus:
+            return None
+        if self.req.device == "cpu":
+            return self.on_cpu(explicit=True)
+        steps: tuple[Callable[[], Decision | None], ...] = (
+            lambda: self.free_gpu(self.good), self.make_room, self.move, self.split,
+            lambda: self.free_gpu(self.low), self.partial, lambda: self.on_cpu(explicit=False))
+        for step in steps:
+            decision = step()
+            if decision is not None:
+                return decision
+        return None
+
+    def free_gpu(self, levels: Iterable[str]) -> Decision | None:
+        """The best level that fits on a GPU as things are; among GPUs, the one it fills best."""
+        for lv in levels:
+            est = self.est(lv)
+            own = est.weights.bytes + est.kv_cache.bytes + est.compute.bytes
+            over = est.overhead.bytes
+            fp8 = lv == "fp8"
+            fits = []
+            for r in self.gpus:
+                left = r.available_bytes - own - max(0, over - r.runtime_bytes)
+                if left >= 0 and (not fp8 or self.level_ok(lv, r)):
+                    fits.append((left, r))
+            if fits:
+                left, room = min(fits, key=lambda f: (f[0], f[1].device))
+                why = (f"{lv} is the best level that fits on {room.device} as things are, "
+                       f"leaving {format_gib(left, 2)} bookable")
+                if len(fits) > 1:
+                    why += " (the GPU it fills best, so larger models still fit on the others)"
+                return Decision(self.whole(lv, room, why))
+        return None
+
+    def make_room(self) -> Decision | None:
+        """Offload (to RAM) or unload idle, unpinned models on one GPU, as few as policy order allows."""
+        if not self.req.make_room:
+            return None
+        for lv in self.good:
+            est = self.est(lv)
+            best: tuple[int, Decision] | None = None
+            for room in self.gpus:
+                need = self.adds(est, room)
+                short = need - room.available_bytes
+                if not self.level_ok(lv, room) or short <= 0:
+                    continue
+                victims = choose_victims(eviction_order(self.ledger.holdings, device=room.device,
+                                                        exclude=self.meta.id), room.device, short)
+                if not victims:
+                    continue
+                why = (f"to make room for {self.meta.name} at {lv} on {room.device} (needs {format_gib(need, 2)}, "
+                       f"{format_gib(room.available_bytes, 2)} bookable)")
+                actions = self.evictions(victims, room.device, why)
+                disturbed = sum(v.total_bytes for v in victims)
+                placement = self.whole(lv, room, f"{lv} fits on {room.device} once "
+                                       + ", ".join(f"{a.name} is {a.kind}ed" for a in actions))
+                if best is None or disturbed < best[0]:
+                    best = (disturbed, Decision(placement, actions))
+            if best is not None:
+                return best[1]
+        return None
+
+    def evictions(self, victims: list[Holding], device: str, why: str) -> tuple[Action, ...]:
+        ram = self.cpu.available_bytes
+        out = []
+        for v in victims:
+            idle = max(0.0, self.ledger.now - v.last_used)
+            detail = f"{v.model_type.value}, priority {v.priority}, idle {idle:.0f} s"
+            if v.weights_bytes <= ram and device != "cpu":
+                ram -= v.weights_bytes
+                out.append(Action("offload", v.model_id, v.name, device, "cpu", v.bytes_on(device),
+                                  f"offloaded to RAM {why}; chosen as the least valuable ({detail})"))
+            else:
+                out.append(Action("unload", v.model_id, v.name, device, None, v.bytes_on(device),
+                                  f"unloaded {why} (no room in RAM to offload it); chosen as the least valuable "
+                                  f"({detail})"))
+        return tuple(out)
+
+    def move(self) -> Decision | None:
+        """Move one idle model whole to another GPU where it fits, if that makes room."""
+        if not self.req.make_room or len(self.all_gpus) < 2:
+            return None
+        for lv in self.good:
+            est = self.est(lv)
+            best: tuple[int, Decision] | None = None
+            for room in self.gpus:
+                need = self.adds(est, room)
+                short = need - room.available_bytes
+                if not self.level_ok(lv, room) or short <= 0:
+                    continue
+                for h in eviction_order(self.ledger.holdings, device=room.device, exclude=self.meta.id):
+                    p = h.placement
+                    if p is None or p.kind != "gpu" or h.bytes_on(room.device) < short:
+                        continue
+                    for dest in self.all_gpus:
+                        if dest.device == room.device or not self.level_ok(p.level, dest):
+                            continue
+                        if h.compute_capability_min and (dest.compute_capability or (0, 0)) < h.compute_capability_min:
+                            continue
+                        s = p.shares[0]
+                        if s.own_bytes + max(0, s.runtime_bytes - dest.runtime_bytes) > dest.available_bytes:
+                            continue
+                        if best is None or h.total_bytes < best[0]:
+                            why = (f"to make room for {self.meta.name} at {lv} on {room.device} "
+                                   f"(needs {format_gib(need, 2)}, {format_gib(room.available_bytes, 2)} bookable); "
+                                   f"{dest.device} has room for it")
+                            action = Action("move", h.model_id, h.name, room.device, dest.device,
+                                            h.bytes_on(room.device), f"moved {why}")
+                            placement = self.whole(lv, room, f"{lv} fits on {room.device} once {h.name} moves to "
+                                                   f"{dest.device}")
+                            best = (h.total_bytes, Decision(placement, (action,)))
+            if best is not None:
+                return best[1]
+        return None
+
+    def split(self) -> Decision | None:
+        """Layers across several GPUs (each holds its own compute buffer and runtime context)."""
+        if self.req.device is not None or not self.layers or len(self.gpus) < 2:
+            return None
+        layers = self.layers
+        for lv in self.good:
+            est = self.est(lv)
+            rooms = sorted((r for r in self.gpus if self.level_ok(lv, r)), key=lambda r: -r.available_bytes)
+            per = (est.weights_bytes + est.kv_cache_bytes) // layers
+            left, counts = layers, []
+            for r in rooms:
+                if left <= 0:
+                    break
+                fixed = est.compute_bytes + max(0, est.overhead_bytes - r.runtime_bytes)
+                n = min(left, max(0, (r.available_bytes - fixed) // per)) if per > 0 else left
+                if n > 0:
+                    counts.append((r.device, int(n)))
+                    left -= n
+            if left > 0 or len(counts) < 2:
+                continue
+            shares = self.layer_shares(est, counts, est.overhead_bytes)
+            text = ", ".join(f"{n} on {d}" for d, n in counts)
+            reason = f"{lv} is the best level that fits across {len(counts)} GPUs: {text} of {layers} layers"
+            return Decision(Placement(self.meta.id, lv, "split", shares, est, reason, self.req.context, layers, layers,
+                                      self.candidates()))
+        return None
+
+    def layer_shares(self, est: MemoryEstimate, counts: list[tuple[str, int]], runtime: int) -> tuple[Share, ...]:
+        layers = self.layers or 1
+        return tuple(Share(d, est.weights_bytes * n // layers, est.kv_cache_bytes * n // layers, est.compute_bytes,
+                           runtime, n) for d, n in counts)
+
+    def partial(self) -> Decision | None:
+        """Some layers on one GPU, the rest in RAM (runtimes that offload layers: LLMs)."""
+        explicit = self.req.device is not None
+        if (not self.policy.allow_partial or not self.layers or self.meta.model_type != ModelType.LLM
+                or not self.gpus or self.req.allow_cpu is False or (explicit and self.req.allow_cpu is not True)):
+            return None
+        layers = self.layers
+        room = max(self.gpus, key=lambda r: r.available_bytes)
+        cpu_runtime = runtime_overhead_bytes("cpu")[0]
+        options: list[tuple[str, int, float, tuple[Share, ...]]] = []
+        for lv in self.levels:
+            if not self.level_ok(lv, room):
+                continue
+            est = self.est(lv)
+            per = (est.weights_bytes + est.kv_cache_bytes) // layers
+            fixed = est.compute_bytes + max(0, est.overhead_bytes - room.runtime_bytes)
+            n = layers if per <= 0 else max(0, min(layers - 1, (room.available_bytes - fixed) // per))
+            if n <= 0:
+                continue
+            gpu = self.layer_shares(est, [(room.device, int(n))], est.overhead_bytes)[0]
+            rest = Share("cpu", est.weights_bytes - gpu.weights_bytes, est.kv_cache_bytes - gpu.kv_cache_bytes, 0,
+                         cpu_runtime, layers - int(n))
+            if rest.own_bytes + max(0, cpu_runtime - self.cpu.runtime_bytes) > self.cpu.available_bytes:
+                continue
+            options.append((lv, int(n), quality_of(lv)[0], (gpu, rest)))
+        if not options:
+            return None
+        # The best level that keeps at least half the layers on the GPU; else the most layers at a
+        # good level; else the most layers.
+        half = [o for o in options if o[1] >= layers / 2]
+        good = [o for o in options if o[2] <= self.policy.quality_floor_ppl]
+        lv, n, _, shares = half[0] if half else max(good or options, key=lambda o: o[1])
+        reason = (f"{lv} does not fit {room.device} whole: {n} of {layers} layers on the GPU, "
+                  f"the rest in RAM (slower)")
+        return Decision(Placement(self.meta.id, lv, "partial", shares, self.est(lv), reason, self.req.context, n,
+                                  layers, self.candidates()))
+
+    def on_cpu(self, *, explicit: bool) -> Decision | None:
+        allowed = explicit or self.req.allow_cpu is True or (self.req.allow_cpu is None and not self.all_gpus)
+        if not allowed:
+            return None
+        for lv in self.levels:
+            if lv == "fp8":
+                continue
+            est = self.est(lv, "cpu")
+            if self.adds(est, self.cpu) <= self.cpu.available_bytes:
+                if explicit:
+                    why = f"{lv} is the best level that fits in RAM, on the CPU as requested"
+                elif self.all_gpus:
+                    why = f"no GPU has room; {lv} runs on the CPU from RAM, as allowed (slower)"
+                else:
+                    why = f"no GPU; {lv} runs on the CPU from RAM"
+                return Decision(self.whole(lv, self.cpu, why))
+        return None
+
+    # --- refusals -----------------------------------------------------------------------------------
+    def no_such_device(self) -> Refusal:
+        known = ", ".join([r.device for r in self.all_gpus] + ["cpu"])
+        gone = self.rooms.get(self.req.device or "")
+        why = (f"{self.req.device} is lost or not usable now" if gone is not None
+               else f"no device {self.req.device!r}")
+        if gone is not None and gone.total_bytes > 0 and self.meta.compute_capability_min:
+            why = f"{self.meta.name} needs compute capability {'.'.join(map(str, self.meta.compute_capability_min))}+"
+        return Refusal(self.meta.id, self.req.level, self.req.device, 0, 0, f"{why}; choose one of: {known}",
+                       alternatives=self.candidates())
+
+    def refuse(self) -> Refusal:
+        smallest = min(self.levels, key=lambda lv: self.est(lv).total_bytes)
+        kind = "cpu" if self.req.device == "cpu" or not self.gpus else "gpu"
+        est = self.est(smallest, kind)
+        room = self.cpu if kind == "cpu" else max(self.gpus, key=lambda r: r.available_bytes - self.adds(est, r))
+        need = self.adds(est, room)
+        where = "RAM" if kind == "cpu" else room.device
+        if self.req.level is not None and smallest == self.req.level and kind == "gpu" \
+                and not self.level_ok(smallest, room):
+            reason = (f"{self.meta.name} at {smallest} needs FP8 kernels (compute capability 8.9+); "
+                      f"{room.device} has {'.'.join(map(str, room.compute_capability or (0, 0)))}")
+        else:
+            level_text = f"at {smallest}" if self.req.level is not None else f"even at {smallest}"
+            reason = (f"{self.meta.name} {level_text} needs {format_gib(need, 2)} on {where}; "
+                      f"{format_gib(room.available_bytes, 2)} is bookable there "
+                      f"({format_gib(room.margin_bytes, 2)} kept free)")
+            if not self.req.make_room:
+                reason += "; nothing else was touched (make_room is off)"
+        return Refusal(self.meta.id, self.req.level or smallest, room.device, need, room.available_bytes, reason,
+                       self.options(), est, self.candidates())
+
+    def options(self) -> tuple[str, ...]:
+        """What would work instead: each relaxation of the request the planner accepts."""
+        out: list[str] = []
+        tries = []
+        if not self.req.make_room:
+            tries.append(("with make_room", dataclasses.replace(self.req, make_room=True)))
+        if self.req.level is not None:
+            tries.append(("another level", dataclasses.replace(self.req, level=None)))
+        if self.req.device is not None:
+            tries.append(("another device", dataclasses.replace(self.req, device=None)))
+        if self.req.allow_cpu is not True and self.req.device != "cpu":
+            tries.append(("with allow_cpu", dataclasses.replace(self.req, allow_cpu=True, device=None)))
+        for label, req in tries:
+            decision = _Planner(req, self.ledger, self.policy).first()
+            if decision is not None:
+                text = f"{label}: {decision.describe()}"
+                if text not in out:
+                    out.append(text)
+        return tuple(out)
