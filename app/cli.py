@@ -187,48 +187,60 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """What the manager would do now: the same planner, margins and ledger (its preload list held)."""
+    import dataclasses
+
     from app.core.estimation import UnknownQuantizationError
-    from app.core.quantization_strategy import PlacementError, QuantizationStrategy, estimate_model
+    from app.core.manager.placement import Decision
     from app.core.units import format_gib
 
-    registry = _registry()
-    model = _find_model(registry, args.model)
     with _profiler(args.simulate) as profiler:
-        profile = profiler.get_profile()
-    strategy = QuantizationStrategy()
-    try:
-        plan = strategy.plan(model, profile, preferred=args.quant, device=args.device, context=args.context,
-                             kv_dtype=args.kv_dtype)
-        doc = plan.to_dict()
-        code = EXIT_OK if plan.placement != "none" else EXIT_NO_FIT
-    except UnknownQuantizationError as err:
-        raise CliError(str(err)) from err
-    except PlacementError as err:
-        if not err.needed_bytes:
+        manager = _manager(profiler)
+        model = _find_model(manager.model_registry, args.model)
+        known = [d for d in manager.devices()]
+        if args.device is not None and args.device not in known:
+            raise CliError(f"no device {args.device!r} here; choose one of: {', '.join(known)}")
+        try:
+            request = manager.request(model.id, args.quant, args.device, context=args.context, explain=True)
+        except UnknownQuantizationError as err:
             raise CliError(str(err)) from err
-        est = estimate_model(model, err.level, context=args.context, kv_dtype=args.kv_dtype,
-                             device_kind="cpu" if err.device == "cpu" else "gpu")
-        doc = {"model_id": model.id, "quantization": err.level, "estimate": est.to_dict(), "device": err.device,
-               "placement": "none", "fits": False, "gpu_layers": None,
-               "headroom_bytes": err.available_bytes - err.needed_bytes, "available_bytes": err.available_bytes,
-               "needed_bytes": err.needed_bytes, "reason": str(err), "alternatives": []}
+        answer = manager.decide(dataclasses.replace(request, kv_dtype=args.kv_dtype))
+    if isinstance(answer, Decision):
+        room = next((r for r in manager.ledger_view(exclude=(model.id,)).devices
+                     if r.device == answer.placement.home_device), None)
+        doc = answer.to_dict(room.available_bytes if room else None)
+        doc["available_bytes"] = room.available_bytes if room else 0
+        code = EXIT_OK
+    else:
+        doc = answer.to_dict()
         code = EXIT_NO_FIT
     if args.json:
         _dump(doc)
         return code
     print(f"{model.name} ({model.id})")
     print(f"  {doc['reason']}")
-    print(f"  level {doc['quantization']} on {doc['device']}"
-          + (f", {doc['gpu_layers']} GPU layers" if doc["placement"] == "partial" else ""))
+    if doc["fits"]:
+        print(f"  level {doc['quantization']} on {doc['device']} ({doc['placement']})"
+              + (f", {doc['gpu_layers']} GPU layers" if doc["placement"] == "partial" else ""))
+        for action in doc["actions"]:
+            print(f"  first: {action['action']} {action['model_id']} — {action['reason']}")
+    else:
+        for option in doc.get("options", []):
+            print(f"  option: {option}")
     est = doc["estimate"]
-    for key, label in (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"), ("overhead", "overhead")):
-        print(f"    {label:<9}{format_gib(est[key + '_bytes'], 2):>11}  {est['explanations'][key]}")
-    print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   available {format_gib(doc['available_bytes'], 2)}")
+    if est:
+        for key, label in (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"),
+                           ("overhead", "overhead")):
+            print(f"    {label:<9}{format_gib(est[key + '_bytes'], 2):>11}  {est['explanations'][key]}")
+        print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   bookable {format_gib(doc['available_bytes'], 2)}"
+              f" (after the {format_gib(manager.safety_margin(doc['device'].split('+')[0] or 'cpu'), 2)} "
+              "safety margin)")
     if doc["alternatives"]:
         print("  alternatives:")
         for alt in doc["alternatives"]:
             mark = "fits" if alt["fits"] else "too big"
-            print(f"    {alt['quantization']:<10}{format_gib(alt['total_bytes'], 2):>11}  {mark:<8} {alt['quality_note']}")
+            print(f"    {alt['quantization']:<10}{format_gib(alt['total_bytes'], 2):>11}  {mark:<8} "
+                  f"{alt['quality_ppl']:+.3f} ppl")
     return code
 
 
@@ -376,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--quant", metavar="Q", help="insist on this level (checked, never silently accepted)")
     plan.add_argument("--context", type=_positive(int), default=None, metavar="N", help="context tokens (default 4096)")
     plan.add_argument("--kv-dtype", default="f16", metavar="T", help="KV cache type: f16, q8_0, q4_0 …")
-    plan.add_argument("--device", metavar="D", help="cuda:N or cpu (default: the GPU with most free memory)")
+    plan.add_argument("--device", metavar="D", help="cuda:N or cpu: honoured or refused (default: ModelDeck chooses)")
     plan.add_argument("--simulate", metavar="SPEC", help=simulate_help)
     plan.add_argument("--json", action="store_true", help="print one JSON document")
     plan.set_defaults(func=cmd_plan)

@@ -126,6 +126,9 @@ class MainWindow(QMainWindow):
         self.restored_geometry = False
         self.panel = ResourcePanel(sampler, registry, manager=manager, parent=self)
         self.setCentralWidget(self.panel)
+        if settings is not None:  # "Don't ask again" before a load moves other models
+            self.panel.confirm_moves = str(settings.value("confirm/moves", "true")).lower() != "false"
+            self.panel.sigConfirmMovesChanged.connect(lambda on: settings.setValue("confirm/moves", on))
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
         self._build_menus()
         for problem in getattr(registry, "problems", []):
@@ -236,7 +239,7 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     apply_color_scheme(app)
     app.styleHints().colorSchemeChanged.connect(lambda scheme: apply_color_scheme(app, scheme))
 
-    from app.core.model_resource_manager import ModelResourceManager
+    from app.core.model_resource_manager import ModelResourceManager, SimulatedLoader
     from app.core.settings import SettingsError, load_settings
 
     try:
@@ -247,7 +250,9 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     profiler = HardwareProfiler(simulate=simulate)
     sampler = Sampler(profiler, interval_s=interval_s)
     registry = ModelRegistry()
-    manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings())
+    # Simulated GPUs get the simulated runtime: a load shows in their measured memory.
+    manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings(),
+                                   loader=SimulatedLoader.for_profiler(profiler))
     sampler.sampled.connect(manager.tick)  # measurements feed the ledger; keep-alive runs on each sample
     window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
     for problem in manager.preload():
@@ -307,24 +312,29 @@ def screenshot(out: str, simulate: str | None, size: tuple[int, int]) -> int:
     clock = ManualClock()
     profiler = demo_profiler(simulate, clock)
     sampler = Sampler(profiler, interval_s=1.0, clock=clock)
-    for _ in range(120):
-        sampler.tick()
-        clock.advance(1.0)
-    from app.core.model_resource_manager import ModelResourceManager
+    from app.core.model_resource_manager import ModelResourceManager, SimulatedLoader
 
     registry = ModelRegistry(user_store=None)
-    manager = ModelResourceManager(profiler=profiler, registry=registry, clock=clock)
+    manager = ModelResourceManager(profiler=profiler, registry=registry, clock=clock,
+                                   loader=SimulatedLoader.for_profiler(profiler))
+    for _ in range(90):
+        sampler.tick()
+        clock.advance(1.0)
     window = MainWindow(sampler, registry, manager=manager)
     window.panel.set_window(TIME_WINDOWS["1 min"])
     window.show()
     QApplication.processEvents()
-    # A typical pair booked on the first GPU, so the graphs show what ModelDeck holds.
+    # A typical pair loaded on the first GPU half a minute ago: the measured curve rises by what
+    # the simulated runtime holds, under the bands of what ModelDeck booked.
     for model_id, level in (("mistralai/Ministral-8B-Instruct-2410", "Q4_K_M"),
                             ("stable-diffusion-v1-5/stable-diffusion-v1-5", "fp16")):
         try:
             manager.load(model_id, level, "cuda:0")
         except Exception as err:  # noqa: BLE001 - a small simulated card may not hold them
             window.statusBar().showMessage(f"could not book {model_id}: {err}")
+    for _ in range(30):
+        sampler.tick()
+        clock.advance(1.0)
     QApplication.processEvents()
     sample = registry.search("Ministral 8B", limit=1) or registry.list_models()[:1]
     if sample:

@@ -229,8 +229,8 @@ class ModelResourceManager:
                 explain: bool = False) -> PlacementRequest:
         """A placement request with the manager's defaults (``make_room``: the settings' auto_swap)."""
         return PlacementRequest(self._resolve(model_id), level_name(level) if level is not None else None, device,
-                                context, self.settings.auto_swap if make_room is None else make_room, allow_cpu,
-                                explain)
+                                context, make_room=self.settings.auto_swap if make_room is None else make_room,
+                                allow_cpu=allow_cpu, explain=explain)
 
     def decide(self, request: PlacementRequest) -> Decision | Refusal:
         """The planner's answer for ``request`` against this manager's ledger now."""
@@ -385,9 +385,9 @@ class ModelResourceManager:
     async def aoffload(self, model_id: str, *, reason: str = "offloaded on request") -> LoadedModel:
         return await Lifecycle.arun(self._life.offload(self._id(model_id), reason))
 
-    def _restore_room(self, model_id: str) -> Callable[[Placement], Any]:
+    def _restore_room(self, model_id: str, allowed: bool | None) -> Callable[[Placement], Any]:
         def make_room(placement: Placement) -> Any:
-            if not self.settings.auto_swap:
+            if not (self.settings.auto_swap if allowed is None else allowed):
                 return None
             req = PlacementRequest(self._resolve(model_id), placement.level,
                                    placement.home_device if placement.kind == "gpu" else None, placement.context)
@@ -397,15 +397,16 @@ class ModelResourceManager:
             return answer if isinstance(answer, Refusal) else None
         return make_room
 
-    def restore(self, model_id: str) -> LoadedModel:
-        """Bring an offloaded model back to its GPU(s), making room by the policy if needed."""
+    def restore(self, model_id: str, *, make_room: bool | None = None) -> LoadedModel:
+        """Bring an offloaded model back to its GPU(s); ``make_room`` (default: the settings'
+        auto_swap) lets the policy offload or unload idle models first."""
         self._sync("restore", "offload", "unload")
         mid = self._id(model_id)
-        return Lifecycle.run(self._life.restore(mid, self._restore_room(mid)))
+        return Lifecycle.run(self._life.restore(mid, self._restore_room(mid, make_room)))
 
-    async def arestore(self, model_id: str) -> LoadedModel:
+    async def arestore(self, model_id: str, *, make_room: bool | None = None) -> LoadedModel:
         mid = self._id(model_id)
-        return await Lifecycle.arun(self._life.restore(mid, self._restore_room(mid)))
+        return await Lifecycle.arun(self._life.restore(mid, self._restore_room(mid, make_room)))
 
     def move(self, model_id: str, device: str, *, reason: str = "moved on request") -> LoadedModel:
         """Move a model loaded whole on one GPU to another GPU."""

@@ -1,7 +1,8 @@
 """LoadedModelsTable: what the manager holds, and the buttons to free memory.
 
 One row per model the manager holds: device, level, what ModelDeck booked for it, its state and
-the keep-alive countdown. Evict, offload to the CPU, restore and pin act on the selected rows; a
+the keep-alive countdown. Evict, offload to the CPU, restore and pin act on the selected rows the
+manager allows them on (``allowed_actions``: a pinned model is left as it is, and says so); a
 summary line per device sets what ModelDeck booked against what the driver measures for this
 process, so the allocator's view and the card's can be compared.
 
@@ -29,7 +30,8 @@ _TIPS = (
     "The model's name (its id is in the tooltip of each row)",
     "Where it is loaded: cuda:N, cpu, or cuda:N+cpu when its layers are split",
     "The quantization level it was loaded at",
-    "Memory ModelDeck booked for it (weights, KV cache, compute buffer, runtime overhead)",
+    "Memory ModelDeck booked for it alone (weights, KV cache, compute buffer); the runtime context is "
+    "booked once per device for all models and shown in the summary below",
     "loading, loaded, busy (working: cannot be evicted), offloaded (in RAM), failed",
     "Time left before an idle model is unloaded; 'never' for pinned models or keep-alive -1",
 )
@@ -178,12 +180,14 @@ class LoadedModelsTable(QWidget):
 
     def _refresh_summary(self, *_: Any) -> None:
         parts = []
-        for ledger in self._manager.memory_allocator.snapshot():
+        for ledger in self._manager.ledgers():
             if ledger.reserved_bytes == 0:
                 continue
             measured = ("driver cannot say" if ledger.measured_ours_bytes is None
                         else f"this process holds {format_gib(ledger.measured_ours_bytes, 2)}")
-            parts.append(f"{ledger.device}: booked {format_gib(ledger.reserved_bytes, 2)} · {measured} · "
+            shared = (f" ({format_gib(ledger.runtime_bytes, 2)} shared runtime)"
+                      if ledger.runtime_bytes else "")
+            parts.append(f"{ledger.device}: booked {format_gib(ledger.reserved_bytes, 2)}{shared} · {measured} · "
                          f"{format_gib(ledger.available_bytes, 2)} still bookable")
         self.summary.setText("\n".join(parts) if parts else "No memory booked by ModelDeck.")
 
@@ -195,22 +199,30 @@ class LoadedModelsTable(QWidget):
         rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
         return [self.model.row(r) for r in rows if r < self.model.rowCount()]
 
+    def _allowed(self) -> dict[str, frozenset[str]]:
+        return {m.model_id: self._manager.allowed_actions(m.model_id) for m in self._selected()}
+
     def _update_buttons(self) -> None:
         sel = self._selected()
-        states = {m.state for m in sel}
-        self.evict_button.setEnabled(bool(sel) and ModelState.BUSY not in states)
-        self.offload_button.setEnabled(bool(sel) and states <= {ModelState.LOADED}
-                                       and all(m.device != "cpu" for m in sel))
-        self.restore_button.setEnabled(bool(sel) and states == {ModelState.OFFLOADED})
+        allowed = self._allowed()
+        any_allows = lambda action: any(action in a for a in allowed.values())  # noqa: E731
+        self.evict_button.setEnabled(any_allows("unload"))
+        self.offload_button.setEnabled(any_allows("offload"))
+        self.restore_button.setEnabled(any_allows("restore"))
         self.pin_button.setEnabled(bool(sel))
         self.pin_button.setText("Unpin" if sel and all(m.pinned for m in sel) else "Pin")
 
     # --- acting -----------------------------------------------------------------------------------
-    def _each(self, verb: str, action: Callable[[str], Any]) -> None:
+    def _each(self, verb: str, action: str, call: Callable[[str], Any]) -> None:
+        """Do ``call`` to each selected model the manager allows ``action`` on; say what was left and why."""
         done, failed = [], []
-        for mid in self.selected_ids():
+        for mid, allowed in self._allowed().items():
+            if action not in allowed:
+                why = "pinned: unpin it first" if "unpin" in allowed else f"{self._manager.state_of(mid).value} now"
+                failed.append(f"{mid}: {why}")
+                continue
             try:
-                action(mid)
+                call(mid)
                 done.append(mid)
             except Exception as err:  # noqa: BLE001 - every refusal is shown, none crashes the view
                 failed.append(f"{mid}: {err}")
@@ -221,17 +233,19 @@ class LoadedModelsTable(QWidget):
         self.refresh()
 
     def evict_selected(self) -> None:
-        self._each("Evicted", lambda mid: self._manager.unload(mid, reason="evicted from the dashboard"))
+        self._each("Evicted", "unload", lambda mid: self._manager.unload(mid, reason="evicted from the dashboard"))
 
     def offload_selected(self) -> None:
-        self._each("Offloaded", lambda mid: self._manager.offload(mid, reason="offloaded from the dashboard"))
+        self._each("Offloaded", "offload",
+                   lambda mid: self._manager.offload(mid, reason="offloaded from the dashboard"))
 
     def restore_selected(self) -> None:
-        self._each("Restored", self._manager.restore)
+        # Never makes room by itself: a restore that needs others moved is refused with the options.
+        self._each("Restored", "restore", lambda mid: self._manager.restore(mid, make_room=False))
 
     def toggle_pin_selected(self) -> None:
         pin = not all(m.pinned for m in self._selected())
-        self._each("Pinned" if pin else "Unpinned", lambda mid: self._manager.pin(mid, pin))
+        self._each("Pinned" if pin else "Unpinned", "pin" if pin else "unpin", lambda mid: self._manager.pin(mid, pin))
 
     # --- visibility --------------------------------------------------------------------------------
     def showEvent(self, event: Any) -> None:  # noqa: N802

@@ -1,9 +1,11 @@
 """QuantizationDialog: every level a model can load at, what each costs, and where it fits.
 
-Fit is judged as the strategy judges it: a device's free bytes minus the strategy's headroom
-(``gpu_headroom_bytes`` on a GPU, ``ram_headroom_bytes`` in RAM). Context length (LLMs) or
-resolution and batch (image and video models) change the estimates as the user types. The
-strategy's own choice is preselected; OK returns ``(level, device, context)``.
+Every fit shown is the core planner's answer against the manager's ledger (what is booked counts,
+the safety margin is kept): per level and device as things are, touching nothing; and, for the
+selected level and device, what loading would really do — including any model it would offload,
+unload or move, named before anything happens. "Best placement" lets the planner choose the
+device (a split across GPUs, or layers in RAM, when that is its answer). OK returns that
+:class:`Decision`: the very object the manager then books.
 """
 
 from __future__ import annotations
@@ -19,37 +21,28 @@ from PySide6.QtWidgets import (
 
 from app.core.estimation import MemoryEstimate
 from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.placement import Decision, DeviceRoom, Refusal
 from app.core.model_registry import ModelType
-from app.core.quantization_strategy import (
-    EstimateUnavailable, QuantizationStrategy, candidate_levels, estimate_model, quality_of,
-)
+from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy, candidate_levels, estimate_model, quality_of
 from app.core.units import format_gib
+from app.widgets.planning import Answer, ViewPlanner
 from app.widgets.registry_browser import breakdown_lines, monospace_font
 from app.widgets.registry_table_model import params_label
 
-__all__ = ["QuantizationDialog", "DeviceRoom"]
+__all__ = ["QuantizationDialog", "BEST_PLACEMENT"]
 
 _FITS = QColor(22, 163, 74, 60)
 _SHORT = QColor(220, 38, 38, 60)
 _IMAGE_TYPES = (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO)
+#: The device choice that lets the planner decide (split, partial, another GPU).
+BEST_PLACEMENT = "best"
 
 
-class DeviceRoom:
-    """A device and the bytes a model may use on it now (free minus the strategy's headroom)."""
-
-    __slots__ = ("device", "label", "usable_bytes")
-
-    def __init__(self, device: str, label: str, usable_bytes: int) -> None:
-        self.device, self.label, self.usable_bytes = device, label, usable_bytes
-
-
-def device_rooms(profile: HardwareProfile, strategy: QuantizationStrategy, model_id: str | None = None) -> list[DeviceRoom]:
-    """Usable bytes per device as the strategy sees them (with a manager: what its ledger allows)."""
-    usable = strategy.usable_bytes(profile, model_id)
-    rooms = [DeviceRoom(g.device_id, f"GPU {g.index}", usable.get(g.device_id, 0))
-             for g in profile.gpus if not g.lost and g.mig_parent is None]
-    rooms.append(DeviceRoom("cpu", "CPU (RAM)", usable.get("cpu", 0)))
-    return rooms
+def _label(room: DeviceRoom, profile: HardwareProfile) -> str:
+    if not room.is_gpu:
+        return "CPU (RAM)"
+    gpu = next((g for g in profile.gpus if g.device_id == room.device), None)
+    return f"GPU {gpu.index}" if gpu is not None else room.device
 
 
 class QuantizationDialog(QDialog):
@@ -57,15 +50,23 @@ class QuantizationDialog(QDialog):
 
     FIXED_COLUMNS = ("Level", "Total", "Weights", "KV cache", "Runtime")
 
-    def __init__(self, metadata: Any, profile: HardwareProfile, strategy: QuantizationStrategy | None = None,
-                 *, context: int | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, metadata: Any, profile: HardwareProfile,
+                 planner: ViewPlanner | QuantizationStrategy | None = None, *, context: int | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._meta = metadata
         self._profile = profile
-        self._strategy = strategy or QuantizationStrategy()
+        if not isinstance(planner, ViewPlanner):
+            planner = ViewPlanner(None, strategy=planner, profile=profile)
+            planner.observe(profile)
+        self._planner = planner
         self._levels = candidate_levels(metadata)
-        self._rooms = device_rooms(profile, self._strategy, getattr(metadata, "id", None))
+        self._rooms = tuple(r for r in planner.rooms(exclude=getattr(metadata, "id", None))
+                            if not r.is_gpu or r.total_bytes > 0)
         self._estimates: dict[tuple[str, str], MemoryEstimate] = {}
+        #: (level, device) -> the planner's answer as things are; (level, device or BEST) -> what Load would do.
+        self._cells: dict[tuple[str, str], Answer] = {}
+        self._decision: Answer | None = None
         self.setWindowTitle(f"Load {metadata.name}")
         self.setMinimumWidth(720)
 
@@ -93,18 +94,22 @@ class QuantizationDialog(QDialog):
         self.batch_spin.setValue(1)
         self.batch_spin.setToolTip("Images generated at once.")
         self.device_combo = QComboBox()
+        self.device_combo.addItem("Best placement (ModelDeck chooses)", BEST_PLACEMENT)
         for room in self._rooms:
             name = next((g.name for g in profile.gpus if g.device_id == room.device), "system memory")
-            self.device_combo.addItem(f"{room.device} · {name} ({format_gib(room.usable_bytes)} usable)", room.device)
-        self.device_combo.setToolTip("Usable = free now minus the headroom ModelDeck keeps free.")
+            self.device_combo.addItem(f"{room.device} · {name} ({format_gib(room.available_bytes)} bookable)",
+                                      room.device)
+        self.device_combo.setToolTip("Bookable = free now, less what ModelDeck booked and its safety margin. "
+                                     "A device you choose is used or refused, never replaced.")
         self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
         self.table = QTableWidget(0, len(self.FIXED_COLUMNS) + len(self._rooms) + 1)
         self.table.setHorizontalHeaderLabels(
-            [*self.FIXED_COLUMNS, *(r.label for r in self._rooms), "Quality"])
+            [*self.FIXED_COLUMNS, *(_label(r, profile) for r in self._rooms), "Quality"])
         for i, room in enumerate(self._rooms):
             item = self.table.horizontalHeaderItem(len(self.FIXED_COLUMNS) + i)
-            item.setToolTip(f"{room.device}: {format_gib(room.usable_bytes, 2)} usable now")
+            item.setToolTip(f"{room.device}: {format_gib(room.available_bytes, 2)} bookable now, "
+                            f"{format_gib(room.margin_bytes, 2)} kept free")
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -118,6 +123,7 @@ class QuantizationDialog(QDialog):
 
         self.fit_label = QLabel()
         self.fit_label.setWordWrap(True)
+        self.fit_label.setTextFormat(Qt.TextFormat.PlainText)
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)
         self.detail.setFont(monospace_font(self.font()))
@@ -163,14 +169,25 @@ class QuantizationDialog(QDialog):
         return self._levels[rows[0].row()] if rows else None
 
     def selected_device(self) -> str:
+        """A device id, or :data:`BEST_PLACEMENT` (the planner chooses)."""
         return str(self.device_combo.currentData())
 
     def context(self) -> int | None:
         return self.context_spin.value() if self._is_llm else None
 
+    def decision(self) -> Decision | None:
+        """What Load does: the planner's Decision for the selected level and device (None: it cannot)."""
+        return self._decision if isinstance(self._decision, Decision) else None
+
+    def answer(self) -> Answer | None:
+        """The planner's answer for the selection: a Decision, or a Refusal with its numbers."""
+        return self._decision
+
     def selection(self) -> tuple[str | None, str, int | None]:
-        """(level, device, context) — what OK means."""
-        return self.selected_level(), self.selected_device(), self.context()
+        """(level, device, context) as loaded: the device the decision uses."""
+        decision = self.decision()
+        device = decision.placement.device if decision else self.selected_device()
+        return self.selected_level(), device, self.context()
 
     def options(self) -> dict[str, int]:
         """The estimate's inputs beyond the level: context, or width / height / batch."""
@@ -193,36 +210,53 @@ class QuantizationDialog(QDialog):
     def estimate(self, level: str, device: str) -> MemoryEstimate | None:
         return self._estimates.get((level, "cpu" if device == "cpu" else "gpu"))
 
+    def fit(self, level: str, device: str) -> Answer | None:
+        """The planner's answer for ``level`` on ``device`` as things are (nothing else touched)."""
+        return self._cells.get((level, device))
+
     def shortfall(self, level: str, device: str) -> int:
-        """Bytes missing for ``level`` on ``device`` (0 or less: it fits)."""
-        est = self.estimate(level, device)
-        room = next(r for r in self._rooms if r.device == device)
-        return (est.total_bytes if est else 0) - room.usable_bytes
+        """Bytes missing for ``level`` on ``device`` as things are (0 or less: it fits, by that much spare)."""
+        answer = self.fit(level, device)
+        if isinstance(answer, Refusal):
+            return answer.needed_bytes - answer.available_bytes
+        if isinstance(answer, Decision):
+            room = next(r for r in self._rooms if r.device == device)
+            share = answer.placement.shares[0]
+            adds = share.own_bytes + max(0, share.runtime_bytes - room.runtime_bytes)
+            return adds - room.available_bytes
+        return 0
 
     # --- internals ---------------------------------------------------------------------------------
+    def _ask(self, level: str | None, device: str | None, *, make_room: bool | None, allow_cpu: bool | None) -> Answer:
+        opts = self.options()
+        return self._planner.decide(self._meta, level=level, device=device, context=opts.get("context"),
+                                    width=opts.get("width"), height=opts.get("height"), batch=opts.get("batch"),
+                                    make_room=make_room, allow_cpu=allow_cpu)
+
     def _preselect(self) -> None:
         try:
-            plan = self._strategy.plan(self._meta, self._profile, context=self.context())
-        except Exception:  # noqa: BLE001 - no plan: leave the first row and device
-            if self._levels:
-                self.table.selectRow(0)
-            return
-        self.select_device(plan.device.split("+")[0])
-        self.select_level(plan.quantization)
+            answer = self._ask(None, None, make_room=None, allow_cpu=None)
+        except EstimateUnavailable:
+            answer = None
+        self.select_device(BEST_PLACEMENT)
+        if isinstance(answer, Decision):
+            self.select_level(answer.placement.level)
         if self.selected_level() is None and self._levels:
             self.table.selectRow(0)
 
     def _estimate_all(self) -> str | None:
         self._estimates.clear()
-        kw: dict[str, Any] = {}
-        if self._is_llm:
-            kw["context"] = self.context_spin.value()
-        if self._is_image:
-            kw.update(width=self.width_spin.value(), height=self.height_spin.value(), batch=self.batch_spin.value())
+        self._cells.clear()
+        opts = self.options()
         try:
             for level in self._levels:
                 for kind in ("gpu", "cpu"):
-                    self._estimates[(level, kind)] = estimate_model(self._meta, level, device_kind=kind, **kw)
+                    self._estimates[(level, kind)] = estimate_model(
+                        self._meta, level, device_kind=kind, context=opts.get("context"), width=opts.get("width"),
+                        height=opts.get("height"), batch=opts.get("batch"))
+                for room in self._rooms:
+                    self._cells[(level, room.device)] = self._ask(level, room.device, make_room=False,
+                                                                  allow_cpu=not room.is_gpu)
         except EstimateUnavailable as err:
             return str(err)
         return None
@@ -244,14 +278,17 @@ class QuantizationDialog(QDialog):
             for col, text in enumerate(values):
                 self._set_cell(row, col, text, "\n".join(est.explain()) if col else None)
             for i, room in enumerate(self._rooms):
+                answer = self.fit(level, room.device)
                 short = self.shortfall(level, room.device)
-                if short <= 0:
+                if isinstance(answer, Refusal) and answer.cause != "memory":
+                    text, color, tip = "no FP8 kernels" if answer.cause == "capability" else "no", _SHORT, answer.reason
+                elif short <= 0:
                     text, color = f"fits, {format_gib(-short)} spare", _FITS
+                    tip = f"{room.device}: {format_gib(room.available_bytes, 2)} bookable now"
                 else:
                     text, color = f"short {format_gib(short)}", _SHORT
-                self._set_cell(row, n_fixed + i, text,
-                               f"{room.device}: needs {format_gib(short + room.usable_bytes, 2)}, "
-                               f"{format_gib(room.usable_bytes, 2)} usable", color)
+                    tip = answer.message() if isinstance(answer, Refusal) else ""
+                self._set_cell(row, n_fixed + i, text, tip, color)
             ppl, note = quality_of(level)
             measured = note.endswith("quantize table)")
             self._set_cell(row, n_fixed + len(self._rooms), f"{'' if measured else '≈'}{ppl:+.3f} ppl",
@@ -275,21 +312,33 @@ class QuantizationDialog(QDialog):
 
     def _update_detail(self) -> None:
         level, device = self.selected_level(), self.selected_device()
+        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         if level is None or not self._estimates:
             self.detail.setPlainText("")
             self.fit_label.setText("Select a level.")
+            self._decision = None
+            ok.setEnabled(False)
             return
-        est = self.estimate(level, device)
-        if est is None:
+        answer = self._ask(level, None if device == BEST_PLACEMENT else device, make_room=None, allow_cpu=None)
+        self._decision = answer
+        if isinstance(answer, Refusal):
+            est = answer.estimate or self.estimate(level, device)
+            self.detail.setPlainText("\n".join(breakdown_lines(est)) if est else "")
+            self.fit_label.setText(f"Cannot load: {answer.message()}.")
+            ok.setText("&Load")
+            ok.setEnabled(False)
             return
-        self.detail.setPlainText("\n".join(breakdown_lines(est)))
-        short = self.shortfall(level, device)
-        if short <= 0:
-            self.fit_label.setText(f"{level} fits on {device} with {format_gib(-short, 2)} to spare. "
-                                   f"Quality: {quality_of(level)[1]}.")
+        placement = answer.placement
+        lines = breakdown_lines(placement.estimate)
+        for share in placement.shares:
+            layers = f", {share.layers} layers" if share.layers is not None and placement.kind != "gpu" else ""
+            lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}{layers}")
+        self.detail.setPlainText("\n".join(lines))
+        text = f"{placement.describe()}: {placement.reason}. Quality: {quality_of(level)[1]}."
+        if answer.actions:
+            text += "\nFirst, to make room: " + "; ".join(a.describe() for a in answer.actions) + "."
+            ok.setText(f"&Load ({len(answer.actions)} model{'s' if len(answer.actions) > 1 else ''} moved)")
         else:
-            usable = est.total_bytes - short
-            self.fit_label.setText(
-                f"{level} does not fit on {device}: it needs {format_gib(short, 2)} more than the "
-                f"{format_gib(usable, 2)} usable. Pick a smaller level, a shorter context, another device, "
-                "or free memory.")
+            ok.setText("&Load")
+        ok.setEnabled(True)
+        self.fit_label.setText(text)

@@ -2,7 +2,7 @@
 
 The table is a :class:`RegistryTableModel` behind a sort/filter proxy. Search is the registry's
 own (ids, names, aliases, typos forgiven); type and provider filters narrow it further. The detail
-pane shows the strategy's plan for the selected model with the estimate's breakdown, term by term.
+pane shows the planner's answer for the selected model with the estimate's breakdown, term by term.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
 
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.model_registry import ModelProvider, ModelType
+from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
 from app.widgets.add_model_dialog import AddModelDialog
 from app.widgets.folder_scan import FolderScan, scanned_summary
+from app.widgets.planning import ViewPlanner
 from app.widgets.registry_table_model import RegistryTableModel, params_label, type_label
 
 __all__ = ["RegistryBrowser", "RegistryFilterProxy"]
@@ -99,7 +101,7 @@ class RegistryBrowser(QWidget):
     sigLoadRequested = Signal(str)
     sigStatus = Signal(str)
 
-    def __init__(self, registry: Any, strategy: QuantizationStrategy | None = None,
+    def __init__(self, registry: Any, planner: ViewPlanner | QuantizationStrategy | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._registry = registry
@@ -110,7 +112,7 @@ class RegistryBrowser(QWidget):
         #: A model added here, to select once the registry's change has reached the table.
         self._pending_select: str | None = None
 
-        self.table_model = RegistryTableModel(registry, strategy, self)
+        self.table_model = RegistryTableModel(registry, planner, self)
         self.proxy = RegistryFilterProxy(self)
         self.proxy.setSourceModel(self.table_model)
 
@@ -380,15 +382,20 @@ class RegistryBrowser(QWidget):
         self.detail_title.setText(f"{meta.name}  ({params_label(meta.parameter_count)}, {type_label(meta.model_type.value)})")
         if plan is None:
             reason, lines = self.table_model.plan_problem(row) or "", []
+        elif isinstance(plan, Refusal):
+            reason = plan.message()
+            lines = breakdown_lines(plan.estimate) if plan.estimate else []
+            lines.append(f"needs {format_gib(plan.needed_bytes, 2)}, {format_gib(plan.available_bytes, 2)} "
+                         "bookable")
         else:
-            reason = f"{plan.quantization} on {plan.device}: {plan.reason}"
-            lines = breakdown_lines(plan.estimate)
-            if plan.gpu_layers is not None and plan.placement == "partial":
-                lines.append(f"GPU layers: {plan.gpu_layers}")
-            if plan.layer_split:
-                lines.append("layers: " + ", ".join(f"{n} on {d}" for d, n in plan.layer_split))
-            lines.append(f"available {format_gib(plan.available_bytes, 2)}, headroom left "
-                         f"{format_gib(plan.headroom_bytes, 2)}")
+            placement = plan.placement
+            reason = f"{placement.describe()}: {placement.reason}"
+            lines = breakdown_lines(placement.estimate)
+            if placement.kind in ("split", "partial"):
+                lines.append("layers: " + ", ".join(f"{s.layers} on {s.device}" for s in placement.shares))
+            for share in placement.shares:
+                lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}"
+                             f" (+ its share of the {format_gib(share.runtime_bytes, 2)} runtime context)")
         lines += ["", f"id: {meta.id}", f"origin: {meta.origin}"]
         if meta.path:
             lines.append(f"path: {meta.path}")

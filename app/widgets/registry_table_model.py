@@ -1,6 +1,7 @@
 """RegistryTableModel: the registry's models as rows, with the level that fits the chosen device.
 
-Plans come from ``QuantizationStrategy.plan`` and are computed lazily for the rows the view asks
+Answers come from the core's planner (``ViewPlanner.best``: as things are, touching no other
+model) and are computed lazily for the rows the view asks
 about, then cached. Free memory changes every second, so the cache is only dropped when the
 chosen device's free memory moved by more than ``PLAN_GRANULARITY`` (or the devices changed):
 the table stays truthful without re-planning every model on every sample.
@@ -15,8 +16,10 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QColor
 
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.quantization_strategy import EstimateUnavailable, QuantizationPlan, QuantizationStrategy
+from app.core.manager.placement import Decision, Refusal
+from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy
 from app.core.units import GiB, format_gib
+from app.widgets.planning import Answer, ViewPlanner, kind_of
 
 __all__ = ["RegistryTableModel", "FIT_LABELS", "type_label", "params_label"]
 
@@ -61,13 +64,13 @@ class RegistryTableModel(QAbstractTableModel):
     SortRole = int(Qt.ItemDataRole.UserRole) + 2
     MetadataRole = int(Qt.ItemDataRole.UserRole) + 3
 
-    def __init__(self, registry: Any, strategy: QuantizationStrategy | None = None,
+    def __init__(self, registry: Any, planner: ViewPlanner | QuantizationStrategy | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._registry = registry
-        self._strategy = strategy or QuantizationStrategy()
+        self._planner = planner if isinstance(planner, ViewPlanner) else ViewPlanner(registry, strategy=planner)
         self._rows: list[Any] = []
-        self._plans: dict[str, QuantizationPlan | str] = {}
+        self._plans: dict[str, Answer | str] = {}
         self._profile: HardwareProfile | None = None
         self._device: str | None = None
         self._signature: tuple[Any, ...] | None = None
@@ -84,6 +87,8 @@ class RegistryTableModel(QAbstractTableModel):
     def set_profile(self, profile: HardwareProfile | None) -> None:
         """New hardware figures; plans are dropped only when they could have changed."""
         self._profile = profile
+        if profile is not None:
+            self._planner.observe(profile)
         signature = self._signature_of(profile)
         if signature != self._signature:
             self._signature = signature
@@ -101,8 +106,8 @@ class RegistryTableModel(QAbstractTableModel):
         return self._device
 
     @property
-    def strategy(self) -> QuantizationStrategy:
-        return self._strategy
+    def planner(self) -> ViewPlanner:
+        return self._planner
 
     def _signature_of(self, profile: HardwareProfile | None) -> tuple[Any, ...] | None:
         if profile is None:
@@ -126,25 +131,26 @@ class RegistryTableModel(QAbstractTableModel):
     def row_of(self, model_id: str) -> int:
         return next((i for i, m in enumerate(self._rows) if m.id == model_id), -1)
 
-    def plan_for(self, row: int) -> QuantizationPlan | None:
-        """The strategy's plan for a row on the chosen device; None when it cannot be estimated."""
+    def plan_for(self, row: int) -> Answer | None:
+        """The planner's answer for a row on the chosen device (a Decision, or a Refusal with its
+        numbers); None when it cannot be estimated."""
         meta = self._rows[row]
         plan = self._plans.get(meta.id)
         if plan is None:
             plan = self._plans[meta.id] = self._compute(meta)
-        return plan if isinstance(plan, QuantizationPlan) else None
+        return plan if isinstance(plan, (Decision, Refusal)) else None
 
     def plan_problem(self, row: int) -> str | None:
-        """Why a row has no plan (no hardware yet, no size known …)."""
+        """Why a row has no answer (no hardware yet, no size known …)."""
         self.plan_for(row)
         value = self._plans.get(self._rows[row].id)
         return value if isinstance(value, str) else None
 
-    def _compute(self, meta: Any) -> QuantizationPlan | str:
+    def _compute(self, meta: Any) -> Answer | str:
         if self._profile is None:
             return "waiting for the first hardware sample"
         try:
-            return self._strategy.plan(meta, self._profile, device=self._device)
+            return self._planner.best(meta, self._device)
         except EstimateUnavailable as err:
             return str(err)
         except Exception as err:  # noqa: BLE001 - one bad entry must not break the table
@@ -182,7 +188,7 @@ class RegistryTableModel(QAbstractTableModel):
             return self._tooltip(row, col, meta)
         if role == Qt.ItemDataRole.BackgroundRole and col == self.FIT:
             plan = self.plan_for(row)
-            return FIT_LABELS[plan.placement][1] if plan else None
+            return FIT_LABELS[kind_of(plan)][1] if plan else None
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.PARAMS, self.SIZE):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.TextAlignmentRole and col == self.FIT:
@@ -201,11 +207,12 @@ class RegistryTableModel(QAbstractTableModel):
         plan = self.plan_for(row)
         if plan is None:
             return "–"
+        estimate = plan.placement.estimate if isinstance(plan, Decision) else plan.estimate
         if col == self.LEVEL:
-            return plan.quantization
+            return plan.level or "–"
         if col == self.SIZE:
-            return format_gib(plan.estimate.total_bytes)
-        return FIT_LABELS[plan.placement][0]
+            return format_gib(estimate.total_bytes) if estimate else "–"
+        return FIT_LABELS[kind_of(plan)][0]
 
     def _sort_key(self, row: int, col: int, meta: Any) -> Any:
         if col == self.PARAMS:
@@ -213,9 +220,10 @@ class RegistryTableModel(QAbstractTableModel):
         if col in (self.LEVEL, self.SIZE, self.FIT):
             plan = self.plan_for(row)
             if col == self.SIZE:
-                return float(plan.estimate.total_bytes) if plan else -1.0
+                est = (plan.placement.estimate if isinstance(plan, Decision) else plan.estimate) if plan else None
+                return float(est.total_bytes) if est else -1.0
             if col == self.FIT:
-                return ("gpu", "split", "partial", "cpu", "none").index(plan.placement) if plan else 9
+                return ("gpu", "split", "partial", "cpu", "none").index(kind_of(plan)) if plan else 9
         return self._display(row, col, meta).lower()
 
     def _tooltip(self, row: int, col: int, meta: Any) -> str | None:
@@ -225,9 +233,10 @@ class RegistryTableModel(QAbstractTableModel):
             plan = self.plan_for(row)
             if plan is None:
                 return self.plan_problem(row)
+            est = plan.placement.estimate if isinstance(plan, Decision) else plan.estimate
             if col == self.SIZE:
-                return "\n".join(plan.estimate.explain())
-            return plan.reason
+                return "\n".join(est.explain()) if est else plan.reason
+            return plan.reason if isinstance(plan, Decision) else plan.message()
         if col == self.PARAMS and meta.parameter_count:
             exact = "exact" if meta.parameters_exact else "approximate, from the size"
             return f"{meta.parameter_count:,} parameters ({exact})"
@@ -239,7 +248,7 @@ _HEADER_TIPS = (
     "What the model does.",
     "Who publishes the model family.",
     "Parameter count in billions (B) or millions (M).",
-    "The best-quality quantization that fits the chosen device now, with the strategy's headroom.",
+    "The best-quality quantization that fits the chosen device now, beside what is loaded, keeping the safety margin.",
     f"Estimated memory at that level: weights + KV cache + compute + runtime overhead (GiB = {GiB:,} bytes).",
     "fits: whole on the GPU; partial: some layers in RAM; CPU only: runs from RAM; no: does not fit.",
 )

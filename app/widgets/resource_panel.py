@@ -13,37 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.placement import Decision
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.sampler import device_key
 from app.widgets.bridge import CoreBridge
 from app.widgets.device_card import DeviceCard
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
+from app.widgets.planning import ViewPlanner
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.registry_browser import RegistryBrowser
 
-__all__ = ["ResourcePanel", "pressure_from_usage", "HOST_KEY"]
+__all__ = ["ResourcePanel", "HOST_KEY"]
 
 _log = logging.getLogger(__name__)
 
 #: The key of the RAM cell (GPU cells use ``device_key(gpu)``).
 HOST_KEY = "host"
-
-
-def pressure_from_usage(used: int, total: int) -> str:
-    """A stand-in pressure level from measured use, until the allocator's ``pressure_changed`` is
-    wired in with :meth:`ResourcePanel.set_pressure` (same thresholds as ``AllocatorSettings``)."""
-    if total <= 0:
-        return ""
-    f = used / total
-    return "critical" if f >= 0.97 else "high" if f >= 0.90 else "elevated" if f >= 0.80 else "ok"
 
 
 class _DeviceCell(QWidget):
@@ -67,11 +61,17 @@ class ResourcePanel(QWidget):
     Signals:
         sigLoadRequested(str, str, str, object): (model_id, level, device, context) after the user
             confirmed the quantization picker. With a manager the panel also loads it itself.
+        sigPlacementChosen(object): the planner's ``Decision`` the user confirmed (a host that loads
+            models itself passes it to ``manager.load(placement=...)``).
         sigStatus(str): one-line news for a status bar.
     """
 
     sigLoadRequested = Signal(str, str, str, object)
+    sigPlacementChosen = Signal(object)
+    sigConfirmMovesChanged = Signal(bool)
     sigStatus = Signal(str)
+    #: (model_id, error or None) from a load run off the GUI thread; queued back to it.
+    _sigLoadFinished = Signal(str, object)
 
     MAX_COLUMNS = 3
 
@@ -80,9 +80,13 @@ class ResourcePanel(QWidget):
         super().__init__(parent)
         self._sampler = sampler
         self._registry = registry
-        # With a manager, fit is judged against its ledger: what it booked counts as used.
-        self._strategy = strategy or (manager.planning_strategy() if manager is not None else QuantizationStrategy())
+        # Every fit is the manager's planner against its ledger (a private, planning-only one without).
+        self.planner = ViewPlanner(registry, manager, strategy, sampler.latest)
         self._manager = manager
+        #: Whether a load that moves other models asks first (``set_confirm_moves``; the shell keeps it).
+        self.confirm_moves = True
+        self._workers: ThreadPoolExecutor | None = None
+        self._sigLoadFinished.connect(self._load_finished)
         self._window_s = DEFAULT_WINDOW_S
         self._cells: dict[str, _DeviceCell] = {}
         self._device_ids: dict[str, str] = {}
@@ -91,6 +95,7 @@ class ResourcePanel(QWidget):
         self._stale = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self.picker: QuantizationDialog | None = None
+        self.confirm_box: QMessageBox | None = None
         self._closed = False
         self._sized = False
 
@@ -129,7 +134,7 @@ class ResourcePanel(QWidget):
         ml.addWidget(self.notice_card)
         ml.addLayout(self._grid, 1)
 
-        self.browser = RegistryBrowser(registry, self._strategy)
+        self.browser = RegistryBrowser(registry, self.planner)
         self.browser.sigLoadRequested.connect(self.open_picker)
         self.browser.sigStatus.connect(self.sigStatus)
         self.loaded_area = self._placeholder("Loaded models appear here once the resource manager is connected.")
@@ -230,7 +235,8 @@ class ResourcePanel(QWidget):
             return None
         if self.picker is not None:
             self.picker.close()
-        dialog = QuantizationDialog(meta, profile, self._strategy, parent=self)
+        self.planner.observe(profile)
+        dialog = QuantizationDialog(meta, profile, self.planner, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self._on_picked(model_id, dialog))
         dialog.destroyed.connect(lambda *_: self._forget_picker(dialog))
@@ -247,6 +253,8 @@ class ResourcePanel(QWidget):
         self.browser.shutdown()
         for task in list(self._tasks):
             task.cancel()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
         if self.picker is not None:
             self.picker.close()
 
@@ -293,10 +301,7 @@ class ResourcePanel(QWidget):
             cell.deleteLater()
         self._cells.clear()
         self._device_ids.clear()
-        if self._manager is not None:  # the allocator's safety reserve is the line that matters then
-            reserve_of = self._manager.memory_allocator.settings.reserve_for
-        else:
-            reserve_of = lambda d: self._strategy.ram_headroom_bytes if d == "cpu" else self._strategy.gpu_headroom_bytes  # noqa: E731
+        reserve_of = self.planner.safety_margin
         entries: list[tuple[str, str | None, str, int]] = [
             (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
         ]
@@ -317,19 +322,19 @@ class ResourcePanel(QWidget):
         self._show_all_bookings()
 
     def _update_cards(self, profile: HardwareProfile) -> None:
+        self.planner.observe(profile)
+        manager = self.planner.manager
         for gpu in profile.gpus:
             cell = self._cells.get(device_key(gpu))
             if cell is None:
                 continue
             cell.card.set_gpu(gpu)
-            cell.card.set_pressure(None if gpu.lost else self._pressure.get(
-                gpu.device_id, pressure_from_usage(gpu.used_bytes, gpu.total_bytes)))
+            level = self._pressure.get(gpu.device_id) or manager.pressure(gpu.device_id).value
+            cell.card.set_pressure(None if gpu.lost else level)
         host = self._cells.get(HOST_KEY)
         if host is not None:
-            h = profile.host
-            host.card.set_host(h)
-            host.card.set_pressure(self._pressure.get("cpu", pressure_from_usage(h.total_bytes - h.available_bytes,
-                                                                                 h.total_bytes)))
+            host.card.set_host(profile.host)
+            host.card.set_pressure(self._pressure.get("cpu") or manager.pressure("cpu").value)
 
     # --- loading -------------------------------------------------------------------------------------
     def _forget_picker(self, dialog: QuantizationDialog) -> None:
@@ -337,36 +342,83 @@ class ResourcePanel(QWidget):
             self.picker = None
 
     def _on_picked(self, model_id: str, dialog: QuantizationDialog) -> None:
+        decision = dialog.decision()
         level, device, context = dialog.selection()
-        if level is None:
+        if decision is None or level is None:
             return
-        self.sigLoadRequested.emit(model_id, level, device, context)
-        if self._manager is None:
-            self.sigStatus.emit(f"Load requested: {model_id} at {level} on {device}")
-            return
-        self._load_with_manager(model_id, level, device, context)
+        if decision.actions and self.confirm_moves:
+            self.ask_to_make_room(decision, lambda: self._go(decision, level, device, context))
+        else:
+            self._go(decision, level, device, context)
 
-    def _load_with_manager(self, model_id: str, level: str, device: str, context: int | None) -> None:
-        """Ask the manager to load, awaited on the running (qasync) loop so the UI never blocks."""
-        aload = getattr(self._manager, "aload", None)
+    def _go(self, decision: Decision, level: str, device: str, context: int | None) -> None:
+        model_id = decision.model_id
+        self.sigLoadRequested.emit(model_id, level, device, context)
+        self.sigPlacementChosen.emit(decision)
+        if self._manager is None:
+            self.sigStatus.emit(f"Load requested: {model_id}: {decision.describe()}")
+            return
+        self.load_decision(decision)
+
+    def ask_to_make_room(self, decision: Decision, then: Any) -> QMessageBox:
+        """Before a load moves models the user did not name: say which and why; ``then()`` on yes.
+        One click; "Don't ask again" turns the question off (``sigConfirmMovesChanged``)."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Make room?")
+        box.setText(f"Loading {decision.model_id} as {decision.placement.describe()} first needs:")
+        box.setInformativeText("\n".join(f"• {a.describe()}" for a in decision.actions))
+        box.setDetailedText("\n".join(a.reason for a in decision.actions))
+        go = box.addButton("&Make room and load", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(go)
+        never = QCheckBox("Don't ask again")
+        box.setCheckBox(never)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def done(_result: int) -> None:
+            self.confirm_box = None
+            if box.clickedButton() is not go:
+                self.sigStatus.emit(f"Not loaded: {decision.model_id} (nothing was moved)")
+                return
+            if never.isChecked():
+                self.confirm_moves = False
+                self.sigConfirmMovesChanged.emit(False)
+            then()
+
+        box.finished.connect(done)
+        self.confirm_box = box
+        box.open()
+        return box
+
+    def load_decision(self, decision: Decision) -> None:
+        """Load what the picker showed: awaited on a running (qasync) loop, else in a worker thread;
+        the GUI thread never waits on a loader."""
+        model_id = decision.model_id
+        self.sigStatus.emit(f"Loading {model_id}: {decision.describe()}…")
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if aload is None or loop is None:
-            self.sigStatus.emit(f"Load requested: {model_id} (no event loop here; the host loads it)")
+        if loop is not None:
+            task = loop.create_task(self._manager.aload(model_id, placement=decision))
+            self._tasks.add(task)  # qasync can let unreferenced tasks be collected
+            task.add_done_callback(lambda t: self._load_done(model_id, t))
             return
-        self.sigStatus.emit(f"Loading {model_id} at {level} on {device}…")
-        task = loop.create_task(aload(model_id, level, device, context=context))
-        self._tasks.add(task)  # qasync can let unreferenced tasks be collected
-        task.add_done_callback(lambda t: self._load_done(model_id, t))
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modeldeck-load")
+        future = self._workers.submit(self._manager.load, model_id, placement=decision)
+        future.add_done_callback(lambda f: self._sigLoadFinished.emit(model_id, f.exception()))
 
     def _load_done(self, model_id: str, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if self._closed or task.cancelled():
             return
-        err = task.exception()
-        self.sigStatus.emit(f"Loaded {model_id}" if err is None else f"Could not load {model_id}: {err}")
+        self._load_finished(model_id, task.exception())
+
+    def _load_finished(self, model_id: str, err: object) -> None:
+        if not self._closed:
+            self.sigStatus.emit(f"Loaded {model_id}" if err is None else f"Could not load {model_id}: {err}")
 
     # --- the manager -------------------------------------------------------------------------------
     def _connect_manager(self, manager: Any) -> None:
@@ -385,17 +437,14 @@ class ResourcePanel(QWidget):
         self.bridge.sigPressureChanged.connect(self.set_pressure)
 
     def _show_bookings(self, device: str) -> None:
-        """What ModelDeck booked per model on ``device``, drawn as bands under the measured curve."""
+        """What ModelDeck booked on ``device`` (each model, and the shared runtime context), as bands."""
         if self._manager is None:
             return
-        names = {m.model_id: m.name for m in self._manager.loaded_models()}
-        bands = {names.get(r.model_id, r.model_id): r.total_bytes
-                 for r in self._manager.memory_allocator.reservations(device)}
-        self.set_reserved(device, bands)
+        self.set_reserved(device, {b.label: b.bytes for b in self._manager.bookings(device)})
 
     def _show_all_bookings(self) -> None:
         if self._manager is not None:
-            for device in self._manager.memory_allocator.devices():
+            for device in self._manager.devices():
                 self._show_bookings(device)
 
     # --- helpers -------------------------------------------------------------------------------------

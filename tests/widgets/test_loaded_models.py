@@ -136,9 +136,11 @@ def test_panel_with_a_manager(qtbot, sampler, registry, manager):
     manager.load(LLM, "Q4_K_M", "cuda:0")
     graph = panel.graph_for_device("cuda:0")
     qtbot.waitUntil(lambda: "Ministral 8B Instruct 2410" in graph.reserved)
-    # Fit is judged against the ledger: what the manager booked is no longer free.
-    usable = panel._strategy.usable_bytes(sampler.latest)
-    assert usable["cuda:0"] == manager.free_for_planning()["cuda:0"]
+    # Fit is judged against the manager's own ledger: what it booked is no longer bookable.
+    room = next(r for r in panel.planner.rooms() if r.device == "cuda:0")
+    assert panel.planner.manager is manager and room.available_bytes == manager.available_bytes("cuda:0")
+    ledger = next(x for x in manager.ledgers() if x.device == "cuda:0")
+    assert ledger.reserved_bytes == manager.loaded_models()[0].reserved_bytes + ledger.runtime_bytes
     assert before is panel.browser.table_model
     manager.unload(LLM)
     qtbot.waitUntil(lambda: graph.reserved == {})
@@ -151,14 +153,17 @@ def test_picker_ok_loads_through_the_manager_on_the_event_loop(qtbot, sampler, r
     panel = ResourcePanel(sampler, registry, manager=manager)
     qtbot.addWidget(panel)
 
+    decision = manager.plan(LLM, "Q4_K_M", "cuda:0", context=8192)
+
     async def pick_and_wait() -> None:
-        panel._load_with_manager(LLM, "Q4_K_M", "cuda:0", 8192)
+        panel.load_decision(decision)
         while panel._tasks:
             await asyncio.sleep(0.01)
 
     asyncio.run(pick_and_wait())
     assert manager.state_of(LLM) == ModelState.LOADED
-    assert manager.loaded_models()[0].quantization == "Q4_K_M"
+    loaded = manager.loaded_models()[0]
+    assert loaded.quantization == "Q4_K_M" and loaded.placement == decision.placement  # the very plan shown
     panel.close()
 
 

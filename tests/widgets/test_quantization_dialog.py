@@ -19,12 +19,14 @@ def _dialog(qtbot, registry, sampler, strategy, model_id=MINISTRAL) -> Quantizat
     return dialog
 
 
-def test_lists_every_candidate_with_the_strategys_choice_selected(qtbot, registry, sampler, strategy):
+def test_lists_every_candidate_with_the_planners_choice_selected(qtbot, registry, sampler, strategy):
     meta = registry.get_model(MINISTRAL)
     dialog = _dialog(qtbot, registry, sampler, strategy)
     assert dialog.table.rowCount() == len(candidate_levels(meta))
-    plan = strategy.plan(meta, sampler.latest, context=4096)
-    assert dialog.selection() == (plan.quantization, plan.device, 4096)
+    answer = dialog._planner.decide(meta, context=4096)
+    assert dialog.selected_device() == "best"
+    assert dialog.selection() == (answer.placement.level, answer.placement.device, 4096)
+    assert dialog.decision().placement == answer.placement  # OK returns the very placement shown
     # 2 GPUs and the CPU each get a fit column
     headers = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
     assert headers[-4:] == ["GPU 0", "GPU 1", "CPU (RAM)", "Quality"]
@@ -38,8 +40,11 @@ def test_fit_is_free_minus_headroom_and_a_miss_says_by_how_much(qtbot, registry,
     assert dialog.shortfall("bf16", "cuda:1") == expected > 0
     dialog.select_device("cuda:1")
     dialog.select_level("bf16")
-    assert "does not fit on cuda:1" in dialog.fit_label.text()
-    assert f"{expected / GiB:.2f} GiB more" in dialog.fit_label.text()
+    text = dialog.fit_label.text()
+    assert text.startswith("Cannot load") and "on cuda:1" in text
+    assert f"needs {est.total_bytes / GiB:.2f} GiB" in text
+    assert f"{(gpu1.free_bytes - strategy.gpu_headroom_bytes) / GiB:.2f} GiB is bookable" in text
+    assert not dialog.buttons.button(dialog.buttons.StandardButton.Ok).isEnabled()
     row = list(candidate_levels(registry.get_model(MINISTRAL))).index("bf16")
     assert dialog.table.item(row, len(dialog.FIXED_COLUMNS) + 1).text().startswith("short ")
 

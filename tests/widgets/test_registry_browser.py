@@ -28,16 +28,24 @@ def _col(browser, row, col):
     return browser.proxy.index(row, col).data()
 
 
-def test_rows_and_fit_columns_come_from_the_strategy(browser, registry, sampler, strategy):
+def test_rows_and_fit_columns_come_from_the_planner(browser, registry, sampler, strategy):
+    from app.core.manager.placement import PlacementRequest
+
     assert browser.proxy.rowCount() == len(registry.list_models())
     model = browser.table_model
     row = model.row_of("mistralai/Ministral-8B-Instruct-2410")
-    plan = strategy.plan(model.metadata_at(row), sampler.latest)
+    meta = model.metadata_at(row)
+    # The core's planner, asked directly: as things are, nothing else touched, the CPU an answer too.
+    answer = model.planner.manager.decide(PlacementRequest(meta, make_room=False, allow_cpu=True))
     idx = lambda c: model.index(row, c)  # noqa: E731
-    assert idx(RegistryTableModel.LEVEL).data() == plan.quantization
-    assert idx(RegistryTableModel.FIT).data() == "fits"
-    assert idx(RegistryTableModel.SIZE).data().endswith("GiB")
-    assert idx(RegistryTableModel.FIT).data(Qt.ItemDataRole.ToolTipRole) == plan.reason
+    assert idx(RegistryTableModel.LEVEL).data() == answer.placement.level
+    assert idx(RegistryTableModel.FIT).data() == "fits" and answer.placement.kind == "gpu"
+    assert idx(RegistryTableModel.SIZE).data() == f"{answer.placement.estimate.total_bytes / (1 << 30):.1f} GiB"
+    assert idx(RegistryTableModel.FIT).data(Qt.ItemDataRole.ToolTipRole) == answer.reason
+    # The planner keeps the strategy's margin free: the level fits the room left after it.
+    room = next(r for r in model.planner.rooms() if r.device == answer.placement.device)
+    assert room.margin_bytes == strategy.gpu_headroom_bytes
+    assert answer.placement.estimate.total_bytes <= room.available_bytes
 
 
 def test_choosing_a_device_replans(browser):

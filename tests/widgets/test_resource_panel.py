@@ -13,7 +13,7 @@ from app.core.sampler import device_key
 from app.core.units import GiB
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.resource_dock import DOCK_OBJECT_NAME, ResourceDock
-from app.widgets.resource_panel import HOST_KEY, ResourcePanel, pressure_from_usage
+from app.widgets.resource_panel import HOST_KEY, ResourcePanel
 from tests.widgets._support import make_sampler, png_of
 from tests.widgets.conftest import DIFF_THRESHOLD
 
@@ -62,7 +62,8 @@ def test_reserved_and_pressure_by_device_id(panel, sampler):
     assert panel.cards()[device_key(sampler.latest.gpus[1])].pressure == "high"
     panel.set_pressure("cuda:1", None)
     gpu = sampler.latest.gpus[1]
-    assert panel.cards()[device_key(gpu)].pressure == pressure_from_usage(gpu.used_bytes, gpu.total_bytes)
+    # Without an override the card shows the core's own pressure for the device, never one of its own.
+    assert panel.cards()[device_key(gpu)].pressure == panel.planner.manager.pressure("cuda:1").value
 
 
 def test_registry_change_in_the_core_shows_in_the_view(qtbot, panel, registry):
@@ -81,10 +82,12 @@ def test_load_opens_the_picker_and_ok_emits_the_request(qtbot, panel):
     dialog = panel.picker
     assert isinstance(dialog, QuantizationDialog) and dialog.isVisible()
     dialog.select_device("cuda:1")
-    with qtbot.waitSignal(panel.sigLoadRequested) as blocker:
+    dialog.select_level("Q4_K_M")
+    with qtbot.waitSignal(panel.sigPlacementChosen) as chosen, qtbot.waitSignal(panel.sigLoadRequested) as blocker:
         dialog.accept()
     model_id, level, device, context = blocker.args
-    assert (model_id, device, context) == (MINISTRAL, "cuda:1", 4096) and level
+    assert (model_id, level, device, context) == (MINISTRAL, "Q4_K_M", "cuda:1", 4096)
+    assert chosen.args[0].placement.device == "cuda:1" and chosen.args[0].placement.level == "Q4_K_M"
 
 
 def test_no_gpu_machine_says_why(qtbot, registry, clock):

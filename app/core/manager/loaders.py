@@ -58,6 +58,14 @@ class SimulatedLoader:
 
     RUNTIME_OWNER = "modeldeck runtime"
 
+    @classmethod
+    def for_profiler(cls, profiler: Any) -> SimulatedLoader | None:
+        """The simulated runtime for a profiler made with ``simulate=...``; None for real hardware."""
+        from app.core.hardware.simulated import simulated_backend
+
+        backend = simulated_backend(profiler)
+        return cls(backend) if backend is not None else None
+
     def __init__(self, backend: SimulatedBackend) -> None:
         self._backend = backend
         self._lock = threading.Lock()

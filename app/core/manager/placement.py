@@ -200,6 +200,8 @@ class Refusal:
     #: The smallest estimate considered (for the CLI's plan document).
     estimate: MemoryEstimate | None = None
     alternatives: tuple[Candidate, ...] = field(default=(), compare=False)
+    #: "memory" (too little room), "capability" (the GPU lacks the kernels), "device" (no such device).
+    cause: str = "memory"
 
     def message(self) -> str:
         text = self.reason
@@ -235,6 +237,13 @@ class PlacementRequest:
     context: int | None = None
     make_room: bool = True
     allow_cpu: bool | None = None
+    #: KV cache type (LLMs): f16, q8_0, q4_0 …
+    kv_dtype: str = "f16"
+    #: Images at once (diffusion), or the token batch (LLMs); None: the runtime's default.
+    batch: int | None = None
+    #: Output size in pixels (image and video models); None: the model's default.
+    width: int | None = None
+    height: int | None = None
     #: Fill in every level considered (``alternatives``) for display: the CLI and the picker.
     explain: bool = False
 

@@ -95,7 +95,10 @@ class _Planner:
         key = (level, kind)
         est = self._estimates.get(key)
         if est is None:
-            est = self._estimates[key] = estimate_model(self.meta, level, context=self.req.context, device_kind=kind)
+            req = self.req
+            est = self._estimates[key] = estimate_model(self.meta, level, context=req.context, device_kind=kind,
+                                                        kv_dtype=req.kv_dtype, batch=req.batch, width=req.width,
+                                                        height=req.height)
         return est
 
     @staticmethod
@@ -106,7 +109,8 @@ class _Planner:
 
     @staticmethod
     def level_ok(level: str, room: DeviceRoom) -> bool:
-        return level != "fp8" or (room.compute_capability or (0, 0)) >= FP8_MIN_CAPABILITY
+        """FP8 needs a GPU with FP8 kernels (none on the CPU)."""
+        return level != "fp8" or (room.is_gpu and (room.compute_capability or (0, 0)) >= FP8_MIN_CAPABILITY)
 
     def whole(self, level: str, room: DeviceRoom, reason: str) -> Placement:
         kind: PlacementKind = "gpu" if room.is_gpu else "cpu"
@@ -330,7 +334,7 @@ class _Planner:
         if not allowed:
             return None
         for lv in self.levels:
-            if lv == "fp8":
+            if not self.level_ok(lv, self.cpu):
                 continue
             est = self.est(lv, "cpu")
             if self.adds(est, self.cpu) <= self.cpu.available_bytes:
@@ -351,8 +355,9 @@ class _Planner:
                else f"no device {self.req.device!r}")
         if gone is not None and gone.total_bytes > 0 and self.meta.compute_capability_min:
             why = f"{self.meta.name} needs compute capability {'.'.join(map(str, self.meta.compute_capability_min))}+"
-        return Refusal(self.meta.id, self.req.level, self.req.device, 0, 0, f"{why}; choose one of: {known}",
-                       alternatives=self.candidates())
+        return Refusal(self.meta.id, self.req.level or self.levels[0], self.req.device, 0, 0,
+                       f"{why}; choose one of: {known}", estimate=self.est(self.levels[0]),
+                       alternatives=self.candidates(), cause="device")
 
     def refuse(self) -> Refusal:
         smallest = min(self.levels, key=lambda lv: self.est(lv).total_bytes)
@@ -361,10 +366,12 @@ class _Planner:
         room = self.cpu if kind == "cpu" else max(self.gpus, key=lambda r: r.available_bytes - self.adds(est, r))
         need = self.adds(est, room)
         where = "RAM" if kind == "cpu" else room.device
-        if self.req.level is not None and smallest == self.req.level and kind == "gpu" \
-                and not self.level_ok(smallest, room):
-            reason = (f"{self.meta.name} at {smallest} needs FP8 kernels (compute capability 8.9+); "
-                      f"{room.device} has {'.'.join(map(str, room.compute_capability or (0, 0)))}")
+        cause = "memory"
+        if self.req.level is not None and smallest == self.req.level and not self.level_ok(smallest, room):
+            cause = "capability"
+            has = ("the CPU has none" if not room.is_gpu
+                   else f"{room.device} has {'.'.join(map(str, room.compute_capability or (0, 0)))}")
+            reason = f"{self.meta.name} at {smallest} needs FP8 kernels (compute capability 8.9+); {has}"
         else:
             level_text = f"at {smallest}" if self.req.level is not None else f"even at {smallest}"
             reason = (f"{self.meta.name} {level_text} needs {format_gib(need, 2)} on {where}; "
@@ -373,7 +380,7 @@ class _Planner:
             if not self.req.make_room:
                 reason += "; nothing else was touched (make_room is off)"
         return Refusal(self.meta.id, self.req.level or smallest, room.device, need, room.available_bytes, reason,
-                       self.options(), est, self.candidates())
+                       self.options(), est, self.candidates(), cause)
 
     def options(self) -> tuple[str, ...]:
         """What would work instead: each relaxation of the request the planner accepts."""

@@ -1,0 +1,92 @@
+"""ViewPlanner: how views ask the core's one planner, never deciding anything themselves.
+
+Every figure a view shows about fit comes from ``ModelResourceManager.decide`` against the
+manager's ledger: the browser's "best level", the picker's per-level, per-device cells and its
+recommendation. A panel given no manager (a host that loads models itself) plans with a private
+manager that books nothing and sees the measurements the panel is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.placement import Decision, DeviceRoom, PlacementRequest, Refusal
+from app.core.memory_allocator import AllocatorSettings
+from app.core.quantization_strategy import QuantizationStrategy
+
+__all__ = ["ViewPlanner", "Answer", "kind_of"]
+
+Answer = Decision | Refusal
+
+
+def kind_of(answer: Answer | None) -> str:
+    """"gpu", "split", "partial", "cpu" for a decision; "none" for a refusal or nothing."""
+    return answer.placement.kind if isinstance(answer, Decision) else "none"
+
+
+class _Latest:
+    """A profiler stand-in for a planning-only manager: the latest measurement the view was shown."""
+
+    def __init__(self, profile: HardwareProfile | None) -> None:
+        self.profile = profile
+
+    def get_profile(self) -> HardwareProfile:
+        if self.profile is None:
+            from app.core.hardware.snapshot import HostMemory
+
+            empty = HostMemory(total_bytes=0, available_bytes=0, used_bytes=0)
+            return HardwareProfile(timestamp=0.0, gpus=(), host=empty)
+        return self.profile
+
+
+class ViewPlanner:
+    """The manager views plan with (the host's, or a private planning-only one)."""
+
+    def __init__(self, registry: Any, manager: Any = None, strategy: QuantizationStrategy | None = None,
+                 profile: HardwareProfile | None = None) -> None:
+        self._private: _Latest | None = None
+        if manager is None:
+            from app.core.model_resource_manager import ManagerSettings, ModelResourceManager
+
+            margins = strategy or QuantizationStrategy()
+            self._private = _Latest(profile)
+            manager = ModelResourceManager(
+                profiler=self._private, registry=registry,  # type: ignore[arg-type]
+                settings=ManagerSettings(allocator=AllocatorSettings(
+                    gpu_reserve_bytes=margins.gpu_headroom_bytes, cpu_reserve_bytes=margins.ram_headroom_bytes)))
+        self.manager = manager
+
+    @property
+    def planning_only(self) -> bool:
+        """True when this planner's manager books nothing (the host loads models itself)."""
+        return self._private is not None
+
+    def observe(self, profile: HardwareProfile) -> None:
+        """A new measurement (only a private manager needs it: a host's manager is fed by its sampler)."""
+        if self._private is not None:
+            self._private.profile = profile
+            self.manager.observe(profile)
+
+    def rooms(self, exclude: str | None = None) -> tuple[DeviceRoom, ...]:
+        """Every device with what can be booked there now (``exclude``'s own bytes counted as free)."""
+        return self.manager.ledger_view(exclude=(exclude,) if exclude else ()).devices
+
+    def safety_margin(self, device: str) -> int:
+        return int(self.manager.safety_margin(device))
+
+    def best(self, metadata: Any, device: str | None = None) -> Answer:
+        """The best level as things are, touching nothing (the browser's column): CPU counts, as an answer."""
+        return self.decide(metadata, device=device, make_room=False, allow_cpu=True)
+
+    def decide(self, metadata: Any, *, level: str | None = None, device: str | None = None,
+               context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
+               width: int | None = None, height: int | None = None, batch: int | None = None,
+               explain: bool = False) -> Answer:
+        settings = self.manager.settings
+        request = PlacementRequest(
+            metadata, level, device, context,
+            make_room=settings.auto_swap if make_room is None else make_room,
+            allow_cpu=True if device == "cpu" else allow_cpu, batch=batch, width=width, height=height,
+            explain=explain)
+        return self.manager.decide(request)
