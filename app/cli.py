@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from app import __version__
 
@@ -232,7 +233,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for key, label in (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"),
                            ("overhead", "overhead")):
             print(f"    {label:<9}{format_gib(est[key + '_bytes'], 2):>11}  {est['explanations'][key]}")
-        print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   bookable {format_gib(doc['available_bytes'], 2)}"
+        bookable = format_gib(doc["available_bytes"], 2)
+        print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   bookable {bookable}"
               f" (after the {format_gib(manager.safety_margin(doc['device'].split('+')[0] or 'cpu'), 2)} "
               "safety margin)")
     if doc["alternatives"]:
@@ -310,14 +312,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _dump({
             "models": [{**_model_doc(meta), "files": list(m.files), "file_bytes": m.file_bytes,
                         "exact": m.exact, "bytes_by_type": dict(m.bytes_by_type), "notes": list(m.notes)}
-                       for meta, m in zip(registered, found)],
-            "errors": [{"path": str(e.path), "kind": str(getattr(e.kind, "value", e.kind)), "message": str(getattr(e, "message", e))}
+                       for meta, m in zip(registered, found, strict=True)],
+            "errors": [{"path": str(e.path), "kind": str(getattr(e.kind, "value", e.kind)),
+                        "message": str(getattr(e, "message", e))}
                        for e in problems],
         })
     else:
         from app.core.units import format_gib
 
-        for meta, m in zip(registered, found):
+        for meta, m in zip(registered, found, strict=True):
             exact = "exact" if m.exact else "file size"
             print(f"{meta.name[:40]:<41}{m.format:<16}{m.file_type or '-':<9}"
                   f"{format_gib(m.weight_bytes, 2):>11} ({exact})  {meta.id}")
@@ -375,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     models = sub.add_parser("models", help="the models ModelDeck knows")
-    models.add_argument("--type", metavar="T", help="llm, text_to_image, text_to_speech, speech_to_text, text_to_video, embedding")
+    models.add_argument("--type", metavar="T",
+                        help="llm, text_to_image, text_to_speech, speech_to_text, text_to_video, embedding")
     models.add_argument("--provider", metavar="P", help="llama, mistral, qwen, gemma, …")
     models.add_argument("--search", metavar="WORDS", help="only models matching these words")
     models.add_argument("--fits", action="store_true", help="only models that fit a GPU now (or RAM without a GPU)")
@@ -402,12 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--kv-heads", type=_positive(int), metavar="H")
     est.add_argument("--head-dim", type=_positive(int), metavar="D")
     est.add_argument("--vocab", type=_positive(int), metavar="V")
-    est.add_argument("--intermediate", type=_positive(int), metavar="F", help="FFN width (solved from --params if absent)")
+    est.add_argument("--intermediate", type=_positive(int), metavar="F",
+                     help="FFN width (solved from --params if absent)")
     est.add_argument("--context", type=_positive(int), default=0, metavar="N", help="tokens of KV cache (default 0)")
     est.add_argument("--kv-dtype", default="f16", metavar="T", help="f16, q8_0, q4_0 …")
     est.add_argument("--batch", type=_positive(int), default=512, metavar="B", help="tokens per micro-batch")
     est.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="whose runtime overhead to add")
-    est.add_argument("--no-flash-attention", action="store_true", help="size the compute buffer without flash attention")
+    est.add_argument("--no-flash-attention", action="store_true",
+                     help="size the compute buffer without flash attention")
     est.add_argument("--json", action="store_true", help="print one JSON document")
     est.set_defaults(func=cmd_estimate)
 

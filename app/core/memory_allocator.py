@@ -19,9 +19,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from app.core.estimation import GPU_RUNTIME_OVERHEAD, MemoryEstimate
 from app.core.events import Signal
@@ -108,7 +109,8 @@ class AllocationError(Exception):
         self.available_bytes = available_bytes
         super().__init__(
             f"{model_id} needs {format_gib(needed_bytes, 2)} on {device} but only {format_gib(available_bytes, 2)} "
-            "is available; unload or offload a model, choose a smaller level or a shorter context, or use another device"
+            "is available; unload or offload a model, choose a smaller level or a shorter context, "
+            "or use another device"
         )
 
 
@@ -582,12 +584,12 @@ class MemoryAllocator:
 
     def get_total_allocated_vram(self) -> float:
         """GiB booked on every GPU, runtime contexts included."""
-        return gib(sum(l.reserved_bytes for l in self.snapshot() if l.device != "cpu"))
+        return gib(sum(x.reserved_bytes for x in self.snapshot() if x.device != "cpu"))
 
     def get_total_allocated_ram(self) -> float:
         return gib(self.ledger("cpu").reserved_bytes)
 
     def is_under_memory_pressure(self) -> bool:
         """True when any device is at high or critical pressure."""
-        return any(l.pressure.rank >= PressureLevel.HIGH.rank and not l.lost for l in self.snapshot()
-                   if l.total_bytes > 0)
+        return any(x.pressure.rank >= PressureLevel.HIGH.rank and not x.lost for x in self.snapshot()
+                   if x.total_bytes > 0)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
@@ -89,10 +90,10 @@ class ModelResourceManager:
         evicted(model_id, reason), plan_ready(decision), quantization_proposed(proposal)
     """
 
-    _shared: "ModelResourceManager | None" = None
+    _shared: ModelResourceManager | None = None
     _shared_lock = threading.Lock()
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ModelResourceManager":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelResourceManager:
         if args or kwargs:
             return super().__new__(cls)
         with cls._shared_lock:
@@ -134,7 +135,7 @@ class ModelResourceManager:
                          format_gib(profile.host.available_bytes))
 
     @classmethod
-    def configure_shared(cls, **kwargs: Any) -> "ModelResourceManager":
+    def configure_shared(cls, **kwargs: Any) -> ModelResourceManager:
         """Create the shared instance with a host's own parts (loader, profiler, registry …),
         so code written against ``ModelResourceManager()`` uses them."""
         manager = object.__new__(cls)
@@ -540,4 +541,4 @@ class ModelResourceManager:
         rooms = [r for r in view.devices if (r.device == device if device else r.is_gpu and r.total_bytes > 0)]
         if not rooms:
             rooms = [r for r in view.devices if r.device == "cpu"]
-        return plan_ensemble(metas, rooms, self.settings.type_priority)
+        return plan_ensemble(metas, rooms, self.settings.type_priority, self._policy)

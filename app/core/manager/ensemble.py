@@ -8,12 +8,14 @@ runtime context. Exact on the fronts, and bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.core.estimation import MemoryEstimate
-from app.core.manager.placement import DeviceRoom, Placement, Share
+from app.core.manager.placement import Decision, DeviceRoom, LedgerView, Placement, PlacementRequest, Policy
+from app.core.manager.planner import decide
 from app.core.model_spec import ModelMetadata, ModelType
 from app.core.quantization_strategy import candidate_levels, estimate_model, quality_of
 from app.core.units import format_gib
@@ -83,9 +85,35 @@ def _pack(chosen: Sequence[tuple[int, str, MemoryEstimate]], rooms: Sequence[Dev
     return out
 
 
+def _confirm(models: Sequence[tuple[ModelMetadata, int | None]], chosen: Sequence[tuple[int, str, MemoryEstimate]],
+             packed: dict[int, str], rooms: Sequence[DeviceRoom], policy: Policy) -> list[EnsembleItem] | None:
+    """Each model's placement from the planner itself, on the rooms the ones before it left (None if
+    it disagrees with the packing: that combination is skipped)."""
+    left = {r.device: r for r in rooms}
+    by_index: dict[int, EnsembleItem] = {}
+    for i, level, _est in sorted(chosen, key=lambda c: -(_own(c[2]) + c[2].overhead_bytes)):
+        meta, ctx = models[i]
+        request = PlacementRequest(meta, level, packed[i], ctx, make_room=False, allow_cpu=packed[i] == "cpu")
+        answer = decide(request, LedgerView(tuple(left.values()), ()), policy)
+        if not isinstance(answer, Decision) or answer.placement.kind not in ("gpu", "cpu"):
+            return None
+        share = answer.placement.shares[0]
+        room = left[share.device]
+        adds = share.own_bytes + max(0, share.runtime_bytes - room.runtime_bytes)
+        left[share.device] = room._replace(available_bytes=room.available_bytes - adds,
+                                           runtime_bytes=max(room.runtime_bytes, share.runtime_bytes))
+        placement = dataclasses.replace(answer.placement, reason=f"{level} on {share.device}, chosen with the "
+                                        f"rest of the ensemble: {answer.placement.reason}")
+        by_index[i] = EnsembleItem(meta.id, level, share.device, answer.placement.estimate, quality_of(level)[0],
+                                   placement)
+    return [by_index[i] for i in range(len(models))]
+
+
 def plan_ensemble(models: Sequence[tuple[ModelMetadata, int | None]], rooms: Sequence[DeviceRoom],
-                  priority: Mapping[ModelType, int]) -> EnsemblePlan:
-    """Choose every model's level and device together (``rooms``: the devices to pack onto)."""
+                  priority: Mapping[ModelType, int], policy: Policy | None = None) -> EnsemblePlan:
+    """Choose every model's level and device together (``rooms``: the devices to pack onto). Each
+    item's placement is the planner's own answer for that level and device."""
+    policy = policy or Policy(priority)
     kind = "cpu" if all(not r.is_gpu for r in rooms) else "gpu"
     budget = sum(r.available_bytes for r in rooms)
     fp8_ok = all((r.compute_capability or (0, 0)) >= (8, 9) for r in rooms) and kind == "gpu"
@@ -114,16 +142,9 @@ def plan_ensemble(models: Sequence[tuple[ModelMetadata, int | None]], rooms: Seq
         packed = _pack(chosen, rooms)
         if packed is None:
             continue
-        items = []
-        for (meta, ctx), (i, lv, est) in zip(models, chosen, strict=True):
-            device = packed[i]
-            share = Share(device, est.weights_bytes, est.kv_cache_bytes, est.compute_bytes, est.overhead_bytes)
-            arch = meta.estimation_architecture
-            layers = arch.layers if arch else None
-            placement = Placement(meta.id, lv, "gpu" if device != "cpu" else "cpu", (share,), est,
-                                  f"{lv} on {device}, chosen with the rest of the ensemble", ctx,
-                                  layers if device != "cpu" else (0 if layers else None), layers)
-            items.append(EnsembleItem(meta.id, lv, device, est, quality_of(lv)[0], placement))
+        items = _confirm(models, chosen, packed, rooms, policy)
+        if items is None:
+            continue
         used = sorted({it.device for it in items})
         total = sum(_own(it.estimate) for it in items)
         return EnsemblePlan(True, tuple(items), total, available,
