@@ -21,6 +21,12 @@ _EXPORTS = {
     "ModelResourceManager": "app.core.model_resource_manager",
     "ModelState": "app.core.model_resource_manager",
     "ReservationLoader": "app.core.model_resource_manager",
+    "SimulatedLoader": "app.core.model_resource_manager",
+    "Decision": "app.core.model_resource_manager",
+    "Placement": "app.core.model_resource_manager",
+    "Refusal": "app.core.model_resource_manager",
+    "PlacementRefused": "app.core.model_resource_manager",
+    "PinnedModelError": "app.core.model_resource_manager",
     "MemoryAllocator": "app.core.memory_allocator",
     "ModelRegistry": "app.core.model_registry",
     "ModelMetadata": "app.core.model_registry",
@@ -44,7 +50,13 @@ if TYPE_CHECKING:
     from app.core.model_registry import ModelRegistry as ModelRegistry
     from app.core.model_resource_manager import ModelResourceManager as ModelResourceManager
     from app.core.model_resource_manager import ModelState as ModelState
+    from app.core.model_resource_manager import Decision as Decision
+    from app.core.model_resource_manager import PinnedModelError as PinnedModelError
+    from app.core.model_resource_manager import Placement as Placement
+    from app.core.model_resource_manager import PlacementRefused as PlacementRefused
+    from app.core.model_resource_manager import Refusal as Refusal
     from app.core.model_resource_manager import ReservationLoader as ReservationLoader
+    from app.core.model_resource_manager import SimulatedLoader as SimulatedLoader
     from app.core.quantization_strategy import QuantizationLevel as QuantizationLevel
     from app.core.quantization_strategy import QuantizationStrategy as QuantizationStrategy
     from app.core.sampler import RingBuffer as RingBuffer
