@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     from app.core.memory_allocator import MemoryAllocator as MemoryAllocator
     from app.core.model_registry import ModelMetadata as ModelMetadata
     from app.core.model_registry import ModelRegistry as ModelRegistry
+    from app.core.model_resource_manager import Decision as Decision
     from app.core.model_resource_manager import ModelResourceManager as ModelResourceManager
     from app.core.model_resource_manager import ModelState as ModelState
-    from app.core.model_resource_manager import Decision as Decision
     from app.core.model_resource_manager import PinnedModelError as PinnedModelError
     from app.core.model_resource_manager import Placement as Placement
     from app.core.model_resource_manager import PlacementRefused as PlacementRefused
