@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.hardware_profiler import HardwareProfiler
+from app.core.manager.admission import Admission, SyncGuard
 from app.core.manager.ensemble import EnsembleItem, EnsemblePlan, plan_ensemble
 from app.core.manager.errors import (
     InsufficientMemoryError,
@@ -27,27 +28,23 @@ from app.core.manager.errors import (
     PlacementRefused,
     UnknownModelError,
 )
-from app.core.manager.keep_alive import Ticker, expired
 from app.core.manager.lifecycle import InvalidTransitionError, LoadedModel, ModelState
 from app.core.manager.loaders import (
-    AsyncLoaderInSyncCall,
     ModelLoader,
     ReservationLoader,
     SimulatedLoader,
-    is_async,
-    running_loop,
 )
 from app.core.manager.operations import Lifecycle, Signals
 from app.core.manager.placement import Decision, LedgerView, Placement, PlacementRequest, Policy, Refusal
 from app.core.manager.planner import decide
 from app.core.manager.queries import Booking, LedgerQueries
-from app.core.manager.requantize import QuantizationProposal, Requantizer
+from app.core.manager.requantize import QuantizationProposal
 from app.core.manager.settings import ManagerSettings
+from app.core.manager.upkeep import Upkeep
 from app.core.memory_allocator import AllocationError, DeviceLedger, MemoryAllocation, MemoryAllocator, PressureLevel
 from app.core.model_registry import ModelRegistry
 from app.core.model_spec import ModelMetadata, ModelProvider, ModelType
 from app.core.quantization_strategy import (
-    PlacementError,
     QuantizationConfig,
     QuantizationLevel,
     QuantizationStrategy,
@@ -126,9 +123,10 @@ class ModelResourceManager:
         self.allocation_changed = self.memory_allocator.allocation_changed
         self.pressure_changed = self.memory_allocator.pressure_changed
         self._policy = Policy(self.settings.type_priority, self.settings.quality_floor_ppl)
-        self._requantizer = Requantizer(self.settings.requantize_after_ticks, self.settings.type_priority)
-        self._ticker = Ticker(self._timer_tick)
-        self._async_names: tuple[object, frozenset[str]] = (None, frozenset())
+        self._upkeep = Upkeep(self, self._life)
+        self._guard = SyncGuard()
+        self._admission = Admission(self._life, self.settings, self.decide, self.ledger_view,
+                                    lambda decision: self.plan_ready.emit(decision))
         self._queries = LedgerQueries(self.memory_allocator, self._life, self.settings)
         self._initialized = True
         self.logger.info("hardware: %d GPU(s), %s RAM available", len(profile.gpus),
@@ -292,58 +290,11 @@ class ModelResourceManager:
                  keep_alive_s: float | None, make_room: bool | None, allow_cpu: bool | None,
                  placement: Placement | Decision | None) -> Any:
         req = self.request(model_id, level, device, context=context, make_room=make_room, allow_cpu=allow_cpu)
-        meta = req.metadata
-        if placement is not None:
-            given = placement if isinstance(placement, Decision) else Decision(placement)
-            if given.placement.model_id != meta.id:
-                raise ValueError(f"the placement is for {given.placement.model_id}, not {meta.id}")
-            req = PlacementRequest(meta, given.placement.level, None, given.placement.context, req.make_room)
-
-        def choose() -> Decision | Refusal:
-            answer: Decision | Refusal = given if placement is not None else self.decide(req)
-            return self._with_cap(meta, answer) if isinstance(answer, Decision) else answer
-
-        keep = self.settings.keep_alive_s if keep_alive_s is None else keep_alive_s
-        return self._life.load(meta, choose, level=req.level, pin=pin, keep_alive_s=keep,
-                               preferred=req.level if level is not None else None, announce=self.plan_ready.emit)
-
-    def _with_cap(self, meta: ModelMetadata, decision: Decision) -> Decision:
-        """Prepend unloading the least valuable model when the cap on loaded models is reached."""
-        cap = self.settings.max_loaded_models
-        if cap is None or self._loaded_count() < cap:
-            return decision
-        from app.core.manager.eviction import eviction_order
-        from app.core.manager.placement import Action
-
-        gone = {a.model_id for a in decision.actions if a.kind == "unload"}
-        order = [h for h in eviction_order(self.ledger_view().holdings, exclude=meta.id) if h.model_id not in gone]
-        if not order:
-            raise PlacementRefused(Refusal(meta.id, decision.placement.level, None, 0, 0,
-                                           f"{cap} models are loaded (the cap) and all are pinned or busy",
-                                           ("unload one, or raise max_loaded_models",)))
-        h = order[0]
-        action = Action("unload", h.model_id, h.name, h.bytes_by_device[0][0] if h.bytes_by_device else "",
-                        None, h.total_bytes, f"the cap of {cap} loaded models was reached and {meta.name} was "
-                        "asked for; chosen as the least valuable")
-        return Decision(decision.placement, (action, *decision.actions))
-
-    def _loaded_count(self) -> int:
-        live = (ModelState.LOADED, ModelState.BUSY, ModelState.LOADING, ModelState.RESTORING, ModelState.MOVING)
-        return sum(1 for r in self._life.records.values() if r.state in live)
+        return self._admission.load_op(req, level_given=level is not None, pin=pin, keep_alive_s=keep_alive_s,
+                                       placement=placement)
 
     def _sync(self, *names: str) -> None:
-        """Refuse a sync call that would need an async loader inside a running loop, before any change."""
-        loader = self.loader
-        if self._async_names[0] is not loader:
-            self._async_names = (loader, frozenset(n for n in ("load", "unload", "offload", "restore")
-                                                   if callable(getattr(loader, n, None))
-                                                   and is_async(getattr(loader, n))))
-        if not self._async_names[1] or running_loop() is None:
-            return
-        for name in names:
-            if name in self._async_names[1]:
-                raise AsyncLoaderInSyncCall(f"the loader's {name}() is async and an event loop is running: "
-                                            f"use the manager's a{name}() from the loop")
+        self._guard.check(self.loader, *names)
 
     def load(self, model_id: str, level: QuantizationLevel | str | None = None, device: str | None = None, *,
              context: int | None = None, pin: bool = False, keep_alive_s: float | None = None,
@@ -381,41 +332,33 @@ class ModelResourceManager:
     def offload(self, model_id: str, *, reason: str = "offloaded on request") -> LoadedModel:
         """Move a loaded model's weights to system RAM (keeping it ready to restore)."""
         self._sync("offload")
-        return Lifecycle.run(self._life.offload(self._id(model_id), reason))
+        return Lifecycle.run(self._life.relocation.offload(self._id(model_id), reason))
 
     async def aoffload(self, model_id: str, *, reason: str = "offloaded on request") -> LoadedModel:
-        return await Lifecycle.arun(self._life.offload(self._id(model_id), reason))
+        return await Lifecycle.arun(self._life.relocation.offload(self._id(model_id), reason))
 
     def _restore_room(self, model_id: str, allowed: bool | None) -> Callable[[Placement], Any]:
-        def make_room(placement: Placement) -> Any:
-            if not (self.settings.auto_swap if allowed is None else allowed):
-                return None
-            req = PlacementRequest(self._resolve(model_id), placement.level,
-                                   placement.home_device if placement.kind == "gpu" else None, placement.context)
-            answer = self.decide(req)
-            if isinstance(answer, Decision) and answer.placement.devices == placement.devices:
-                return answer.actions
-            return answer if isinstance(answer, Refusal) else None
-        return make_room
+        return self._admission.restore_room(self.request(model_id),
+                                            self.settings.auto_swap if allowed is None else allowed)
 
     def restore(self, model_id: str, *, make_room: bool | None = None) -> LoadedModel:
         """Bring an offloaded model back to its GPU(s); ``make_room`` (default: the settings'
         auto_swap) lets the policy offload or unload idle models first."""
         self._sync("restore", "offload", "unload")
         mid = self._id(model_id)
-        return Lifecycle.run(self._life.restore(mid, self._restore_room(mid, make_room)))
+        return Lifecycle.run(self._life.relocation.restore(mid, self._restore_room(mid, make_room)))
 
     async def arestore(self, model_id: str, *, make_room: bool | None = None) -> LoadedModel:
         mid = self._id(model_id)
-        return await Lifecycle.arun(self._life.restore(mid, self._restore_room(mid, make_room)))
+        return await Lifecycle.arun(self._life.relocation.restore(mid, self._restore_room(mid, make_room)))
 
     def move(self, model_id: str, device: str, *, reason: str = "moved on request") -> LoadedModel:
         """Move a model loaded whole on one GPU to another GPU."""
         self._sync("offload", "restore", "unload", "load")
-        return Lifecycle.run(self._life.move(self._id(model_id), device, reason))
+        return Lifecycle.run(self._life.relocation.move(self._id(model_id), device, reason))
 
     async def amove(self, model_id: str, device: str, *, reason: str = "moved on request") -> LoadedModel:
-        return await Lifecycle.arun(self._life.move(self._id(model_id), device, reason))
+        return await Lifecycle.arun(self._life.relocation.move(self._id(model_id), device, reason))
 
     def pin(self, model_id: str, pinned: bool = True) -> None:
         """A pinned model is never evicted, expired, moved or re-quantized; only unpinning frees it."""
@@ -454,79 +397,26 @@ class ModelResourceManager:
     # --- keep-alive, pressure, timer ------------------------------------------------------------
     def tick(self, profile: HardwareProfile | None = None) -> None:
         """Expire idle models and watch pressure. Call it periodically (see :meth:`start`)."""
-        if profile is not None:
-            self.memory_allocator.update(profile)
-        with self._life.lock:
-            gone = expired(self._life.records.values(), self._clock())
-        for r in gone:
-            why = f"idle longer than its keep-alive ({r.keep_alive_s:g} s)"
-            try:
-                Lifecycle.run(self._life.unload(r.model_id, why, policy=True))
-            except (InvalidTransitionError, PinnedModelError, LoaderError) as err:
-                self.logger.warning("keep-alive could not unload %s: %s", r.model_id, err)
-        with self._life.lock:
-            records = list(self._life.records.values())
-        for proposal in self._requantizer.proposals(self.memory_allocator.snapshot(), records):
-            self.quantization_proposed.emit(proposal)
-            if self.settings.auto_requantize:
-                self._apply_proposal(proposal)
-
-    def _apply_proposal(self, p: QuantizationProposal) -> None:
-        if self.state_of(p.model_id) != ModelState.LOADED:
-            return
-        try:
-            self.swap(p.model_id, p.model_id, level=p.proposed)
-        except Exception as err:  # noqa: BLE001 - a failed re-quantization leaves the old model loaded
-            self.logger.warning("re-quantizing %s failed: %s", p.model_id, err)
+        self._upkeep.tick(profile)
 
     def preload(self) -> list[str]:
         """Load the settings' preload list (warm-up); returns what failed, each with its reason."""
-        failed = []
-        for item in self.settings.preload:
-            mid, level = (item, None) if isinstance(item, str) else item
-            try:
-                self.load(mid, level, keep_alive_s=-1)
-            except (UnknownModelError, AllocationError, PlacementError, LoaderError, ValueError) as err:
-                self.logger.error("preloading %s failed: %s", mid, err)
-                failed.append(f"{mid}: {err}")
-        return failed
-
-    def _timer_tick(self) -> None:
-        self.tick(self.hardware_profiler.get_profile())
+        return self._upkeep.preload()
 
     def start(self, interval_s: float = 1.0) -> None:
         """Load the preload list, then run :meth:`tick` on a timer thread."""
         self.preload()
-        self._ticker.start(interval_s)
+        self._upkeep.start(interval_s)
 
     def stop(self) -> None:
-        self._ticker.stop()
+        self._upkeep.stop()
 
     # --- several models -------------------------------------------------------------------------
     def swap(self, old_id: str, new_id: str, *, level: QuantizationLevel | str | None = None,
              device: str | None = None, context: int | None = None) -> LoadedModel:
         """Replace ``old`` by ``new``; if ``new`` fails to load, ``old`` is loaded back as it was.
         A pinned ``old`` is refused."""
-        with self._life.lock:
-            old = self._life.require(self._id(old_id))
-            if old.pinned:
-                raise PinnedModelError(f"{old.model_id} is pinned; unpin it to swap it out")
-            keep = (old.model_id, old.level, old.placement, old.keep_alive_s, old.preferred)
-        self.unload(keep[0], reason=f"swapped out for {new_id}")
-        self.evicted.emit(keep[0], f"swapped out for {new_id}")
-        try:
-            loaded = self.load(new_id, level, device, context=context)
-            if loaded.model_id == keep[0]:  # re-quantized in place: remember what the user first asked for
-                self._life.replace_preferred(loaded.model_id, keep[4])
-            return loaded
-        except BaseException:
-            mid, lv, placement, ka, _ = keep
-            try:
-                self.load(mid, lv, keep_alive_s=ka, context=placement.context if placement else None)
-                self.logger.warning("swap to %s failed; %s was loaded back", new_id, mid)
-            except Exception as err:  # noqa: BLE001
-                self.logger.error("swap to %s failed and %s could not be loaded back: %s", new_id, mid, err)
-            raise
+        return self._upkeep.swap(self._id(old_id), new_id, level=level, device=device, context=context)
 
     def plan_ensemble(self, models: Sequence[str | tuple[str, int]], *, device: str | None = None) -> EnsemblePlan:
         """Choose every model's level and GPU together so all fit at the best total quality.

@@ -1,26 +1,22 @@
-"""Lifecycle operations: load, unload, offload, restore and move, with loaders outside the lock.
+"""The lifecycle: the records of the models a manager holds, loading and unloading them.
 
-Each operation is a generator of loader calls: it changes state and bookings under the lock,
-yields the loader call, and gets back its outcome. One sync driver and one async driver run every
-operation, so ``load``/``aload``, ``unload``/``aunload`` … share one code path. Events are emitted
-only after the lock is released.
+Loads and unloads are operations (see :mod:`app.core.manager.calls`): state and bookings change
+under the lock, the loader runs outside it, and events are emitted once the lock is released.
+Offload, restore and move live in :mod:`app.core.manager.relocation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-from app.core.events import Signal
+from app.core.manager.calls import Call, News, Op, Signals, run_async, run_sync
 from app.core.manager.errors import LoaderError, PinnedModelError, PlacementRefused, UnknownModelError
 from app.core.manager.lifecycle import TRANSITIONAL, InvalidTransitionError, LoadedModel, ModelState, Record
-from app.core.manager.loaders import ModelLoader, call_async, call_sync
+from app.core.manager.loaders import ModelLoader
 from app.core.manager.placement import Action, Decision, Placement, Refusal
-from app.core.manager.planner import retarget
+from app.core.manager.relocation import Relocation
 from app.core.memory_allocator import AllocationError, MemoryAllocator
 from app.core.model_spec import ModelMetadata
 from app.core.units import format_gib
@@ -31,35 +27,6 @@ _log = logging.getLogger("app.core.model_resource_manager")
 S = ModelState
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One loader call an operation asks its driver to make."""
-
-    method: Callable[..., Any]
-    args: tuple[Any, ...]
-    name: str
-
-
-#: (True, value) or (False, exception).
-Outcome = tuple[bool, Any]
-Op = Generator[Call, Outcome, Any]
-
-
-@dataclass
-class Signals:
-    model_state_changed: Signal[Callable[[str, ModelState, ModelState], None]] = field(
-        default_factory=lambda: Signal("model_state_changed"))
-    evicted: Signal[Callable[[str, str], None]] = field(default_factory=lambda: Signal("evicted"))
-
-
-@dataclass
-class _News:
-    transitions: list[tuple[str, ModelState, ModelState]] = field(default_factory=list)
-    evictions: list[tuple[str, str]] = field(default_factory=list)
-    #: Other announcements, made in order once the lock is released.
-    later: list[Callable[[], None]] = field(default_factory=list)
-
-
 class _Locked:
     """``with life.locked() as news``: holds the lock; emits the news after releasing it."""
 
@@ -67,9 +34,9 @@ class _Locked:
 
     def __init__(self, life: Lifecycle) -> None:
         self._life = life
-        self._news = _News()
+        self._news = News()
 
-    def __enter__(self) -> _News:
+    def __enter__(self) -> News:
         self._life.lock.acquire()
         return self._news
 
@@ -99,33 +66,10 @@ class Lifecycle:
         self.records: dict[str, Record] = {}
         #: Bumped whenever a record changes in a way the planner sees.
         self.version = 0
+        self.relocation = Relocation(self)
 
-    # --- drivers ------------------------------------------------------------------------------------
-    @staticmethod
-    def run(op: Op) -> Any:
-        try:
-            call = next(op)
-            while True:
-                try:
-                    outcome: Outcome = (True, call_sync(call.method, *call.args, name=call.name))
-                except Exception as err:  # noqa: BLE001 - every loader failure is the operation's to handle
-                    outcome = (False, err)
-                call = op.send(outcome)
-        except StopIteration as stop:
-            return stop.value
-
-    @staticmethod
-    async def arun(op: Op) -> Any:
-        try:
-            call = next(op)
-            while True:
-                try:
-                    outcome: Outcome = (True, await call_async(call.method, *call.args))
-                except Exception as err:  # noqa: BLE001
-                    outcome = (False, err)
-                call = op.send(outcome)
-        except StopIteration as stop:
-            return stop.value
+    run = staticmethod(run_sync)
+    arun = staticmethod(run_async)
 
     def locked(self) -> _Locked:
         """The lock, and a place for news that is announced once the lock is released."""
@@ -194,7 +138,7 @@ class Lifecycle:
             return self.snapshot(record)
 
     def _book(self, metadata: ModelMetadata, placement: Placement, pin: bool, keep_alive_s: float,
-              preferred: str | None, news: _News) -> Record:
+              preferred: str | None, news: News) -> Record:
         """Book a placement (re-validated against the ledger now) and start loading."""
         mid = metadata.id
         old = self.records.get(mid)
@@ -237,10 +181,10 @@ class Lifecycle:
     def act(self, action: Action) -> Op:
         """Run one of a decision's actions; an offload the loader cannot do becomes an unload."""
         if action.kind == "move":
-            yield from self.move(action.model_id, action.target or "", action.reason, policy=True)
+            yield from self.relocation.move(action.model_id, action.target or "", action.reason, policy=True)
         elif action.kind == "offload":
             try:
-                yield from self.offload(action.model_id, action.reason, policy=True)
+                yield from self.relocation.offload(action.model_id, action.reason, policy=True)
             except NotImplementedError:
                 yield from self.unload(action.model_id, action.reason + " (the loader cannot offload: unloaded)",
                                        policy=True)
@@ -248,7 +192,7 @@ class Lifecycle:
         else:
             yield from self.unload(action.model_id, action.reason, policy=True)
 
-    def _movable(self, model_id: str, verb: str, policy: bool) -> Record:
+    def movable(self, model_id: str, verb: str, policy: bool) -> Record:
         record = self.require(model_id)
         if record.pinned:
             raise PinnedModelError(f"{model_id} is pinned; unpin it to {verb} it")
@@ -267,7 +211,7 @@ class Lifecycle:
                 news.transitions.append(record.set_state(S.UNLOADED, reason))
                 self.records.pop(model_id, None)
                 return None
-            self._movable(model_id, "unload", policy)
+            self.movable(model_id, "unload", policy)
             if record.state == S.BUSY:
                 raise InvalidTransitionError(f"{model_id} is busy; wait until it is idle (end_use)")
             if record.state in TRANSITIONAL:
@@ -288,146 +232,6 @@ class Lifecycle:
             if policy:
                 news.evictions.append((model_id, reason))
         return None
-
-    # --- offload ------------------------------------------------------------------------------------
-    def offload(self, model_id: str, reason: str, *, policy: bool = False) -> Op:
-        with self.locked() as news:
-            record = self._movable(model_id, "offload", policy)
-            if record.state != S.LOADED:
-                raise InvalidTransitionError(
-                    f"{model_id} is {record.state.value}; only a loaded model can be offloaded")
-            if record.device == "cpu":
-                raise InvalidTransitionError(f"{model_id} already runs on the CPU")
-            weights = sum(r.category("weights") for r in self.allocator.reservations(model_id=model_id))
-            before = self.allocator.reservations("cpu", model_id)
-            self.allocator.reserve(model_id, "cpu", {"weights": weights})  # raises when RAM has no room
-            news.transitions.append(record.set_state(S.OFFLOADING, reason))
-        ok, value = yield Call(self.loader.offload, (model_id, record.handle), "offload")
-        with self.locked() as news:
-            if not ok:
-                self.allocator.release(model_id, "cpu")
-                for r in before:
-                    self.allocator.reserve(model_id, "cpu", {**dict(r.bytes_by_category), "overhead": r.runtime_bytes},
-                                           state=r.state, force=True)
-                news.transitions.append(record.set_state(S.LOADED, f"offload failed: {value!r}"))
-                if isinstance(value, NotImplementedError):
-                    raise value
-                raise LoaderError(f"{model_id}: offload failed: {value!r}; it stays on {record.device}") from value
-            for r in self.allocator.reservations(model_id=model_id):
-                if r.device != "cpu":
-                    self.allocator.release(model_id, r.device)
-            self.allocator.set_state(model_id, "offloaded", "cpu")
-            record.device = "cpu"
-            news.transitions.append(record.set_state(S.OFFLOADED, reason))
-            if policy:
-                news.evictions.append((model_id, reason))
-            return self.snapshot(record)
-
-    # --- restore ------------------------------------------------------------------------------------
-    def restore(self, model_id: str, make_room: Callable[[Placement], tuple[Action, ...] | Refusal] | None) -> Op:
-        with self.locked() as news:
-            record = self.require(model_id)
-            if record.state != S.OFFLOADED or record.placement is None:
-                raise InvalidTransitionError(f"{model_id} is {record.state.value}, not offloaded")
-            placement = record.placement
-            gpu = {d: parts for d, parts in placement.bookings().items() if d != "cpu"}
-            actions: tuple[Action, ...] = ()
-            try:
-                self.allocator.reserve_all(model_id, gpu)
-            except AllocationError as err:
-                answer = make_room(placement) if make_room is not None else None
-                if not isinstance(answer, tuple):
-                    text = (f"{model_id} stays offloaded: {format_gib(err.needed_bytes, 2)} needed on {err.device}, "
-                            f"{format_gib(err.available_bytes, 2)} bookable")
-                    raise PlacementRefused(answer if isinstance(answer, Refusal) else Refusal(
-                        model_id, placement.level, err.device, err.needed_bytes, err.available_bytes, text)) from err
-                actions = answer
-        if actions:
-            for action in actions:
-                yield from self.act(action)
-            with self.locked() as news:
-                try:
-                    self.allocator.reserve_all(model_id, gpu)
-                except AllocationError as err:
-                    raise PlacementRefused(Refusal(model_id, placement.level, err.device, err.needed_bytes,
-                                                   err.available_bytes, f"{model_id} stays offloaded: memory changed "
-                                                   "while making room")) from err
-        with self.locked() as news:
-            news.transitions.append(record.set_state(S.RESTORING, f"restoring to {placement.home_device}"))
-        ok, value = yield Call(self.loader.restore, (model_id, record.handle, placement.home_device), "restore")
-        with self.locked() as news:
-            if not ok:
-                for d in gpu:
-                    self.allocator.release(model_id, d)
-                news.transitions.append(record.set_state(S.OFFLOADED, f"restore failed: {value!r}"))
-                raise LoaderError(f"{model_id}: restore failed: {value!r}; it stays offloaded") from value
-            cpu = placement.share_on("cpu")
-            if cpu is not None:
-                self.allocator.reserve(model_id, "cpu", cpu.parts(), state="loaded", force=True)
-            else:
-                self.allocator.release(model_id, "cpu")
-            self.allocator.set_state(model_id, "loaded")
-            record.device = placement.device
-            record.last_used = self.clock()
-            news.transitions.append(record.set_state(S.LOADED, f"restored to {placement.device}"))
-            return self.snapshot(record)
-
-    # --- move ---------------------------------------------------------------------------------------
-    def move(self, model_id: str, target: str, reason: str, *, policy: bool = False) -> Op:
-        """Move a whole-GPU model to another GPU: offload then restore there (or unload then load)."""
-        with self.locked() as news:
-            record = self._movable(model_id, "move", policy)
-            placement = record.placement
-            if record.state != S.LOADED or placement is None or placement.kind != "gpu":
-                raise InvalidTransitionError(f"{model_id} is not loaded whole on one GPU; it cannot be moved")
-            source = placement.home_device
-            moved = retarget(placement, target, f"moved from {source} to {target}: {reason}")
-            self.allocator.reserve(model_id, target, moved.shares[0].parts())  # raises when there is no room
-            news.transitions.append(record.set_state(S.MOVING, reason))
-        ok, value = yield Call(self.loader.offload, (model_id, record.handle), "offload")
-        reloaded = False
-        if not ok and isinstance(value, NotImplementedError):
-            ok, value = yield Call(self.loader.unload, (model_id, record.handle), "unload")
-            if not ok:
-                return self._move_failed(record, target, f"unload failed: {value!r}", value, keep_source=True)
-            ok, value = yield Call(self.loader.load, (record.metadata, moved), "load")
-            if not ok:
-                return self._move_failed(record, target, f"reload on {target} failed: {value!r}", value,
-                                         keep_source=False)
-            record.handle, reloaded = value, True
-        elif not ok:
-            with self.locked() as news:
-                self.allocator.release(model_id, target)
-                news.transitions.append(record.set_state(S.LOADED, f"move failed: {value!r}"))
-            raise LoaderError(f"{model_id}: moving to {target} failed: {value!r}; it stays on {source}") from value
-        if not reloaded:
-            ok, value = yield Call(self.loader.restore, (model_id, record.handle, target), "restore")
-            if not ok:
-                with self.locked() as news:
-                    weights = record.placement.estimate.weights_bytes if record.placement else 0
-                    self.allocator.release(model_id)
-                    self.allocator.reserve(model_id, "cpu", {"weights": weights}, state="offloaded", force=True)
-                    record.device = "cpu"
-                    news.transitions.append(record.set_state(S.OFFLOADED, f"restore on {target} failed: {value!r}"))
-                raise LoaderError(f"{model_id}: restoring on {target} failed: {value!r}; it is offloaded") from value
-        with self.locked() as news:
-            self.allocator.release(model_id, source)
-            self.allocator.set_state(model_id, "loaded")
-            record.placement, record.device = moved, target
-            news.transitions.append(record.set_state(S.LOADED, moved.reason))
-            if policy:
-                news.evictions.append((model_id, reason))
-            return self.snapshot(record)
-
-    def _move_failed(self, record: Record, target: str, why: str, err: BaseException, *, keep_source: bool) -> Any:
-        with self.locked() as news:
-            self.allocator.release(record.model_id, target)
-            if not keep_source:
-                self.allocator.release(record.model_id)
-                record.handle = None
-            news.transitions.append(record.set_state(S.FAILED, why + ("" if not keep_source else
-                                                                       "; its booking stays: unload to retry")))
-        raise LoaderError(f"{record.model_id}: {why}") from err
 
     # --- small changes ------------------------------------------------------------------------------
     def set_pinned(self, model_id: str, pinned: bool) -> None:
@@ -461,6 +265,3 @@ class Lifecycle:
             record = self.records.get(model_id)
             if record is not None:
                 record.preferred = preferred
-
-    def retargeted(self, placement: Placement, device: str) -> Placement:
-        return dataclasses.replace(retarget(placement, device, placement.reason))

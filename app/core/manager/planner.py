@@ -19,12 +19,9 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from app.core.estimation import MemoryEstimate, runtime_overhead_bytes
-from app.core.manager.eviction import choose_victims, eviction_order
 from app.core.manager.placement import (
-    Action,
     Decision,
     DeviceRoom,
-    Holding,
     LedgerView,
     Placement,
     PlacementKind,
@@ -33,6 +30,7 @@ from app.core.manager.placement import (
     Refusal,
     Share,
 )
+from app.core.manager.rearrange import make_room, move
 from app.core.model_spec import ModelMetadata, ModelType
 from app.core.quantization_strategy import Candidate, candidate_levels, estimate_model, level_name, quality_of
 from app.core.units import format_gib
@@ -140,8 +138,8 @@ class _Planner:
     # --- the steps ----------------------------------------------------------------------------------
     def decide(self) -> Decision | Refusal:
         if self.req.device is not None and self.req.device != "cpu" and not self.gpus:
-            return self.no_such_device()
-        return self.first() or self.refuse()
+            return no_such_device(self)
+        return self.first() or refuse(self)
 
     def first(self) -> Decision | None:
         """The first step, in policy order, that places the model."""
@@ -150,7 +148,7 @@ class _Planner:
         if self.req.device == "cpu":
             return self.on_cpu(explicit=True)
         steps: tuple[Callable[[], Decision | None], ...] = (
-            lambda: self.free_gpu(self.good), self.make_room, self.move, self.split,
+            lambda: self.free_gpu(self.good), lambda: make_room(self), lambda: move(self), self.split,
             lambda: self.free_gpu(self.low), self.partial, lambda: self.on_cpu(explicit=False))
         for step in steps:
             decision = step()
@@ -177,87 +175,6 @@ class _Planner:
                 if len(fits) > 1:
                     why += " (the GPU it fills best, so larger models still fit on the others)"
                 return Decision(self.whole(lv, room, why))
-        return None
-
-    def make_room(self) -> Decision | None:
-        """Offload (to RAM) or unload idle, unpinned models on one GPU, as few as policy order allows."""
-        if not self.req.make_room:
-            return None
-        for lv in self.good:
-            est = self.est(lv)
-            best: tuple[int, Decision] | None = None
-            for room in self.gpus:
-                need = self.adds(est, room)
-                short = need - room.available_bytes
-                if not self.level_ok(lv, room) or short <= 0:
-                    continue
-                victims = choose_victims(eviction_order(self.ledger.holdings, device=room.device,
-                                                        exclude=self.meta.id), room.device, short)
-                if not victims:
-                    continue
-                why = (f"to make room for {self.meta.name} at {lv} on {room.device} (needs {format_gib(need, 2)}, "
-                       f"{format_gib(room.available_bytes, 2)} bookable)")
-                actions = self.evictions(victims, room.device, why)
-                disturbed = sum(v.total_bytes for v in victims)
-                placement = self.whole(lv, room, f"{lv} fits on {room.device} once "
-                                       + ", ".join(f"{a.name} is {a.kind}ed" for a in actions))
-                if best is None or disturbed < best[0]:
-                    best = (disturbed, Decision(placement, actions))
-            if best is not None:
-                return best[1]
-        return None
-
-    def evictions(self, victims: list[Holding], device: str, why: str) -> tuple[Action, ...]:
-        ram = self.cpu.available_bytes
-        out = []
-        for v in victims:
-            idle = max(0.0, self.ledger.now - v.last_used)
-            detail = f"{v.model_type.value}, priority {v.priority}, idle {idle:.0f} s"
-            if v.weights_bytes <= ram and device != "cpu":
-                ram -= v.weights_bytes
-                out.append(Action("offload", v.model_id, v.name, device, "cpu", v.bytes_on(device),
-                                  f"offloaded to RAM {why}; chosen as the least valuable ({detail})"))
-            else:
-                out.append(Action("unload", v.model_id, v.name, device, None, v.bytes_on(device),
-                                  f"unloaded {why} (no room in RAM to offload it); chosen as the least valuable "
-                                  f"({detail})"))
-        return tuple(out)
-
-    def move(self) -> Decision | None:
-        """Move one idle model whole to another GPU where it fits, if that makes room."""
-        if not self.req.make_room or len(self.all_gpus) < 2:
-            return None
-        for lv in self.good:
-            est = self.est(lv)
-            best: tuple[int, Decision] | None = None
-            for room in self.gpus:
-                need = self.adds(est, room)
-                short = need - room.available_bytes
-                if not self.level_ok(lv, room) or short <= 0:
-                    continue
-                for h in eviction_order(self.ledger.holdings, device=room.device, exclude=self.meta.id):
-                    p = h.placement
-                    if p is None or p.kind != "gpu" or h.bytes_on(room.device) < short:
-                        continue
-                    for dest in self.all_gpus:
-                        if dest.device == room.device or not self.level_ok(p.level, dest):
-                            continue
-                        if h.compute_capability_min and (dest.compute_capability or (0, 0)) < h.compute_capability_min:
-                            continue
-                        s = p.shares[0]
-                        if s.own_bytes + max(0, s.runtime_bytes - dest.runtime_bytes) > dest.available_bytes:
-                            continue
-                        if best is None or h.total_bytes < best[0]:
-                            why = (f"to make room for {self.meta.name} at {lv} on {room.device} "
-                                   f"(needs {format_gib(need, 2)}, {format_gib(room.available_bytes, 2)} bookable); "
-                                   f"{dest.device} has room for it")
-                            action = Action("move", h.model_id, h.name, room.device, dest.device,
-                                            h.bytes_on(room.device), f"moved {why}")
-                            placement = self.whole(lv, room, f"{lv} fits on {room.device} once {h.name} moves to "
-                                                   f"{dest.device}")
-                            best = (h.total_bytes, Decision(placement, (action,)))
-            if best is not None:
-                return best[1]
         return None
 
     def split(self) -> Decision | None:
@@ -347,57 +264,61 @@ class _Planner:
                 return Decision(self.whole(lv, self.cpu, why))
         return None
 
-    # --- refusals -----------------------------------------------------------------------------------
-    def no_such_device(self) -> Refusal:
-        known = ", ".join([r.device for r in self.all_gpus] + ["cpu"])
-        gone = self.rooms.get(self.req.device or "")
-        why = (f"{self.req.device} is lost or not usable now" if gone is not None
-               else f"no device {self.req.device!r}")
-        if gone is not None and gone.total_bytes > 0 and self.meta.compute_capability_min:
-            why = f"{self.meta.name} needs compute capability {'.'.join(map(str, self.meta.compute_capability_min))}+"
-        return Refusal(self.meta.id, self.req.level or self.levels[0], self.req.device, 0, 0,
-                       f"{why}; choose one of: {known}", estimate=self.est(self.levels[0]),
-                       alternatives=self.candidates(), cause="device")
 
-    def refuse(self) -> Refusal:
-        smallest = min(self.levels, key=lambda lv: self.est(lv).total_bytes)
-        kind = "cpu" if self.req.device == "cpu" or not self.gpus else "gpu"
-        est = self.est(smallest, kind)
-        room = self.cpu if kind == "cpu" else max(self.gpus, key=lambda r: r.available_bytes - self.adds(est, r))
-        need = self.adds(est, room)
-        where = "RAM" if kind == "cpu" else room.device
-        cause = "memory"
-        if self.req.level is not None and smallest == self.req.level and not self.level_ok(smallest, room):
-            cause = "capability"
-            has = ("the CPU has none" if not room.is_gpu
-                   else f"{room.device} has {'.'.join(map(str, room.compute_capability or (0, 0)))}")
-            reason = f"{self.meta.name} at {smallest} needs FP8 kernels (compute capability 8.9+); {has}"
-        else:
-            level_text = f"at {smallest}" if self.req.level is not None else f"even at {smallest}"
-            reason = (f"{self.meta.name} {level_text} needs {format_gib(need, 2)} on {where}; "
-                      f"{format_gib(room.available_bytes, 2)} is bookable there "
-                      f"({format_gib(room.margin_bytes, 2)} kept free)")
-            if not self.req.make_room:
-                reason += "; nothing else was touched (make_room is off)"
-        return Refusal(self.meta.id, self.req.level or smallest, room.device, need, room.available_bytes, reason,
-                       self.options(), est, self.candidates(), cause)
+# --- refusals ---------------------------------------------------------------------------------------
 
-    def options(self) -> tuple[str, ...]:
-        """What would work instead: each relaxation of the request the planner accepts."""
-        out: list[str] = []
-        tries = []
-        if not self.req.make_room:
-            tries.append(("with make_room", dataclasses.replace(self.req, make_room=True)))
-        if self.req.level is not None:
-            tries.append(("another level", dataclasses.replace(self.req, level=None)))
-        if self.req.device is not None:
-            tries.append(("another device", dataclasses.replace(self.req, device=None)))
-        if self.req.allow_cpu is not True and self.req.device != "cpu":
-            tries.append(("with allow_cpu", dataclasses.replace(self.req, allow_cpu=True, device=None)))
-        for label, req in tries:
-            decision = _Planner(req, self.ledger, self.policy).first()
-            if decision is not None:
-                text = f"{label}: {decision.describe()}"
-                if text not in out:
-                    out.append(text)
-        return tuple(out)
+def no_such_device(p: _Planner) -> Refusal:
+    known = ", ".join([r.device for r in p.all_gpus] + ["cpu"])
+    gone = p.rooms.get(p.req.device or "")
+    why = (f"{p.req.device} is lost or not usable now" if gone is not None
+           else f"no device {p.req.device!r}")
+    if gone is not None and gone.total_bytes > 0 and p.meta.compute_capability_min:
+        why = f"{p.meta.name} needs compute capability {'.'.join(map(str, p.meta.compute_capability_min))}+"
+    return Refusal(p.meta.id, p.req.level or p.levels[0], p.req.device, 0, 0,
+                   f"{why}; choose one of: {known}", estimate=p.est(p.levels[0]),
+                   alternatives=p.candidates(), cause="device")
+
+
+def refuse(p: _Planner) -> Refusal:
+    smallest = min(p.levels, key=lambda lv: p.est(lv).total_bytes)
+    kind = "cpu" if p.req.device == "cpu" or not p.gpus else "gpu"
+    est = p.est(smallest, kind)
+    room = p.cpu if kind == "cpu" else max(p.gpus, key=lambda r: r.available_bytes - p.adds(est, r))
+    need = p.adds(est, room)
+    where = "RAM" if kind == "cpu" else room.device
+    cause = "memory"
+    if p.req.level is not None and smallest == p.req.level and not p.level_ok(smallest, room):
+        cause = "capability"
+        has = ("the CPU has none" if not room.is_gpu
+               else f"{room.device} has {'.'.join(map(str, room.compute_capability or (0, 0)))}")
+        reason = f"{p.meta.name} at {smallest} needs FP8 kernels (compute capability 8.9+); {has}"
+    else:
+        level_text = f"at {smallest}" if p.req.level is not None else f"even at {smallest}"
+        reason = (f"{p.meta.name} {level_text} needs {format_gib(need, 2)} on {where}; "
+                  f"{format_gib(room.available_bytes, 2)} is bookable there "
+                  f"({format_gib(room.margin_bytes, 2)} kept free)")
+        if not p.req.make_room:
+            reason += "; nothing else was touched (make_room is off)"
+    return Refusal(p.meta.id, p.req.level or smallest, room.device, need, room.available_bytes, reason,
+                   options(p), est, p.candidates(), cause)
+
+
+def options(p: _Planner) -> tuple[str, ...]:
+    """What would work instead: each relaxation of the request the planner accepts."""
+    out: list[str] = []
+    tries = []
+    if not p.req.make_room:
+        tries.append(("with make_room", dataclasses.replace(p.req, make_room=True)))
+    if p.req.level is not None:
+        tries.append(("another level", dataclasses.replace(p.req, level=None)))
+    if p.req.device is not None:
+        tries.append(("another device", dataclasses.replace(p.req, device=None)))
+    if p.req.allow_cpu is not True and p.req.device != "cpu":
+        tries.append(("with allow_cpu", dataclasses.replace(p.req, allow_cpu=True, device=None)))
+    for label, req in tries:
+        decision = _Planner(req, p.ledger, p.policy).first()
+        if decision is not None:
+            text = f"{label}: {decision.describe()}"
+            if text not in out:
+                out.append(text)
+    return tuple(out)
