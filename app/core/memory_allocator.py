@@ -223,6 +223,8 @@ class MemoryAllocator:
         self.settings = settings or AllocatorSettings()
         self._clock = clock
         self._lock = threading.Lock()
+        #: Per thread: announcements held back while a caller's own lock is held.
+        self._held = threading.local()
         self._profile: HardwareProfile | None = None
         self._gpus: dict[str, Any] = {}
         self._measured_at = float("-inf")
@@ -233,6 +235,8 @@ class MemoryAllocator:
         self._by_model: dict[str, dict[str, Reservation]] = {}
         #: The largest runtime context any booking on a device needs (kept in step with _by_device).
         self._runtime: dict[str, int] = {}
+        #: device -> bytes of bookings released since the latest measurement, which it still shows as ours.
+        self._released: dict[str, int] = {}
         #: device -> its computed numbers, dropped whenever that device's bookings or the measurement change.
         self._raw: dict[str, tuple[str, int, int, int, int | None, int, int, int, int, bool, int]] = {}
         #: device -> (the raw numbers, the row ``bookable`` made of them): the same row while nothing changed.
@@ -258,6 +262,7 @@ class MemoryAllocator:
         with self._lock:
             self._version += 1
             self._raw.clear()
+            self._released.clear()
             self._profile = profile
             self._gpus = {g.device_id: g for g in profile.gpus if g.mig_parent is None}
             self._measured_at = self._clock()
@@ -343,7 +348,13 @@ class MemoryAllocator:
                 if not mine:
                     del self._by_model[model_id]
             self._booked[device] -= res.total_bytes
+            before = self._runtime.get(device, 0)
             self._runtime[device] = max((r.runtime_bytes for r in bookings.values()), default=0)
+            if res.loaded_at is not None and res.loaded_at <= self._measured_at:
+                # The latest measurement still shows this model; until the next one, what it held
+                # (and the context it alone needed) is no longer ours.
+                freed = res.total_bytes + before - self._runtime[device]
+                self._released[device] = self._released.get(device, 0) + freed
         return res
 
     def _runtime_locked(self, device: str) -> int:
@@ -390,6 +401,10 @@ class MemoryAllocator:
                 ours = sum(p.used_bytes or 0 for p in mine)
             else:
                 ours = None
+        released = self._released.get(device, 0)
+        if released:  # freed since the measurement, which still counts it as used (and as ours)
+            free = min(total, free + released)
+            ours = None if ours is None else max(0, ours - released)
         if ours is None:
             # The driver can't tell what we hold: bookings whose load finished before the latest
             # measurement are in it; the rest are not yet.
@@ -541,10 +556,30 @@ class MemoryAllocator:
         return tuple(gone)
 
     def _announce(self, devices: Iterable[str], changes: list[tuple[str, PressureLevel]]) -> None:
+        held = getattr(self._held, "news", None)
+        if held is not None:  # a caller holds its own lock: announce once it lets go (see ``hold_news``)
+            held.append((list(devices), changes))
+            return
         for device in dict.fromkeys(devices):
             self.allocation_changed.emit(device)
         for device, level in changes:
             self.pressure_changed.emit(device, level)
+
+    def hold_news(self) -> None:
+        """Keep this thread's announcements until :meth:`release_news` (a caller about to book under a
+        lock of its own, whose subscribers must never run under it). Nests."""
+        if getattr(self._held, "depth", 0) == 0:
+            self._held.news = []
+        self._held.depth = getattr(self._held, "depth", 0) + 1
+
+    def release_news(self) -> None:
+        """Announce what :meth:`hold_news` kept, once the outermost hold ends."""
+        self._held.depth -= 1
+        if self._held.depth > 0:
+            return
+        news, self._held.news = self._held.news, None
+        for devices, changes in news:
+            self._announce(devices, changes)
 
     # --- the seed's API ------------------------------------------------------------------------
     def can_allocate(self, model_id: str, quantization: object, device: str = "cuda:0") -> bool:

@@ -68,6 +68,29 @@ def test_a_loaded_model_is_not_counted_twice_when_our_process_holds_it():
     assert ledger.available_bytes == pytest.approx(14.8 * GiB, abs=MiB)
 
 
+@pytest.mark.parametrize("ours_known", [True, False])
+def test_memory_released_since_the_last_measurement_is_bookable_at_once(ours_known):
+    """An unload or offload frees a model now; the last measurement still shows it until the next one."""
+    alloc, clock = make(used_gib=2.0)
+    alloc.reserve("a", "cuda:0", {"weights": 6 * GiB, "overhead": GiB // 2})
+    alloc.reserve("b", "cuda:0", {"weights": 2 * GiB, "overhead": GiB // 2})
+    alloc.set_state("a", "loaded")
+    alloc.set_state("b", "loaded")
+    clock.t += 1
+    held = int(8.5 * GiB) if ours_known else None
+    alloc.update(profile(used_gib=10.5, procs=[GpuProcess(ME, "python", held)]))
+    before = alloc.available_bytes("cuda:0")
+    assert before == pytest.approx((24 - 10.5 - 1) * GiB, abs=MiB)
+    alloc.release("a")
+    # a's 6 GiB are free now, not at the next sample; b still needs the shared context.
+    assert alloc.available_bytes("cuda:0") == pytest.approx(before + 6 * GiB, abs=MiB)
+    alloc.release("b")  # the last one: its 2 GiB and the context it alone still needed
+    assert alloc.available_bytes("cuda:0") == pytest.approx(before + 8.5 * GiB, abs=MiB)
+    # The next measurement agrees, and nothing is counted twice.
+    alloc.update(profile(used_gib=2.0))
+    assert alloc.available_bytes("cuda:0") == pytest.approx((24 - 2 - 1) * GiB, abs=MiB)
+
+
 def test_when_the_driver_cannot_say_finished_loads_are_taken_as_measured():
     alloc, clock = make(used_gib=2.0)
     alloc.reserve("a", "cuda:0", {"weights": 6 * GiB})

@@ -69,3 +69,25 @@ def test_offload_frees_the_gpu_and_restore_and_move_hold_it_again(rig):
     moved = _ledger(manager, "cuda:1")
     assert moved.reserved_bytes > 5 * (1 << 30)
     assert moved.measured_ours_bytes == pytest.approx(moved.reserved_bytes, rel=HOLD_JITTER)
+
+
+def test_room_made_by_an_offload_is_bookable_before_the_next_measurement():
+    """The yardstick walk with the simulated runtime and a sampler feeding the ledger: the offloaded
+    model's memory still shows in the last measurement, yet the load that needed it goes through."""
+    t = [1000.0]
+    profiler = HardwareProfiler(simulate="rtx3060", clock=lambda: t[0])
+    manager = ModelResourceManager(profiler=profiler, registry=ModelRegistry(user_store=None),
+                                   loader=SimulatedLoader.for_profiler(profiler), clock=lambda: t[0])
+    evicted = []
+    manager.evicted.connect(lambda mid, why: evicted.append(mid))
+    for mid, level in ((MINISTRAL, "Q4_K_M"), (SD15, None)):
+        manager.load(mid, level)
+        t[0] += 1
+        manager.observe(profiler.get_profile())  # what the sampler does every second
+    sdxl = manager.load("stabilityai/stable-diffusion-xl-base-1.0")
+    assert sdxl.device == "cuda:0" and evicted == [MINISTRAL]
+    assert manager.state_of(MINISTRAL).value == "offloaded"
+    manager.observe(profiler.get_profile())
+    ledger = _ledger(manager, "cuda:0")
+    assert ledger.reserved_bytes <= ledger.total_bytes - ledger.safety_reserve_bytes
+    assert ledger.measured_ours_bytes == pytest.approx(ledger.reserved_bytes, rel=HOLD_JITTER)

@@ -51,7 +51,8 @@ class Admission:
 
         keep = self._settings.keep_alive_s if keep_alive_s is None else keep_alive_s
         return self._life.load(meta, choose, level=req.level, pin=pin, keep_alive_s=keep,
-                               preferred=req.level if level_given else None, announce=self._announce)
+                               preferred=req.level if level_given else None, announce=self._announce,
+                               device=req.device)
 
     def with_cap(self, req: PlacementRequest, decision: Decision) -> Decision:
         """Prepend unloading the least valuable model when the cap on loaded models is reached."""

@@ -38,12 +38,14 @@ class _Locked:
 
     def __enter__(self) -> News:
         self._life.lock.acquire()
+        self._life.allocator.hold_news()
         return self._news
 
     def __exit__(self, *exc: object) -> None:
         life, news = self._life, self._news
         life.version += 1
         life.lock.release()
+        life.allocator.release_news()
         for mid, old, new in news.transitions:
             life.signals.model_state_changed.emit(mid, old, new)
         for mid, reason in news.evictions:
@@ -98,13 +100,13 @@ class Lifecycle:
     # --- load ---------------------------------------------------------------------------------------
     def load(self, metadata: ModelMetadata, decide: Callable[[], Decision | Refusal], *, level: str | None,
              pin: bool, keep_alive_s: float, preferred: str | None,
-             announce: Callable[[Decision], None] | None = None) -> Op:
+             announce: Callable[[Decision], None] | None = None, device: str | None = None) -> Op:
         """Decide (under the lock), run the decision's actions, book, and call the loader.
 
         ``announce`` hears the decision once the lock is released."""
         mid = metadata.id
         with self.locked() as news:
-            done = self._already(self.records.get(mid), level, pin, keep_alive_s)
+            done = self._already(self.records.get(mid), level, device, pin, keep_alive_s)
             if done is not None:
                 return done
             decision = decide()
@@ -119,7 +121,7 @@ class Lifecycle:
             for action in decision.actions:
                 yield from self.act(action)
             with self.locked() as news:
-                done = self._already(self.records.get(mid), level, pin, keep_alive_s)
+                done = self._already(self.records.get(mid), level, device, pin, keep_alive_s)
                 if done is not None:  # another caller loaded it meanwhile
                     return done
                 record = self._book(metadata, placement, pin, keep_alive_s, preferred, news)
@@ -157,11 +159,16 @@ class Lifecycle:
         news.transitions.append(record.set_state(S.LOADING, placement.reason))
         return record
 
-    def _already(self, record: Record | None, level: str | None, pin: bool,
+    def _already(self, record: Record | None, level: str | None, device: str | None, pin: bool,
                  keep_alive_s: float | None) -> LoadedModel | None:
         if record is None:
             return None
         if record.state in (S.LOADED, S.BUSY, S.LOADING, S.RESTORING, S.MOVING, S.OFFLOADING):
+            held = record.placement.devices if record.placement else ()
+            if device is not None and device not in held:  # an explicit device is honoured or refused
+                raise InvalidTransitionError(
+                    f"{record.model_id} is already {record.state.value} on {record.device}, not {device}; "
+                    f"move() it to {device}, or unload it first")
             if level is None or level == record.level:
                 record.last_used = self.clock()
                 record.pinned = record.pinned or pin

@@ -6,9 +6,10 @@ nothing but its arguments and the memoised estimates, so the CLI, the picker, th
 ensemble planner get the same answer from the same ledger.
 
 Order, for a request without a device: a GPU with room (best fit, so later models still fit) →
-make room on a GPU by offloading or unloading idle, unpinned models in policy order → move one
-idle model to another GPU → split the layers across GPUs → a lower level on one GPU → a partial
-offload (layers in RAM) → the CPU, where the request allows it. Without a chosen level, each GPU
+move one idle model whole to another GPU where it fits (it keeps running at full speed) → make
+room on a GPU by offloading or unloading idle, unpinned models in policy order → split the layers
+across GPUs → a lower level on one GPU → a partial offload (layers in RAM) → the CPU, where the
+request allows it. Without a chosen level, each GPU
 step tries the levels at or above the policy's quality floor, best first. An explicit device is
 honoured or refused, never replaced.
 """
@@ -148,7 +149,7 @@ class _Planner:
         if self.req.device == "cpu":
             return self.on_cpu(explicit=True)
         steps: tuple[Callable[[], Decision | None], ...] = (
-            lambda: self.free_gpu(self.good), lambda: make_room(self), lambda: move(self), self.split,
+            lambda: self.free_gpu(self.good), lambda: move(self), lambda: make_room(self), self.split,
             lambda: self.free_gpu(self.low), self.partial, lambda: self.on_cpu(explicit=False))
         for step in steps:
             decision = step()
@@ -280,10 +281,13 @@ def no_such_device(p: _Planner) -> Refusal:
 
 
 def refuse(p: _Planner) -> Refusal:
-    smallest = min(p.levels, key=lambda lv: p.est(lv).total_bytes)
     kind = "cpu" if p.req.device == "cpu" or not p.gpus else "gpu"
+    rooms = [p.cpu] if kind == "cpu" else p.gpus
+    usable = [lv for lv in p.levels if any(p.level_ok(lv, r) for r in rooms)] or list(p.levels)
+    smallest = min(usable, key=lambda lv: p.est(lv).total_bytes)
     est = p.est(smallest, kind)
-    room = p.cpu if kind == "cpu" else max(p.gpus, key=lambda r: r.available_bytes - p.adds(est, r))
+    able = [r for r in p.gpus if p.level_ok(smallest, r)] or p.gpus
+    room = p.cpu if kind == "cpu" else max(able, key=lambda r: r.available_bytes - p.adds(est, r))
     need = p.adds(est, room)
     where = "RAM" if kind == "cpu" else room.device
     cause = "memory"

@@ -123,6 +123,10 @@ class Relocation:
             if record.state != S.LOADED or placement is None or placement.kind != "gpu":
                 raise InvalidTransitionError(f"{model_id} is not loaded whole on one GPU; it cannot be moved")
             source = placement.home_device
+            if target == source:
+                raise InvalidTransitionError(f"{model_id} is already on {target}")
+            if target not in self.life.allocator.devices() or target == "cpu":
+                raise InvalidTransitionError(f"{target!r} is not a GPU here; offload() moves a model to RAM")
             moved = retarget(placement, target, f"moved from {source} to {target}: {reason}")
             self.life.allocator.reserve(model_id, target, moved.shares[0].parts())  # raises when there is no room
             news.transitions.append(record.set_state(S.MOVING, reason))
