@@ -366,7 +366,9 @@ class ResourcePanel(QWidget):
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("Make room?")
-        box.setText(f"Loading {decision.model_id} as {decision.placement.describe()} first needs:")
+        meta = self._registry.get_model(decision.model_id)
+        name = meta.name if meta is not None else decision.model_id
+        box.setText(f"Loading {name} as {decision.placement.describe()} first needs:")
         box.setInformativeText("\n".join(f"• {a.describe()}" for a in decision.actions))
         box.setDetailedText("\n".join(a.reason for a in decision.actions))
         go = box.addButton("&Make room and load", QMessageBox.ButtonRole.AcceptRole)
