@@ -39,6 +39,7 @@ from app.core.model_resource_manager import (
     UnknownModelError,
 )
 from app.core.quantization_strategy import PlacementError
+from app.demo import ManualClock
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_1B = "meta-llama/Llama-3.2-1B-Instruct"
@@ -56,14 +57,6 @@ REGISTRY = ModelRegistry(user_store=None)
 
 class LoaderFault(Exception):
     """The fake loader's own failure (what a runtime raises: CUDA out of memory, a missing file …)."""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Faults:
@@ -143,7 +136,7 @@ def rig_file(directory: Path, gpus_gib=(8, 8)) -> str:
 
 
 def make(directory: Path, loader, gpus_gib=(8, 8), **settings_kw):
-    clock = Clock()
+    clock = ManualClock(1000.0)
     manager = ModelResourceManager(profiler=HardwareProfiler(simulate=rig_file(directory, gpus_gib), clock=clock),
                                    registry=REGISTRY, loader=loader, settings=ManagerSettings(**settings_kw),
                                    clock=clock)
@@ -299,7 +292,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.integers(0, 200))
     def tick(self, seconds):
-        self.clock.t += seconds
+        self.clock.now += seconds
         self.manager.tick()
 
     @rule(failing=st.sets(st.sampled_from(["load", "unload", "offload", "restore"]), max_size=2),
@@ -512,7 +505,7 @@ def test_eight_threads_with_a_flaky_slow_loader_keep_the_ledger_sound(tmp_path, 
                     time.sleep(0.001)
                     manager.end_use(mid)
                 else:
-                    clock.t += rnd.randint(0, 40)
+                    clock.now += rnd.randint(0, 40)
                     manager.tick()
             except (*DOCUMENTED, LoaderFault, NotImplementedError):
                 pass
@@ -609,7 +602,7 @@ def test_state_events_come_after_the_lock_and_show_whole_states(tmp_path):
     results: list = []
     manager.model_state_changed.connect(_watch_from_another_thread(manager, results))
     _drive(manager, lambda: manager.load(SDXL, "fp16"))
-    clock.t += 5
+    clock.now += 5
     _drive(manager, lambda: manager.offload(SDXL))
     _drive(manager, lambda: manager.restore(SDXL))
     _drive(manager, lambda: manager.unload(SDXL))
@@ -630,7 +623,7 @@ def test_state_events_come_after_the_lock_and_show_whole_states(tmp_path):
 def test_other_signals_come_after_the_lock_too(tmp_path, signal):
     manager, clock = make(tmp_path, FakeLoader(), gpus_gib=(12,))
     manager.load(LLAMA_8B, "Q8_0")
-    clock.t += 5
+    clock.now += 5
     results: list = []
     getattr(manager, signal).connect(_watch_from_another_thread(manager, results))
     _drive(manager, lambda: manager.load(SDXL, "fp16"))  # makes room: evicts, books, plans

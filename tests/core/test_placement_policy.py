@@ -30,6 +30,7 @@ from app.core.model_resource_manager import (
     Refusal,
 )
 from app.core.quantization_strategy import PlacementError, QuantizationLevel
+from app.demo import ManualClock
 
 GiB = 1 << 30
 
@@ -40,14 +41,6 @@ LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_1B = "meta-llama/Llama-3.2-1B-Instruct"
 WHISPER_SMALL = "openai/whisper-small"
 KOKORO = "hexgrad/Kokoro-82M"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class RecordingLoader:
@@ -91,11 +84,19 @@ def rig_file(tmp_path, gpus_gib, name="rig", processes=()):
 
 
 def manager_on(registry, simulate: str, *, loader=None, **settings_kw):
-    clock = Clock()
+    clock = ManualClock(1000.0)
     manager = ModelResourceManager(profiler=HardwareProfiler(simulate=simulate, clock=clock), registry=registry,
                                    loader=loader or RecordingLoader(), settings=ManagerSettings(**settings_kw),
                                    clock=clock)
     return manager, clock
+
+
+def load_the_pair(manager, clock) -> None:
+    """The story's pair: a 4-bit Ministral 8B, then SD 1.5, a few seconds apart."""
+    manager.load(MINISTRAL, "Q4_K_M")
+    clock.now += 5
+    manager.load(SD15)
+    clock.now += 5
 
 
 def held(manager) -> dict[str, tuple]:
@@ -137,14 +138,14 @@ def test_rtx3060_sdxl_makes_room_from_named_models_or_is_refused_never_the_cpu(r
     manager.evicted.connect(lambda mid, why: evicted.append((mid, why)))
 
     ministral = manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
+    clock.now += 5
     sd15 = manager.load(SD15)
     assert ministral.model_id == canonical(registry, MINISTRAL) and sd15.model_id == canonical(registry, SD15)
     assert ministral.device == "cuda:0" and sd15.device == "cuda:0"  # co-resident
     assert ministral.quantization == "Q4_K_M" and ministral.placement.kind == "gpu" == sd15.placement.kind
     assert manager.state_of(MINISTRAL) == ModelState.LOADED and manager.state_of(SD15) == ModelState.LOADED
     assert evicted == []
-    clock.t += 5
+    clock.now += 5
 
     sdxl_id = canonical(registry, SDXL)
     bookable = manager.available_bytes("cuda:0")
@@ -183,10 +184,7 @@ def test_two_rtx3060_hold_all_three_without_evicting(registry):
     manager, clock = manager_on(registry, "rtx3060,rtx3060")
     evicted: list[tuple[str, str]] = []
     manager.evicted.connect(lambda mid, why: evicted.append((mid, why)))
-    manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
-    manager.load(SD15)
-    clock.t += 5
+    load_the_pair(manager, clock)
     manager.load(SDXL)
     assert evicted == []
     models = manager.loaded_models()
@@ -202,10 +200,7 @@ def test_two_rtx3060_hold_all_three_without_evicting(registry):
 # --- 3. explicit device, make_room=False ------------------------------------------------------------------
 def test_explicit_device_without_make_room_is_refused_naming_it_and_touches_nothing(registry):
     manager, clock = manager_on(registry, "rtx3060")
-    manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
-    manager.load(SD15)
-    clock.t += 5
+    load_the_pair(manager, clock)
     before, booked = held(manager), all_bookings(manager)
     events: list[tuple] = []
     manager.evicted.connect(lambda *a: events.append(("evicted", *a)))
@@ -229,10 +224,7 @@ def test_explicit_device_without_make_room_is_refused_naming_it_and_touches_noth
 
 def test_make_room_false_never_touches_other_models(registry):
     manager, clock = manager_on(registry, "rtx3060")
-    manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
-    manager.load(SD15)
-    clock.t += 5
+    load_the_pair(manager, clock)
     before, booked = held(manager), all_bookings(manager)
     evicted: list = []
     manager.evicted.connect(lambda *a: evicted.append(a))
@@ -286,10 +278,7 @@ def test_plan_is_what_load_books(registry, tmp_path, gpus, model, level):
 
 def test_plan_with_room_to_make_is_what_load_does(registry):
     manager, clock = manager_on(registry, "rtx3060")
-    manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
-    manager.load(SD15)
-    clock.t += 5
+    load_the_pair(manager, clock)
     decision = manager.plan(SDXL, "fp16")
     assert isinstance(decision, Decision) and decision.actions
     evicted: list[str] = []
@@ -379,10 +368,7 @@ def test_a_partial_offload_is_named_and_needs_allow_cpu_not_false(registry, tmp_
 
 def test_making_room_on_the_gpu_comes_before_the_cpu(registry):
     manager, clock = manager_on(registry, "rtx3060")
-    manager.load(MINISTRAL, "Q4_K_M")
-    clock.t += 5
-    manager.load(SD15)
-    clock.t += 5
+    load_the_pair(manager, clock)
     sdxl = manager.load(SDXL, allow_cpu=True)
     assert sdxl.device == "cuda:0" and sdxl.placement.kind == "gpu"
 
@@ -406,7 +392,7 @@ def _move_rig(registry, tmp_path, loader):
     SDXL."""
     manager, clock = manager_on(registry, rig_file(tmp_path, (12, 12)), loader=loader)
     manager.load(SDXL, "fp16", device="cuda:0")
-    clock.t += 30
+    clock.now += 30
     return manager
 
 
@@ -519,7 +505,7 @@ def test_pinned_models_are_never_touched_by_policy_or_bulk_calls(registry, tmp_p
     assert report[pinned.model_id].startswith("left as it is")
     report = dict(manager.free_memory([SDXL], offload=True))
     assert report[pinned.model_id].startswith("left as it is")
-    clock.t += 10_000
+    clock.now += 10_000
     manager.tick()  # past its keep-alive
     # A load that would need its room goes elsewhere or is refused.
     evicted: list = []

@@ -7,10 +7,11 @@ moved, and why.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from app.core.manager.eviction import choose_victims, eviction_order
-from app.core.manager.placement import Action, Decision, Holding
+from app.core.manager.placement import Action, Decision, DeviceRoom, Holding
 from app.core.units import format_gib
 
 if TYPE_CHECKING:
@@ -19,18 +20,23 @@ if TYPE_CHECKING:
 __all__ = ["make_room", "move"]
 
 
+def _short_rooms(p: _Planner, level: str) -> Iterator[tuple[DeviceRoom, int, int]]:
+    """The GPUs that could run ``level`` but lack room now: (room, bytes needed, bytes short)."""
+    est = p.est(level)
+    for room in p.gpus:
+        need = p.adds(est, room)
+        short = need - room.available_bytes
+        if p.level_ok(level, room) and short > 0:
+            yield room, need, short
+
+
 def make_room(p: _Planner) -> Decision | None:
     """Offload (to RAM) or unload idle, unpinned models on one GPU, as few as policy order allows."""
     if not p.req.make_room:
         return None
     for lv in p.good:
-        est = p.est(lv)
         best: tuple[int, Decision] | None = None
-        for room in p.gpus:
-            need = p.adds(est, room)
-            short = need - room.available_bytes
-            if not p.level_ok(lv, room) or short <= 0:
-                continue
+        for room, need, short in _short_rooms(p, lv):
             victims = choose_victims(eviction_order(p.ledger.holdings, device=room.device,
                                                     exclude=p.meta.id), room.device, short)
             if not victims:
@@ -70,13 +76,8 @@ def move(p: _Planner) -> Decision | None:
     if not p.req.make_room or len(p.all_gpus) < 2:
         return None
     for lv in p.good:
-        est = p.est(lv)
         best: tuple[int, Decision] | None = None
-        for room in p.gpus:
-            need = p.adds(est, room)
-            short = need - room.available_bytes
-            if not p.level_ok(lv, room) or short <= 0:
-                continue
+        for room, need, short in _short_rooms(p, lv):
             for h in eviction_order(p.ledger.holdings, device=room.device, exclude=p.meta.id):
                 held = h.placement
                 if held is None or held.kind != "gpu" or h.bytes_on(room.device) < short:
