@@ -96,3 +96,31 @@ def test_shared_cli_contract():
     out = subprocess.run([sys.executable, str(CONTRACT)], capture_output=True, text=True, cwd=ROOT, timeout=600,
                          env=env)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args", [("mistralai/Ministral-8B-v0.1",), ("stabilityai/stable-diffusion-xl-base-1.0",),
+                                  ("meta-llama/Llama-3.3-70B-Instruct",),
+                                  ("stabilityai/stable-diffusion-xl-base-1.0", "--quant", "fp8", "--device", "cuda:0")])
+def test_cli_plan_and_the_manager_agree_on_the_same_ledger(tmp_path, args):
+    """`modeldeck plan` is the manager's own answer: same planner, same safety margin, same ledger."""
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.model_registry import ModelRegistry
+    from app.core.model_resource_manager import ModelResourceManager
+
+    rig = tmp_path / "rig.json"  # fixed usage by others, so both processes measure the same card
+    rig.write_text(json.dumps({"gpus": [{"card": "rtx3060", "processes": [{"name": "Xorg", "used_gib": 0.4},
+                                                                           {"name": "game", "used_gib": 3.5}]}]}))
+    out = run("plan", *args, "--simulate", str(rig), "--json")
+    doc = json.loads(out.stdout)
+    manager = ModelResourceManager(profiler=HardwareProfiler(simulate=str(rig)), registry=ModelRegistry())
+    quant = args[args.index("--quant") + 1] if "--quant" in args else None
+    device = args[args.index("--device") + 1] if "--device" in args else None
+    answer = manager.plan(args[0], quant, device)
+    expected = answer.to_dict() if not hasattr(answer, "placement") else answer.to_dict(
+        manager.available_bytes(answer.placement.home_device))
+    assert out.returncode == (0 if hasattr(answer, "placement") else 3), out.stderr
+    for key in ("model_id", "quantization", "device", "placement", "fits", "gpu_layers", "needed_bytes",
+                "headroom_bytes", "reason", "shares", "actions", "estimate"):
+        assert doc[key] == expected[key], key
+    # The margin is the manager's (0.45 GiB per GPU), not a headroom of the CLI's own.
+    assert doc["headroom_bytes"] == expected["headroom_bytes"]
