@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         self.panel = ResourcePanel(sampler, registry, manager=manager, parent=self)
         self.setCentralWidget(self.panel)
         if settings is not None:  # "Don't ask again" before a load moves other models
-            self.panel.confirm_moves = str(settings.value("confirm/moves", "true")).lower() != "false"
+            self.panel.loads.confirm_moves = str(settings.value("confirm/moves", "true")).lower() != "false"
             self.panel.sigConfirmMovesChanged.connect(lambda on: settings.setValue("confirm/moves", on))
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
         self._build_menus()

@@ -11,14 +11,12 @@ says a sample arrived, and while hidden it only notes that it is stale.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -28,6 +26,7 @@ from app.core.sampler import device_key
 from app.widgets.bridge import CoreBridge
 from app.widgets.device_card import DeviceCard
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
+from app.widgets.load_flow import LoadFlow
 from app.widgets.planning import ViewPlanner
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.registry_browser import RegistryBrowser
@@ -70,8 +69,6 @@ class ResourcePanel(QWidget):
     sigPlacementChosen = Signal(object)
     sigConfirmMovesChanged = Signal(bool)
     sigStatus = Signal(str)
-    #: (model_id, error or None) from a load run off the GUI thread; queued back to it.
-    _sigLoadFinished = Signal(str, object)
 
     MAX_COLUMNS = 3
 
@@ -83,19 +80,17 @@ class ResourcePanel(QWidget):
         # Every fit is the manager's planner against its ledger (a private, planning-only one without).
         self.planner = ViewPlanner(registry, manager, strategy, sampler.latest)
         self._manager = manager
-        #: Whether a load that moves other models asks first (``set_confirm_moves``; the shell keeps it).
-        self.confirm_moves = True
-        self._workers: ThreadPoolExecutor | None = None
-        self._sigLoadFinished.connect(self._load_finished)
+        #: Confirmations and loads off the GUI thread; ``loads.confirm_moves`` is the "ask first" setting.
+        self.loads = LoadFlow(manager, self._name_of, self)
+        self.loads.sigStatus.connect(self.sigStatus)
+        self.loads.sigConfirmChanged.connect(self.sigConfirmMovesChanged)
         self._window_s = DEFAULT_WINDOW_S
         self._cells: dict[str, _DeviceCell] = {}
         self._device_ids: dict[str, str] = {}
         self._layout_key: tuple[Any, ...] | None = None
         self._pressure: dict[str, str] = {}
         self._stale = True
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.picker: QuantizationDialog | None = None
-        self.confirm_box: QMessageBox | None = None
         self._closed = False
         self._sized = False
 
@@ -251,10 +246,7 @@ class ResourcePanel(QWidget):
         self._closed = True
         self.bridge.close()
         self.browser.shutdown()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._workers is not None:
-            self._workers.shutdown(wait=False, cancel_futures=True)
+        self.loads.shutdown()
         if self.picker is not None:
             self.picker.close()
 
@@ -346,10 +338,7 @@ class ResourcePanel(QWidget):
         level, device, context = dialog.selection()
         if decision is None or level is None:
             return
-        if decision.actions and self.confirm_moves:
-            self.ask_to_make_room(decision, lambda: self._go(decision, level, device, context))
-        else:
-            self._go(decision, level, device, context)
+        self.loads.ask_then(decision, self, lambda: self._go(decision, level, device, context))
 
     def _go(self, decision: Decision, level: str, device: str, context: int | None) -> None:
         model_id = decision.model_id
@@ -358,69 +347,11 @@ class ResourcePanel(QWidget):
         if self._manager is None:
             self.sigStatus.emit(f"Load requested: {model_id}: {decision.describe()}")
             return
-        self.load_decision(decision)
-
-    def ask_to_make_room(self, decision: Decision, then: Any) -> QMessageBox:
-        """Before a load moves models the user did not name: say which and why; ``then()`` on yes.
-        One click; "Don't ask again" turns the question off (``sigConfirmMovesChanged``)."""
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Make room?")
-        meta = self._registry.get_model(decision.model_id)
-        name = meta.name if meta is not None else decision.model_id
-        box.setText(f"Loading {name} as {decision.placement.describe()} first needs:")
-        box.setInformativeText("\n".join(f"• {a.describe()}" for a in decision.actions))
-        box.setDetailedText("\n".join(a.reason for a in decision.actions))
-        go = box.addButton("&Make room and load", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(go)
-        never = QCheckBox("Don't ask again")
-        box.setCheckBox(never)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-        def done(_result: int) -> None:
-            self.confirm_box = None
-            if box.clickedButton() is not go:
-                self.sigStatus.emit(f"Not loaded: {decision.model_id} (nothing was moved)")
-                return
-            if never.isChecked():
-                self.confirm_moves = False
-                self.sigConfirmMovesChanged.emit(False)
-            then()
-
-        box.finished.connect(done)
-        self.confirm_box = box
-        box.open()
-        return box
+        self.loads.load(decision)
 
     def load_decision(self, decision: Decision) -> None:
-        """Load what the picker showed: awaited on a running (qasync) loop, else in a worker thread;
-        the GUI thread never waits on a loader."""
-        model_id = decision.model_id
-        self.sigStatus.emit(f"Loading {model_id}: {decision.describe()}…")
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            task = loop.create_task(self._manager.aload(model_id, placement=decision))
-            self._tasks.add(task)  # qasync can let unreferenced tasks be collected
-            task.add_done_callback(lambda t: self._load_done(model_id, t))
-            return
-        if self._workers is None:
-            self._workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modeldeck-load")
-        future = self._workers.submit(self._manager.load, model_id, placement=decision)
-        future.add_done_callback(lambda f: self._sigLoadFinished.emit(model_id, f.exception()))
-
-    def _load_done(self, model_id: str, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if self._closed or task.cancelled():
-            return
-        self._load_finished(model_id, task.exception())
-
-    def _load_finished(self, model_id: str, err: object) -> None:
-        if not self._closed:
-            self.sigStatus.emit(f"Loaded {model_id}" if err is None else f"Could not load {model_id}: {err}")
+        """Load what the picker showed, off the GUI thread (see :class:`LoadFlow`)."""
+        self.loads.load(decision)
 
     # --- the manager -------------------------------------------------------------------------------
     def _connect_manager(self, manager: Any) -> None:
@@ -450,6 +381,10 @@ class ResourcePanel(QWidget):
                 self._show_bookings(device)
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _name_of(self, model_id: str) -> str:
+        meta = self._registry.get_model(model_id)
+        return meta.name if meta is not None else model_id
+
     @staticmethod
     def _placeholder(text: str) -> QWidget:
         widget = QLabel(text)

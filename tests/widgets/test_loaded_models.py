@@ -157,7 +157,7 @@ def test_picker_ok_loads_through_the_manager_on_the_event_loop(qtbot, sampler, r
 
     async def pick_and_wait() -> None:
         panel.load_decision(decision)
-        while panel._tasks:
+        while panel.loads.pending:
             await asyncio.sleep(0.01)
 
     asyncio.run(pick_and_wait())
