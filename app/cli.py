@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from app import __version__
 
@@ -149,7 +150,7 @@ def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
             value = kind(float(text)) if kind is int else kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if value < 0 or value != value:
             raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
@@ -158,25 +159,146 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def cmd_estimate(args: argparse.Namespace) -> int:
-    from app.core.estimation import Architecture, UnknownQuantizationError, estimate_llm
+def _g(value: float) -> str:
+    """A bound as people write it: 0.1, 1,024 or 1e14."""
+    if abs(value) >= 1e9:
+        return f"{value:.0e}".replace("e+", "e")
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
 
+
+def _in_range(kind: type, lo: float, hi: float, what: str, hint: str = "") -> Any:
+    """An argparse ``type=``: a finite number of ``kind`` between ``lo`` and ``hi`` (inclusive).
+
+    The message says what was given, the range and what the number means, so the user can fix it
+    without reading the source. ``int`` accepts ``8e9``-style input but not fractions.
+    """
+
+    def parse(text: str) -> Any:
+        stripped = text.strip()
+        try:
+            value = float(stripped)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; give {what} between {_g(lo)} and {_g(hi)}{hint}") from None
+        if value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {what} between {_g(lo)} and {_g(hi)}")
+        if value < 0 <= lo:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must not be negative; give {what} between {_g(lo)} and {_g(hi)}")
+        if not lo <= value <= hi:  # inf and 1e400 (which float() reads as inf) land here
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is out of range: {what} must be between {_g(lo)} and {_g(hi)}{hint}")
+        if kind is int:
+            if value != int(value):
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {what} as an integer")
+            return int(stripped) if re.fullmatch(r"[+]?\d+", stripped) else int(value)
+        return float(value)
+
+    return parse
+
+
+#: Physical ranges of `estimate`'s numbers. The largest published models have ~2e12 parameters,
+#: 126 layers, a 16,384-wide hidden state, 128 heads, head dims up to 576 (MLA), 262,144-token
+#: vocabularies and 10M-token contexts; each bound leaves ample room above that and stays far from
+#: anything that could overflow, hang or print a nonsense figure.
+MAX_PARAMETERS = 1e14
+MIN_PARAMETERS = 1e6
+MAX_LAYERS = 1024
+MAX_HIDDEN = 131_072
+MAX_HEADS = 4096
+MAX_HEAD_DIM = 4096
+MAX_VOCAB = 16_777_216
+MAX_INTERMEDIATE = 1_048_576
+MAX_CONTEXT = 100_000_000
+MAX_BATCH = 1_048_576
+#: `gui --interval`: the sampler's own minimum, up to an hour (the 1 h graph then still has a point);
+#: the same numbers as app.shell's (not imported here: building the parser must not load Qt).
+MIN_INTERVAL_S = 0.1
+MAX_INTERVAL_S = 3600.0
+
+
+def _kv_dtype(text: str) -> str:
+    from app.core.estimation import KV_TYPES
+
+    if text.strip().lower() not in KV_TYPES:
+        raise argparse.ArgumentTypeError(f"unknown KV-cache type {text!r}; use one of: {', '.join(KV_TYPES)}")
+    return text.strip().lower()
+
+
+def _check_simulate(spec: str | None) -> None:
+    """Parse a ``--simulate`` spec now, so a bad one is one line before anything starts."""
+    if spec is None:
+        return
+    from app.core.hardware.simulated import SimulationSpecError, parse_spec
+
+    try:
+        parse_spec(spec)
+    except SimulationSpecError as err:
+        raise CliError(str(err)) from err
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from app.core.estimation import (
+        Architecture,
+        EstimateTerm,
+        UnknownQuantizationError,
+        estimate_llm,
+        kv_cache_bytes,
+        resolve_quantization,
+    )
+
+    try:
+        quant = resolve_quantization(args.quant)
+    except UnknownQuantizationError as err:
+        raise CliError(str(err)) from err
+    full = all(v is not None for v in (args.layers, args.hidden, args.heads))
+    kv_heads = args.kv_heads or args.heads
+    head_dim = args.head_dim or (args.hidden // args.heads if args.hidden and args.heads else None)
+    # The KV cache needs only layers × KV heads × head dim; the weights then come from --params.
+    kv_only = not full and args.layers is not None and kv_heads is not None and head_dim is not None
+    flags = (args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.vocab, args.intermediate)
+    if any(v is not None for v in flags) and not (full or kv_only):
+        raise CliError("the architecture needs at least --layers, --hidden and --heads "
+                       "(add --kv-heads, --head-dim and --vocab for an exact KV cache and embeddings), "
+                       "or --layers, --kv-heads and --head-dim with --params for the KV cache alone")
+    if args.heads is not None and args.kv_heads is not None and args.kv_heads > args.heads:
+        raise CliError(f"--kv-heads {args.kv_heads} is more than --heads {args.heads}; "
+                       "a model has at most as many KV heads as attention heads")
+    if full and args.head_dim is None and args.heads > args.hidden:
+        raise CliError(f"--heads {args.heads} is more than --hidden {args.hidden}, so a head would be 0 wide; "
+                       "check the numbers or give --head-dim")
+    if kv_only and (args.vocab is not None or args.intermediate is not None):
+        raise CliError("--vocab and --intermediate size the weights, which need --hidden and --heads too; "
+                       "add them, or drop --vocab/--intermediate and let --params size the weights")
+    if args.params is None and kv_only:
+        raise CliError("--layers, --kv-heads and --head-dim size the KV cache; the weights need --params N "
+                       "(parameter count) or --hidden and --heads for the full architecture")
+    if args.params is None and not full:
+        raise CliError("give --params N (parameter count), or the architecture flags")
     arch = None
-    shape = (args.layers, args.hidden, args.heads)
-    if any(v is not None for v in (*shape, args.kv_heads, args.head_dim, args.vocab)):
-        if any(v is None for v in shape):
-            raise CliError("the architecture needs at least --layers, --hidden and --heads "
-                           "(add --kv-heads, --head-dim and --vocab for an exact KV cache and embeddings)")
+    if full:
         arch = Architecture(layers=args.layers, hidden_size=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
                             head_dim=args.head_dim, vocab_size=args.vocab, intermediate_size=args.intermediate)
         if args.params:
-            arch = arch.with_parameters(int(args.params))
-    if not args.params and arch is None:
-        raise CliError("give --params N (parameter count), or the architecture flags")
+            arch = arch.with_parameters(args.params)
+        modelled = arch.parameter_count()
+        if modelled > MAX_PARAMETERS:
+            raise CliError(f"these flags describe a model of {modelled:.3g} parameters, more than the "
+                           f"{_g(MAX_PARAMETERS)} this estimate accepts; check --layers, --hidden, --intermediate "
+                           "and --vocab")
     try:
-        est = estimate_llm(args.quant, parameters=int(args.params) if args.params else None, architecture=arch,
-                           context=args.context, kv_dtype=args.kv_dtype, batch=args.batch,
-                           device_kind=args.device, flash_attention=not args.no_flash_attention)
+        est = estimate_llm(quant, parameters=args.params, architecture=arch, context=args.context,
+                           kv_dtype=args.kv_dtype, batch=args.batch, device_kind=args.device,
+                           flash_attention=not args.no_flash_attention)
+        if kv_only:
+            shape = Architecture(layers=args.layers, hidden_size=kv_heads * head_dim, heads=kv_heads,
+                                 kv_heads=kv_heads, head_dim=head_dim)
+            kv, kv_text = kv_cache_bytes(shape, args.context, args.kv_dtype, pad_to=256 if quant.is_gguf else 1,
+                                         batch=args.batch)
+            est = dataclasses.replace(est, kv_cache=EstimateTerm(kv, kv_text),
+                                      notes=tuple(n for n in est.notes if "KV cache" not in n))
     except UnknownQuantizationError as err:
         raise CliError(str(err)) from err
     if args.json:
@@ -331,10 +453,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    _check_simulate(args.simulate)  # before Qt and before any window
     try:
-        from app.shell import run_gui
+        from app.shell import check_gui_args, run_gui
     except ImportError as err:  # PySide6 missing or its system libraries absent
         raise CliError(f"the dashboard cannot start: {err}; `modeldeck status` works without Qt") from err
+    try:
+        check_gui_args(args.simulate, args.interval)
+    except ValueError as err:
+        raise CliError(str(err)) from err
     return int(run_gui(simulate=args.simulate, interval_s=args.interval))
 
 
@@ -349,15 +476,27 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_screenshot(args: argparse.Namespace) -> int:
+    _check_simulate(args.simulate)
     try:
-        from app.shell import screenshot
+        from app.shell import check_screenshot_args, screenshot
     except ImportError as err:
         raise CliError(f"screenshots need Qt: {err}") from err
+    try:
+        check_screenshot_args(args.out, args.simulate)  # before anything is rendered
+    except ValueError as err:
+        raise CliError(str(err)) from err
     return int(screenshot(args.out, simulate=args.simulate, size=args.size))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where to look, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="modeldeck",
         description="ModelDeck: see what your GPUs and RAM hold, and what will fit.",
     )
@@ -369,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gui = sub.add_parser("gui", help="open the dashboard")
     gui.add_argument("--simulate", metavar="SPEC", help=simulate_help)
-    gui.add_argument("--interval", type=float, default=1.0, metavar="S", help="sampling interval in seconds")
+    interval = _in_range(float, MIN_INTERVAL_S, MAX_INTERVAL_S, "a sampling interval in seconds")
+    gui.add_argument("--interval", type=interval, default=1.0, metavar="S",
+                     help="sampling interval in seconds (0.1 to 3600, default 1)")
     gui.set_defaults(func=cmd_gui)
 
     status = sub.add_parser("status", help="devices, RAM and loaded models")
@@ -390,27 +531,32 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="how a model would load here: level, device, breakdown")
     plan.add_argument("model", metavar="MODEL", help="model id, name or alias")
     plan.add_argument("--quant", metavar="Q", help="insist on this level (checked, never silently accepted)")
-    plan.add_argument("--context", type=_positive(int), default=None, metavar="N", help="context tokens (default 4096)")
-    plan.add_argument("--kv-dtype", default="f16", metavar="T", help="KV cache type: f16, q8_0, q4_0 …")
+    plan.add_argument("--context", type=_in_range(int, 0, MAX_CONTEXT, "a context in tokens"), default=None,
+                      metavar="N", help="context tokens (default 4096)")
+    plan.add_argument("--kv-dtype", type=_kv_dtype, default="f16", metavar="T", help="KV cache type: f16, q8_0, q4_0 …")
     plan.add_argument("--device", metavar="D", help="cuda:N or cpu: honoured or refused (default: ModelDeck chooses)")
     plan.add_argument("--simulate", metavar="SPEC", help=simulate_help)
     plan.add_argument("--json", action="store_true", help="print one JSON document")
     plan.set_defaults(func=cmd_plan)
 
     est = sub.add_parser("estimate", help="memory for a model described by numbers")
-    est.add_argument("--params", type=_positive(float), metavar="N", help="parameter count, e.g. 8.03e9")
+    est.add_argument("--params", type=_in_range(int, MIN_PARAMETERS, MAX_PARAMETERS, "a parameter count",
+                                                " (a count, not billions: 8B is 8e9)"),
+                     metavar="N", help="parameter count, e.g. 8.03e9")
     est.add_argument("--quant", required=True, metavar="Q", help="fp16, int8, int4, Q4_K_M, IQ4_XS, …")
-    est.add_argument("--layers", type=_positive(int), metavar="L")
-    est.add_argument("--hidden", type=_positive(int), metavar="H")
-    est.add_argument("--heads", type=_positive(int), metavar="H")
-    est.add_argument("--kv-heads", type=_positive(int), metavar="H")
-    est.add_argument("--head-dim", type=_positive(int), metavar="D")
-    est.add_argument("--vocab", type=_positive(int), metavar="V")
-    est.add_argument("--intermediate", type=_positive(int), metavar="F",
+    est.add_argument("--layers", type=_in_range(int, 1, MAX_LAYERS, "a layer count"), metavar="L")
+    est.add_argument("--hidden", type=_in_range(int, 1, MAX_HIDDEN, "a hidden size"), metavar="H")
+    est.add_argument("--heads", type=_in_range(int, 1, MAX_HEADS, "an attention head count"), metavar="H")
+    est.add_argument("--kv-heads", type=_in_range(int, 1, MAX_HEADS, "a KV head count"), metavar="H")
+    est.add_argument("--head-dim", type=_in_range(int, 1, MAX_HEAD_DIM, "a head dimension"), metavar="D")
+    est.add_argument("--vocab", type=_in_range(int, 1, MAX_VOCAB, "a vocabulary size"), metavar="V")
+    est.add_argument("--intermediate", type=_in_range(int, 1, MAX_INTERMEDIATE, "an FFN width"), metavar="F",
                      help="FFN width (solved from --params if absent)")
-    est.add_argument("--context", type=_positive(int), default=0, metavar="N", help="tokens of KV cache (default 0)")
-    est.add_argument("--kv-dtype", default="f16", metavar="T", help="f16, q8_0, q4_0 …")
-    est.add_argument("--batch", type=_positive(int), default=512, metavar="B", help="tokens per micro-batch")
+    est.add_argument("--context", type=_in_range(int, 0, MAX_CONTEXT, "a context in tokens"), default=0,
+                     metavar="N", help="tokens of KV cache (default 0)")
+    est.add_argument("--kv-dtype", type=_kv_dtype, default="f16", metavar="T", help="f16, q8_0, q4_0 …")
+    est.add_argument("--batch", type=_in_range(int, 1, MAX_BATCH, "a batch in tokens"), default=512, metavar="B",
+                     help="tokens per micro-batch")
     est.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="whose runtime overhead to add")
     est.add_argument("--no-flash-attention", action="store_true",
                      help="size the compute buffer without flash attention")
@@ -438,6 +584,12 @@ def _with_default_command(parser: argparse.ArgumentParser, argv: list[str]) -> l
         i += 1
     if i < len(argv) and (argv[i] in commands or argv[i] in ("-h", "--help", "--version")):
         return argv
+    if i < len(argv) and not argv[i].startswith("-"):  # an unknown command is an error, never the dashboard
+        import difflib
+
+        close = difflib.get_close_matches(argv[i], list(commands), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"choose one of: {', '.join(commands)}"
+        parser.error(f"unknown command {argv[i]!r}; {hint}")
     return [*argv[:i], "gui", *argv[i:]]
 
 

@@ -216,8 +216,60 @@ def _has_display() -> bool:
     return True
 
 
+#: The sampling intervals the dashboard takes: the sampler's minimum up to an hour (the 1 h graph
+#: then still has a point). `modeldeck gui --interval` checks the same range.
+MIN_INTERVAL_S = 0.1
+MAX_INTERVAL_S = 3600.0
+
+
+def check_gui_args(simulate: str | None, interval_s: float) -> None:
+    """Raise ValueError with one clear line when the dashboard's arguments are wrong (before any window)."""
+    import math
+
+    from app.core.hardware.simulated import parse_spec
+
+    try:
+        interval = float(interval_s)
+    except (TypeError, ValueError):
+        raise ValueError(f"the sampling interval {interval_s!r} is not a number; give 0.1 to 3600 seconds") from None
+    if not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
+        raise ValueError(f"the sampling interval {interval_s!r} is out of range; "
+                         f"give {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} seconds")
+    if simulate is not None:
+        parse_spec(simulate)  # SimulationSpecError is a ValueError with the known cards in it
+
+
+def check_screenshot_args(out: str | os.PathLike[str], simulate: str | None) -> None:
+    """Raise ValueError with one clear line when ``out`` cannot be written or ``simulate`` is wrong,
+    before anything is rendered. A missing folder is an error, not created: a typo in a path should
+    not leave a new folder tree behind, and the user sees exactly which folder is missing."""
+    from app.core.hardware.simulated import parse_spec
+
+    text = os.fspath(out)
+    path = Path(text)
+    if not text.strip() or text.endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"{text!r} is a folder, not a file; give a file name such as {path / 'dashboard.png'}")
+    if path.suffix and path.suffix.lower() != ".png":
+        raise ValueError(f"{text!r}: screenshots are PNG images; name the file with .png")
+    folder = path.parent
+    if not folder.exists():
+        raise ValueError(f"the folder {str(folder)!r} does not exist; create it first (mkdir -p {folder}) "
+                         "or choose another path")
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a folder, so {text!r} cannot be written there; choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write in the folder {str(folder)!r} (permission denied); choose another path")
+    if simulate is not None:
+        parse_spec(simulate)
+
+
 def run_gui(simulate: str | None, interval_s: float) -> int:
-    """Open the dashboard and run until its window closes; 2 when there is no display."""
+    """Open the dashboard and run until its window closes; 2 when there is no display or an argument is wrong."""
+    try:
+        check_gui_args(simulate, interval_s)
+    except ValueError as err:
+        print(f"modeldeck: error: {err}", file=sys.stderr)
+        return 2
     if not _has_display():
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
         return 2
@@ -298,6 +350,11 @@ def screenshot(out: str, simulate: str | None, size: tuple[int, int]) -> int:
     Deterministic: simulated GPUs (``simulate`` or a two-card demo) and RAM on a manual clock,
     the bundled font, Fusion's light palette, and the built-in catalog only (no user models).
     """
+    try:
+        check_screenshot_args(out, simulate)
+    except ValueError as err:
+        print(f"modeldeck: error: {err}", file=sys.stderr)
+        return 2
     from app.core.model_registry import ModelRegistry
     from app.core.sampler import Sampler
     from app.demo import ManualClock, demo_profiler
@@ -345,6 +402,10 @@ def screenshot(out: str, simulate: str | None, size: tuple[int, int]) -> int:
     window.deleteLater()
     QApplication.processEvents()
     profiler.close()
-    Path(out).write_bytes(png)
+    try:
+        Path(out).write_bytes(png)
+    except OSError as err:
+        print(f"modeldeck: error: cannot write {out}: {err.strerror or err}; choose another path", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({size[0]}x{size[1]})")
     return 0

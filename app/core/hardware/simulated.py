@@ -125,56 +125,161 @@ _MIXES: tuple[tuple[SimulatedProcess, ...], ...] = (
 )
 
 
+#: Bounds on a simulation file: as many GPUs as the ``NxCARD`` syntax allows, memory up to 1 TiB per
+#: card (the largest real ones have 141-256 GB), and a file small enough to read at once.
+MAX_GPUS = 64
+MAX_MEMORY_BYTES = 1 << 40
+MAX_PROCESSES = 256
+MAX_POWER_W = 5000.0
+MAX_SPEC_FILE_BYTES = 1 << 20
+_GPU_KEYS = ("card", "name", "memory_gib", "total_bytes", "compute_capability", "power_limit_w", "processes", "load")
+_PROCESS_KEYS = ("name", "kind", "used_gib", "used_bytes")
+_PROCESS_KINDS = ("compute", "graphics")
+
+
+def _short(text: object, limit: int = 80) -> str:
+    """``repr`` of user input, cut so that an error stays one readable line."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 5] + "…" + r[-4:]
+
+
+def _number(value: Any, lo: float, hi: float, what: str, where: str, *, integer: bool = False) -> float:
+    """A finite JSON number in [lo, hi]; booleans and strings are not numbers."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        ok = False
+    if not ok:
+        raise SimulationSpecError(f"{where}: {what} must be a finite number, got {_short(value)}")
+    if not lo <= value <= hi:
+        raise SimulationSpecError(f"{where}: {what} {value!r} is out of range; give {lo:g} to {hi:g}")
+    if integer and value != int(value):
+        raise SimulationSpecError(f"{where}: {what} must be a whole number, got {value!r}")
+    return value
+
+
+def _text(value: Any, what: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise SimulationSpecError(f"{where}: {what} must be a non-empty string of at most 200 characters, "
+                                  f"got {_short(value)}")
+    return value
+
+
 def _gpu_from_json(i: int, item: Any, where: str) -> SimulatedGpu:
+    here = f"{where}: gpus[{i}]"
     if not isinstance(item, dict):
-        raise SimulationSpecError(f"{where}: gpus[{i}] must be an object, got {type(item).__name__}")
-    base = None
-    if "card" in item:
-        base = _resolve_card(str(item["card"]))
-    try:
-        if "total_bytes" in item:
-            memory = int(item["total_bytes"])
-        elif "memory_gib" in item:
-            memory = int(float(item["memory_gib"]) * GiB)
-        elif base is not None:
-            memory = base.memory_bytes
-        else:
-            raise SimulationSpecError(f"{where}: gpus[{i}] needs 'card', 'memory_gib' or 'total_bytes'")
-        if memory <= 0:
-            raise SimulationSpecError(f"{where}: gpus[{i}] memory must be positive")
-        cc = tuple(item.get("compute_capability", base.compute_capability if base else (8, 6)))
-        card = CardModel(
-            key=base.key if base else f"custom{i}",
-            name=str(item.get("name", base.name if base else f"Simulated GPU {i}")),
-            memory_bytes=memory,
-            compute_capability=(int(cc[0]), int(cc[1])),
-            power_limit_w=float(item.get("power_limit_w", base.power_limit_w if base else 250.0)),
-        )
-        procs = tuple(
-            SimulatedProcess(
-                name=str(p["name"]),
-                share=0.0,
-                kind=str(p.get("kind", "compute")),
-                fixed_bytes=int(float(p["used_gib"]) * GiB) if "used_gib" in p else int(p["used_bytes"]),
-            )
-            for p in item.get("processes", [])
-        ) if "processes" in item else _MIXES[i % len(_MIXES)]
-        load = float(item.get("load", 0.5))
-    except SimulationSpecError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise SimulationSpecError(f"{where}: gpus[{i}] is malformed ({err!r})") from err
+        raise SimulationSpecError(f"{here} must be an object, got {type(item).__name__}")
+    unknown = [k for k in item if k not in _GPU_KEYS]
+    if unknown:
+        raise SimulationSpecError(f"{here}: unknown key {_short(unknown[0])}; use: {', '.join(_GPU_KEYS)}")
+    base = _resolve_card(_text(item["card"], "'card'", here)) if "card" in item else None
+    if "total_bytes" in item:
+        memory = int(_number(item["total_bytes"], 1, MAX_MEMORY_BYTES, "'total_bytes'", here, integer=True))
+    elif "memory_gib" in item:
+        gib = _number(item["memory_gib"], 0.001, MAX_MEMORY_BYTES / GiB, "'memory_gib'", here)
+        memory = int(gib * GiB)
+    elif base is not None:
+        memory = base.memory_bytes
+    else:
+        raise SimulationSpecError(f"{here} needs 'card', 'memory_gib' or 'total_bytes'")
+    if memory <= 0:
+        raise SimulationSpecError(f"{here} memory must be positive")
+    cc = item.get("compute_capability", base.compute_capability if base else (8, 6))
+    if not isinstance(cc, (list, tuple)) or len(cc) != 2:
+        raise SimulationSpecError(f"{here}: 'compute_capability' must be [major, minor], e.g. [8, 9]; "
+                                  f"got {_short(cc)}")
+    major = int(_number(cc[0], 1, 99, "compute capability major", here, integer=True))
+    minor = int(_number(cc[1], 0, 99, "compute capability minor", here, integer=True))
+    power = _number(item.get("power_limit_w", base.power_limit_w if base else 250.0), 1, MAX_POWER_W,
+                    "'power_limit_w'", here)
+    card = CardModel(
+        key=base.key if base else f"custom{i}",
+        name=_text(item["name"], "'name'", here) if "name" in item else (base.name if base else f"Simulated GPU {i}"),
+        memory_bytes=memory,
+        compute_capability=(major, minor),
+        power_limit_w=float(power),
+    )
+    if "processes" in item:
+        procs = _processes_from_json(item["processes"], memory, here)
+    else:
+        procs = _MIXES[i % len(_MIXES)]
+    load = float(_number(item.get("load", 0.5), 0, 1, "'load'", here))
     return SimulatedGpu(card, procs, load)
+
+
+def _processes_from_json(items: Any, memory: int, here: str) -> tuple[SimulatedProcess, ...]:
+    if not isinstance(items, list):
+        raise SimulationSpecError(f"{here}: 'processes' must be a list, got {type(items).__name__}")
+    if len(items) > MAX_PROCESSES:
+        raise SimulationSpecError(f"{here}: {len(items)} processes; a simulated GPU takes at most {MAX_PROCESSES}")
+    procs = []
+    for n, p in enumerate(items):
+        where = f"{here}.processes[{n}]"
+        if not isinstance(p, dict):
+            raise SimulationSpecError(f"{where} must be an object, got {type(p).__name__}")
+        unknown = [k for k in p if k not in _PROCESS_KEYS]
+        if unknown:
+            raise SimulationSpecError(f"{where}: unknown key {_short(unknown[0])}; use: {', '.join(_PROCESS_KEYS)}")
+        if "name" not in p:
+            raise SimulationSpecError(f"{where} needs a 'name'")
+        kind = p.get("kind", "compute")
+        if kind not in _PROCESS_KINDS:
+            raise SimulationSpecError(f"{where}: 'kind' must be one of {', '.join(_PROCESS_KINDS)}, got {_short(kind)}")
+        if "used_gib" in p:
+            used = int(_number(p["used_gib"], 0, memory / GiB, "'used_gib'", where) * GiB)
+        elif "used_bytes" in p:
+            used = int(_number(p["used_bytes"], 0, memory, "'used_bytes'", where, integer=True))
+        else:
+            raise SimulationSpecError(f"{where} needs 'used_gib' or 'used_bytes'")
+        procs.append(SimulatedProcess(name=_text(p["name"], "'name'", where), share=0.0, kind=kind, fixed_bytes=used))
+    total = sum(p.fixed_bytes or 0 for p in procs)
+    if total > memory:
+        raise SimulationSpecError(f"{here}: its processes use {total / GiB:.2f} GiB, more than the card's "
+                                  f"{memory / GiB:.2f} GiB; lower 'used_gib' or give the card more memory")
+    return tuple(procs)
 
 
 def _resolve_card(name: str) -> CardModel:
     key = _LOOKUP.get(_norm(name))
     if key is None:
         raise SimulationSpecError(
-            f"unknown card {name!r} in --simulate; known cards: {', '.join(known_cards())} "
+            f"unknown card {_short(name)} in --simulate; known cards: {', '.join(known_cards())} "
             "(or pass a JSON file with a 'gpus' list)"
         )
     return CARDS[key]
+
+
+def _read_spec_file(path: Path) -> Any:
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise SimulationSpecError(f"simulation file {path} is a folder; give the path of a JSON file")
+        if size > MAX_SPEC_FILE_BYTES:
+            raise SimulationSpecError(f"simulation file {path} is {size:,} bytes; a rig description is at most "
+                                      f"{MAX_SPEC_FILE_BYTES:,} (up to {MAX_GPUS} GPUs)")
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise SimulationSpecError(f"cannot read simulation file {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise SimulationSpecError(f"simulation file {path} is not UTF-8 text (byte {err.start}); "
+                                  "save it as UTF-8 JSON") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SimulationSpecError(f"simulation file {path} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise SimulationSpecError(f"simulation file {path} is nested too deeply to be a rig description; "
+                                  "give {'gpus': [{...}, ...]}") from err
+    except ValueError as err:  # e.g. an integer with thousands of digits
+        raise SimulationSpecError(f"simulation file {path} is not valid JSON: {err}") from err
+
+
+def _looks_like_file(spec: str) -> bool:
+    if spec.lower().endswith(".json"):
+        return True
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):  # a name too long for a path, or one with a NUL byte: not a file
+        return False
 
 
 def parse_spec(spec: str) -> list[SimulatedGpu]:
@@ -182,17 +287,15 @@ def parse_spec(spec: str) -> list[SimulatedGpu]:
     spec = spec.strip()
     if not spec:
         raise SimulationSpecError("empty --simulate spec; name a card such as rtx4090, or a JSON file")
-    if spec.lower().endswith(".json") or Path(spec).is_file():
+    if _looks_like_file(spec):
         path = Path(spec)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise SimulationSpecError(f"cannot read simulation file {path}: {err.strerror or err}") from err
-        except json.JSONDecodeError as err:
-            raise SimulationSpecError(f"simulation file {path} is not valid JSON: {err}") from err
+        data = _read_spec_file(path)
         items = data.get("gpus") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise SimulationSpecError(f"simulation file {path} must hold a list of GPUs or {{'gpus': [...]}}")
+        if len(items) > MAX_GPUS:
+            raise SimulationSpecError(f"simulation file {path} lists {len(items):,} GPUs; "
+                                      f"simulate between 0 and {MAX_GPUS}")
         return [_gpu_from_json(i, item, str(path)) for i, item in enumerate(items)]
     gpus: list[SimulatedGpu] = []
     for part in spec.split(","):
@@ -200,15 +303,18 @@ def parse_spec(spec: str) -> list[SimulatedGpu]:
         if not part:
             continue
         m = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part, flags=re.IGNORECASE)
-        count = int(m.group(1)) if m and m.group(1) else 1
-        if count < 1 or count > 64:
-            raise SimulationSpecError(f"{part!r}: the count must be between 1 and 64")
+        digits = m.group(1) if m else None
+        count = 1 if not digits else int(digits) if len(digits) <= 4 else MAX_GPUS + 1
+        if count < 1 or count > MAX_GPUS:
+            raise SimulationSpecError(f"{_short(part)}: the count must be between 1 and {MAX_GPUS}")
         card = _resolve_card(m.group(2) if m else part)
         for _ in range(count):
+            if len(gpus) >= MAX_GPUS:
+                raise SimulationSpecError(f"--simulate {_short(spec)} names more than {MAX_GPUS} GPUs")
             i = len(gpus)
             gpus.append(SimulatedGpu(card, _MIXES[i % len(_MIXES)]))
     if not gpus:
-        raise SimulationSpecError(f"--simulate {spec!r} names no card")
+        raise SimulationSpecError(f"--simulate {_short(spec)} names no card")
     return gpus
 
 
