@@ -9,9 +9,12 @@ from GGUF / safetensors headers. The seed's API (``ModelMetadata``, ``ModelProvi
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import logging
 import os
+import re
+import stat
 import tempfile
 import threading
 import time
@@ -50,6 +53,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+try:  # POSIX
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None  # type: ignore[assignment]
+try:  # Windows
+    import msvcrt as _msvcrt
+except ImportError:
+    _msvcrt = None  # type: ignore[assignment]
+
 USER_FILE_VERSION = 1
 
 
@@ -68,68 +80,372 @@ def default_user_path() -> Path:
     return Path(user_data_dir("modeldeck", appauthor=False)) / "models.json"
 
 
-class UserModelStore:
-    """The user's models as a versioned JSON file, written atomically.
+#: A model list larger than this is not read (and never replaced): a few thousand models take a few MB.
+MAX_USER_FILE_BYTES = 64 * 1024 * 1024
+#: A list nested deeper than this is not a model list (entries are a few levels deep).
+MAX_USER_FILE_DEPTH = 64
+#: How long a save waits for another process's save before giving up with a message.
+LOCK_TIMEOUT_S = 10.0
+#: Temp files of ours older than this, found while holding the lock, are leftovers of killed saves.
+TEMP_STALE_AFTER_S = 5.0
 
-    Writes go to a temporary file in the same folder, are fsynced, then renamed over the old
-    file, so a crash leaves either the old file or the new one. A file that cannot be read is
-    moved aside as a backup (never deleted) and reported; entries that fail validation are kept
-    verbatim in the file's ``invalid`` list, so nothing a user saved is dropped.
+_MKSTEMP_NAME = r"[a-z0-9_]{8}"  # tempfile.mkstemp's random part
+
+
+class _FileLock:
+    """An exclusive lock between processes (and between stores in one process), held on a sidecar
+    file next to the model list.
+
+    POSIX: ``flock`` on ``.<name>.lock``, taken without blocking and retried until ``timeout``; the
+    kernel drops it when the holder dies (a SIGKILLed save never leaves a stuck lock). The lock file
+    is removed on release; a waiter that then wins the lock on the removed file notices (its inode
+    is no longer the one at the path) and retries, so the removal is safe. Windows: ``msvcrt.locking``
+    on the first byte of the same file (kept; Windows cannot remove an open file). Where neither
+    exists, or the file system refuses locks (some network mounts), saves still merge with the file
+    on disk, without mutual exclusion, and say so in the log once.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    _warned = False
+
+    def __init__(self, path: Path, target: Path, timeout: float) -> None:
+        self.path = path
+        self.target = target
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                if not self._lock_fd(fd, deadline):
+                    os.close(fd)  # the file was removed (and maybe re-created) while we waited
+                    continue
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return
+
+    def _lock_fd(self, fd: int, deadline: float) -> bool:
+        delay = 0.002
+        while True:
+            try:
+                if _fcntl is not None:
+                    _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+                elif _msvcrt is not None:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    _msvcrt.locking(fd, _msvcrt.LK_NBLCK, 1)
+                else:
+                    self._no_locking("this platform has neither fcntl nor msvcrt")
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+                    self._no_locking(f"the file system refused a lock ({err})")
+                    break
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"another ModelDeck process has been saving {self.target} for over {self.timeout:g} s "
+                    f"(it holds {self.path}); nothing was changed. Try again, or close the other ModelDeck "
+                    "(a window or a `modeldeck scan`) if it is stuck."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if _fcntl is None:
+            return True
+        try:  # still the file at the path? (a releasing holder removes it)
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    @classmethod
+    def _no_locking(cls, why: str) -> None:
+        if not cls._warned:
+            cls._warned = True
+            _log.warning("model list saves are not locked against other processes: %s", why)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if _fcntl is not None:
+                try:
+                    os.unlink(self.path)  # while still held: see the class docstring
+                except OSError:
+                    pass
+                try:
+                    _fcntl.flock(fd, _fcntl.LOCK_UN)
+                except OSError:
+                    pass
+            elif _msvcrt is not None:
+                try:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    _msvcrt.locking(fd, _msvcrt.LK_UNLCK, 1)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> _FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Disk:
+    """What is at the model list's path now."""
+
+    def __init__(self, state: str, problem: str | None = None, *, doc: dict[str, Any] | None = None,
+                 mode: int | None = None, read_only: bool = False, reason: str = "") -> None:
+        #: "missing", "ok", "same" (the bytes this process last wrote), "corrupt" (move it aside),
+        #: "newer" (a newer ModelDeck's), or "blocked"
+        #: (cannot be read or must not be replaced: unreadable, too big, a folder...).
+        self.state = state
+        self.problem = problem
+        self.doc = doc
+        self.mode = mode
+        self.read_only = read_only
+        #: Why a "newer" file is not read here.
+        self.reason = reason
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _dump(model: ModelMetadata) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+class UserModelStore:
+    """The user's models as a versioned JSON file, shared safely by every ModelDeck process.
+
+    * Saves merge: under a file lock (see ``_FileLock``), the file is read again and only what this
+      process changed since it last read or wrote it (models added, changed or removed) is applied
+      to it; models another process added or removed meanwhile are kept as that process left them
+      (for one model changed by both, the later save wins).
+    * Writes are atomic: a temporary file in the same folder, fsynced, renamed over the old file
+      (keeping its permission bits), then the folder fsynced. Temp files of killed saves are
+      removed by the next load once older than a few seconds; nothing else is ever removed.
+    * A file that is not a model list (bad JSON or UTF-8, nested too deeply, wrong shape) is
+      moved aside to a unique ``<name>.corrupt-<time>[-n]`` backup (never deleted, never
+      overwritten) and reported; entries that fail validation are kept verbatim in the file's
+      ``invalid`` list.
+    * A file that cannot be read (permissions, I/O error), is read-only, is over
+      ``MAX_USER_FILE_BYTES``, is a folder, or comes from a newer ModelDeck is reported in
+      ``problems`` and never replaced: saves raise ``RegistryError`` naming the file and the fix.
+    """
+
+    def __init__(self, path: Path | str, *, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.lock_timeout = lock_timeout
         self.problems: list[str] = []
-        self._invalid: list[Any] = []
+        #: The file's models as this process last read or wrote them (id -> normalized entry).
+        self._base: dict[str, dict[str, Any]] = {}
+        #: The bytes this process last wrote, with what they hold (models, entries, invalid list).
+        self._known: tuple[bytes, dict[str, ModelMetadata], dict[str, Any], list[Any]] | None = None
+
+    # --- public ---------------------------------------------------------------------------------
+    def lock(self) -> _FileLock:
+        """The lock every load and save of this file holds (a context manager)."""
+        return _FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout)
 
     def load(self) -> list[ModelMetadata]:
         self.problems = []
-        self._invalid = []
-        if not self.path.exists():
-            return []
+        self._base = {}
+        self._known = None
+        lock: _FileLock | None = self.lock()
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
-                raise ValueError("expected an object with a 'models' list")
-            version = raw.get("version")
-            if not isinstance(version, int) or version > USER_FILE_VERSION:
-                raise ValueError(f"unsupported version {version!r} (this ModelDeck reads up to {USER_FILE_VERSION})")
-        except (OSError, ValueError) as err:
-            backup = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            try:
-                os.replace(self.path, backup)
-                where = f"it was kept as {backup}"
-            except OSError as move_err:
-                where = f"it could not be moved aside ({move_err}); it was left in place"
-            message = f"your model list {self.path} could not be read ({err}); {where}. Built-in models still load."
-            self.problems.append(message)
-            _log.error("%s", message)
-            return []
-        models: list[ModelMetadata] = []
-        self._invalid = list(raw.get("invalid", []))
-        for i, entry in enumerate(raw["models"]):
-            try:
-                models.append(ModelMetadata.model_validate(entry))
-            except ValidationError as err:
-                self._invalid.append(entry)
-                first = err.errors()[0]
-                field = ".".join(str(p) for p in first.get("loc", ())) or "entry"
-                message = f"model #{i} in {self.path} is invalid ({field}: {first.get('msg')}); it is kept in the file"
-                self.problems.append(message)
-                _log.warning("%s", message)
-        return models
+            lock.acquire()  # type: ignore[union-attr]
+        except (OSError, RegistryError) as err:  # no folder yet, a read-only folder, or a stuck holder
+            _log.debug("reading %s without the lock: %s", self.path, err)
+            lock = None
+        try:
+            if lock is not None:
+                self._clean_stale_temps()
+            disk = self._read()
+            if disk.state in ("corrupt", "newer"):
+                # A newer ModelDeck's list is moved aside too (it stays as the backup, untouched).
+                self._report(self._move_aside(disk.reason or disk.problem or ""))
+                return []
+            if disk.state != "ok":
+                if disk.problem:
+                    self._report(disk.problem)
+                return []
+            if disk.read_only:
+                self._report(self._read_only_message())
+            valid, _ = self._entries(disk.doc or {}, report=True)
+            self._base = {m.id: _dump(m) for m, _ in valid}
+            return [m for m, _ in valid]
+        finally:
+            if lock is not None:
+                lock.release()
 
-    def save(self, models: Iterable[ModelMetadata]) -> None:
-        doc = {
-            "version": USER_FILE_VERSION,
-            "models": [m.model_dump(mode="json", exclude_none=True) for m in models],
-            "invalid": self._invalid,
-        }
-        data = json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
+    def save(self, models: Iterable[ModelMetadata]) -> list[ModelMetadata]:
+        """Apply this process's changes since it last read the file to the file as it is now;
+        returns the user models the file holds afterwards (including other processes' models)."""
+        models_by_id = {m.id: m for m in models}
+        mine = {mid: _dump(m) for mid, m in models_by_id.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = self.lock()
+            lock.acquire()
+        except OSError as err:
+            raise RegistryError(
+                f"your model list {self.path} cannot be saved: its folder is not writable ({err}); nothing "
+                "was changed"
+            ) from err
+        try:
+            disk = self._read(known=self._known[0] if self._known else None)
+            if disk.state in ("blocked", "newer"):
+                message = disk.problem or f"your model list {self.path} cannot be saved"
+                self._report(message)
+                raise RegistryError(message)
+            if disk.read_only:
+                message = self._read_only_message()
+                self._report(message)
+                raise RegistryError(message)
+            base = self._base
+            current: dict[str, ModelMetadata] = {}
+            raw: dict[str, Any] = {}  # entries written back exactly as found unless changed here
+            invalid: list[Any] = []
+            if disk.state == "corrupt":
+                self._report(self._move_aside(disk.problem or ""))
+                base = {}  # everything this process knows is written again
+            elif disk.state == "same" and self._known is not None:  # as this process last left it
+                _, current, raw, invalid = self._known
+                current, raw, invalid = dict(current), dict(raw), list(invalid)
+            elif disk.state == "ok":
+                valid, invalid = self._entries(disk.doc or {}, report=False)
+                for model, item in valid:
+                    current[model.id] = model
+                    raw[model.id] = item
+            for mid in base.keys() - mine.keys():  # removed here
+                current.pop(mid, None)
+                raw.pop(mid, None)
+            for mid, entry in mine.items():  # added or changed here
+                if base.get(mid) != entry:
+                    current[mid] = models_by_id[mid]
+                    raw[mid] = entry
+            doc = {"version": USER_FILE_VERSION, "models": list(raw.values()), "invalid": invalid}
+            data = self._write(doc, disk.mode)
+            self._known = (data, current, raw, invalid)
+            self._base = {mid: mine[mid] if current[mid] is models_by_id.get(mid) else _dump(m)
+                          for mid, m in current.items()}
+            return list(current.values())
+        finally:
+            lock.release()
+
+    # --- reading ----------------------------------------------------------------------------------
+    def _read(self, known: bytes | None = None) -> _Disk:
+        """The file now; ``state == "same"`` (not parsed again) when its bytes are ``known``."""
+        path = self.path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return _Disk("missing")
+        except OSError as err:
+            return _Disk("blocked", self._unreadable_message(err))
+        if stat.S_ISDIR(st.st_mode):
+            return _Disk("blocked", f"your model list {path} is a folder, not a file; ModelDeck leaves it alone and "
+                                    "cannot save models until it is moved away. Built-in models still load.")
+        if not stat.S_ISREG(st.st_mode):
+            return _Disk("blocked", f"your model list {path} is not a regular file; ModelDeck leaves it alone and "
+                                    "cannot save models until it is moved away. Built-in models still load.")
+        if st.st_size > MAX_USER_FILE_BYTES:
+            return _Disk("blocked", self._too_big_message(st.st_size))
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_BINARY", 0))
+        except OSError as err:
+            return _Disk("blocked", self._unreadable_message(err))
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read(MAX_USER_FILE_BYTES + 1)
+        except OSError as err:
+            return _Disk("blocked", self._unreadable_message(err))
+        if len(data) > MAX_USER_FILE_BYTES:
+            return _Disk("blocked", self._too_big_message(len(data)))
+        mode = stat.S_IMODE(st.st_mode) & 0o777
+        read_only = not (st.st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK)
+        if known is not None and data == known:
+            return _Disk("same", mode=mode, read_only=read_only)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return _Disk("corrupt", f"it is not UTF-8 text (byte {err.start})")
+        try:
+            raw = json.loads(text)
+        except RecursionError:
+            return _Disk("corrupt", f"it is nested too deeply (over {MAX_USER_FILE_DEPTH} levels)")
+        except ValueError as err:
+            return _Disk("corrupt", f"it is not valid JSON: {err}")
+        if _depth_exceeds(raw, MAX_USER_FILE_DEPTH):
+            return _Disk("corrupt", f"it is nested too deeply (over {MAX_USER_FILE_DEPTH} levels)")
+        if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+            return _Disk("corrupt", "expected an object with a 'models' list")
+        version = raw.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            return _Disk("corrupt", f"unsupported version {version!r}")
+        if version > USER_FILE_VERSION:
+            return _Disk(
+                "newer",
+                f"your model list {path} was written by a newer ModelDeck (version {version}; this one reads up to "
+                f"{USER_FILE_VERSION}); it is left as it is and this ModelDeck will not save models over it. "
+                "Update ModelDeck.",
+                doc=raw, mode=mode, read_only=read_only,
+                reason=f"unsupported version {version} (this ModelDeck reads up to {USER_FILE_VERSION})",
+            )
+        return _Disk("ok", doc=raw, mode=mode, read_only=read_only)
+
+    def _entries(self, doc: dict[str, Any], *, report: bool) -> tuple[list[tuple[ModelMetadata, Any]], list[Any]]:
+        """The file's valid models (each with its entry as found), and its invalid entries (kept verbatim)."""
+        invalid = doc.get("invalid", [])
+        if not isinstance(invalid, list):
+            if report:
+                self._report(f"the 'invalid' field of {self.path} is not a list ({invalid!r:.60}); its value is kept "
+                             "as an entry of that list")
+            invalid = [invalid]
+        else:
+            invalid = list(invalid)
+        models: list[tuple[ModelMetadata, Any]] = []
+        for i, entry in enumerate(doc["models"]):
+            try:
+                models.append((ModelMetadata.model_validate(entry), entry))
+            except ValidationError as err:
+                invalid.append(entry)
+                if report:
+                    first = err.errors()[0]
+                    field = ".".join(str(p) for p in first.get("loc", ())) or "entry"
+                    self._report(f"model #{i} in {self.path} is invalid ({field}: {first.get('msg')}); "
+                                 "it is kept in the file", level=logging.WARNING)
+        return models, invalid
+
+    # --- writing ----------------------------------------------------------------------------------
+    def _write(self, doc: dict[str, Any], mode: int | None) -> bytes:
+        data = json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
+        if len(data) > MAX_USER_FILE_BYTES:
+            raise RegistryError(f"your model list {self.path} would grow to {len(data)} bytes, over the "
+                                f"{MAX_USER_FILE_BYTES // (1024 * 1024)} MiB limit; nothing was changed")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
+                if mode is not None and hasattr(os, "fchmod"):
+                    os.fchmod(fh.fileno(), mode)  # the file keeps its permissions
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -148,6 +464,76 @@ class UserModelStore:
                 os.close(dir_fd)
         except OSError:
             pass
+        return data
+
+    def _move_aside(self, why: str) -> str:
+        """Move the unreadable file to a backup name no other backup has; the message to report."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        where = "it was left in place"
+        for n in range(1, 1000):
+            backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}" + (f"-{n}" if n > 1 else ""))
+            try:  # reserve the name, so two backups in one second never replace each other
+                os.close(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                continue
+            except OSError as err:
+                where = f"it could not be moved aside ({err}); it was left in place"
+                break
+            try:
+                os.replace(self.path, backup)
+                where = f"it was kept as {backup}"
+            except OSError as err:
+                where = f"it could not be moved aside ({err}); it was left in place"
+                try:
+                    os.unlink(backup)
+                except OSError:
+                    pass
+            break
+        return f"your model list {self.path} could not be read ({why}); {where}. Built-in models still load."
+
+    def _clean_stale_temps(self) -> None:
+        """Remove temp files killed saves left (our naming only, regular files, older than a few
+        seconds); called with the lock held, when no save of a current ModelDeck is under way."""
+        pattern = re.compile(re.escape(f".{self.path.name}.") + _MKSTEMP_NAME + re.escape(".tmp"))
+        now = time.time()
+        removed = 0
+        try:
+            entries = list(os.scandir(self.path.parent))
+        except OSError:
+            return
+        for item in entries:
+            if not pattern.fullmatch(item.name):
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > TEMP_STALE_AFTER_S:
+                    os.unlink(item.path)
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            _log.info("removed %d temp file(s) left by interrupted saves of %s", removed, self.path)
+
+    # --- messages ---------------------------------------------------------------------------------
+    def _report(self, message: str, level: int = logging.ERROR) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+        _log.log(level, "%s", message)
+
+    def _unreadable_message(self, err: OSError) -> str:
+        return (f"your model list {self.path} cannot be read ({err.strerror or err}); it was left untouched, and "
+                "ModelDeck will not save models over it. Give your user read and write access to it (for example "
+                f"`chmod u+rw '{self.path}'`) and restart ModelDeck. Built-in models still load.")
+
+    def _read_only_message(self) -> str:
+        return (f"your model list {self.path} is read-only; ModelDeck reads it but will not change it, so adding, "
+                f"changing or removing models is refused. To allow it, make it writable (`chmod u+w '{self.path}'`).")
+
+    def _too_big_message(self, size: int) -> str:
+        limit = MAX_USER_FILE_BYTES // (1024 * 1024)
+        return (f"your model list {self.path} is {size / (1024 * 1024):.0f} MiB, over the {limit} MiB limit for a "
+                "model list; it was not read and ModelDeck will not save models over it. Move it away (or trim "
+                "it). Built-in models still load.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,6 +609,7 @@ class ModelRegistry:
         self.logger = _log
         self._lock = threading.RLock()
         self._models: dict[str, ModelMetadata] = {}
+        self._builtins: dict[str, ModelMetadata] = {}
         self._aliases: dict[str, str] = {}
         self._search_cache: list[tuple[str, str]] | None = None
         self._trigrams: tuple[dict[str, set[int]], list[tuple[str, str]]] | None = None
@@ -236,6 +623,7 @@ class ModelRegistry:
             entries = (catalog if isinstance(catalog, Iterable) and not isinstance(catalog, (str, Path))
                        else load_catalog(catalog))
             for m in entries:
+                self._builtins[m.id] = m
                 self._add(m)
         if self._store is not None:
             for m in self._store.load():
@@ -285,9 +673,10 @@ class ModelRegistry:
         """Register (or replace) a model. User and scanned models are saved to the user's file."""
         with self._lock:
             # A user entry for a built-in id overrides it, and is what gets saved.
+            before = self._models.get(metadata.id)
             self._add(metadata)
             if persist and metadata.origin != "builtin":
-                self._save()
+                self._save(undo=lambda: self._restore(metadata.id, before))
         self.logger.info("registered model %s", metadata.id)
         self.registry_changed.emit()
         return metadata
@@ -303,9 +692,15 @@ class ModelRegistry:
             if current.origin == "builtin":
                 data["origin"] = "user"
             updated = ModelMetadata.model_validate(data)
+            replaced = self._models.get(updated.id)
+
+            def undo() -> None:
+                self._restore(updated.id, replaced)
+                self._restore(current.id, current)
+
             self._remove(current.id)
             self._add(updated)
-            self._save()
+            self._save(undo=undo)
         self.registry_changed.emit()
         return updated
 
@@ -319,8 +714,8 @@ class ModelRegistry:
                 raise RegistryError(
                     f"{current.id} is built in and cannot be removed; register a user entry to override it"
                 )
-            self._remove(current.id)
-            self._save()
+            self._drop_user(current.id)
+            self._save(undo=lambda: self._restore(current.id, current))
         self.registry_changed.emit()
 
     # --- hardware ------------------------------------------------------------------------------
@@ -433,10 +828,38 @@ class ModelRegistry:
         self._search_cache = None
         self._trigrams = None
 
-    def _save(self) -> None:
+    def _restore(self, canonical: str, entry: ModelMetadata | None) -> None:
+        """Put back what ``canonical`` was (``None``: absent, or the built-in it overrode)."""
+        self._remove(canonical)
+        if entry is not None:
+            self._add(entry)
+        elif canonical in self._builtins:
+            self._add(self._builtins[canonical])
+
+    def _drop_user(self, canonical: str) -> None:
+        """Forget a user or scanned entry; a built-in it overrode comes back."""
+        self._restore(canonical, None)
+
+    def _save(self, undo: Callable[[], None] | None = None) -> None:
+        """Save the user models (merged with other processes' changes, see ``UserModelStore``) and
+        take in what the others added, changed or removed. When the save fails, ``undo`` puts
+        this registry back as it was, so memory never claims what the file does not hold."""
         if self._store is None:
             return
-        self._store.save(m for m in self._models.values() if m.origin != "builtin")
+        try:
+            merged = self._store.save(m for m in self._models.values() if m.origin != "builtin")
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
+        wanted = {m.id: m for m in merged}
+        for mid, m in list(self._models.items()):
+            if m.origin != "builtin" and mid not in wanted:
+                self._drop_user(mid)  # removed by another process
+        for mid, m in wanted.items():
+            mine = self._models.get(mid)
+            if mine is None or _dump(mine) != _dump(m):
+                self._add(m)  # added or changed by another process
 
     def user_models(self) -> list[ModelMetadata]:
         with self._lock:
