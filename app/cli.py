@@ -207,7 +207,7 @@ MAX_LAYERS = 1024
 MAX_HIDDEN = 131_072
 MAX_HEADS = 4096
 MAX_HEAD_DIM = 4096
-MAX_VOCAB = 16_777_216
+MAX_VOCAB = 4_194_304
 MAX_INTERMEDIATE = 1_048_576
 MAX_CONTEXT = 100_000_000
 MAX_BATCH = 1_048_576
@@ -238,16 +238,7 @@ def _check_simulate(spec: str | None) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from app.core.estimation import (
-        Architecture,
-        EstimateTerm,
-        UnknownQuantizationError,
-        estimate_llm,
-        kv_cache_bytes,
-        resolve_quantization,
-    )
+    from app.core.estimation import UnknownQuantizationError, resolve_quantization
 
     try:
         quant = resolve_quantization(args.quant)
@@ -277,6 +268,26 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                        "(parameter count) or --hidden and --heads for the full architecture")
     if args.params is None and not full:
         raise CliError("give --params N (parameter count), or the architecture flags")
+    try:
+        est = _estimate(args, quant, full, kv_only, kv_heads, head_dim)
+    except UnknownQuantizationError as err:
+        raise CliError(str(err)) from err
+    except ValueError as err:  # the estimator's own range checks (e.g. --params too large for the shapes)
+        raise CliError(str(err)) from err
+    if args.json:
+        _dump(est.to_dict())
+    else:
+        print(f"{est.quantization}" + (" (approximate)" if est.approximate else ""))
+        print("\n".join(est.explain()))
+    return EXIT_OK
+
+
+def _estimate(args: argparse.Namespace, quant: Any, full: bool, kv_only: bool, kv_heads: int | None,
+              head_dim: int | None) -> Any:
+    import dataclasses
+
+    from app.core.estimation import Architecture, EstimateTerm, estimate_llm, kv_cache_bytes
+
     arch = None
     if full:
         arch = Architecture(layers=args.layers, hidden_size=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
@@ -288,25 +299,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             raise CliError(f"these flags describe a model of {modelled:.3g} parameters, more than the "
                            f"{_g(MAX_PARAMETERS)} this estimate accepts; check --layers, --hidden, --intermediate "
                            "and --vocab")
-    try:
-        est = estimate_llm(quant, parameters=args.params, architecture=arch, context=args.context,
-                           kv_dtype=args.kv_dtype, batch=args.batch, device_kind=args.device,
-                           flash_attention=not args.no_flash_attention)
-        if kv_only:
-            shape = Architecture(layers=args.layers, hidden_size=kv_heads * head_dim, heads=kv_heads,
-                                 kv_heads=kv_heads, head_dim=head_dim)
-            kv, kv_text = kv_cache_bytes(shape, args.context, args.kv_dtype, pad_to=256 if quant.is_gguf else 1,
-                                         batch=args.batch)
-            est = dataclasses.replace(est, kv_cache=EstimateTerm(kv, kv_text),
-                                      notes=tuple(n for n in est.notes if "KV cache" not in n))
-    except UnknownQuantizationError as err:
-        raise CliError(str(err)) from err
-    if args.json:
-        _dump(est.to_dict())
-    else:
-        print(f"{est.quantization}" + (" (approximate)" if est.approximate else ""))
-        print("\n".join(est.explain()))
-    return EXIT_OK
+    est = estimate_llm(quant, parameters=args.params, architecture=arch, context=args.context,
+                       kv_dtype=args.kv_dtype, batch=args.batch, device_kind=args.device,
+                       flash_attention=not args.no_flash_attention)
+    if kv_only and kv_heads is not None and head_dim is not None:
+        shape = Architecture(layers=args.layers, hidden_size=head_dim, heads=kv_heads,  # only KV numbers count
+                             kv_heads=kv_heads, head_dim=head_dim)
+        kv, kv_text = kv_cache_bytes(shape, args.context, args.kv_dtype, pad_to=256 if quant.is_gguf else 1,
+                                     batch=args.batch)
+        est = dataclasses.replace(est, kv_cache=EstimateTerm(kv, kv_text),
+                                  notes=tuple(n for n in est.notes if "KV cache" not in n))
+    return est
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
