@@ -1,7 +1,8 @@
 """ModelRegistry: the models ModelDeck knows, what they need, and where they came from.
 
 Built-in models come from a data file (``app/core/data/catalog.json``, every entry with its
-source); user models are persisted atomically in the user data directory; scanned models come
+source); user models are persisted atomically in the user data directory, shared by every
+ModelDeck process (saves merge under a file lock; see ``UserModelStore``); scanned models come
 from GGUF / safetensors headers. The seed's API (``ModelMetadata``, ``ModelProvider``,
 ``ModelType``, ``get_model``, ``list_models``, ``register_model``) keeps working.
 """
@@ -258,6 +259,8 @@ class UserModelStore:
         self._base: dict[str, dict[str, Any]] = {}
         #: The bytes this process last wrote, with what they hold (models, entries, invalid list).
         self._known: tuple[bytes, dict[str, ModelMetadata], dict[str, Any], list[Any]] | None = None
+        #: Problems that stop saves; dropped from ``problems`` once a save succeeds.
+        self._blocking: set[str] = set()
 
     # --- public ---------------------------------------------------------------------------------
     def lock(self) -> _FileLock:
@@ -266,28 +269,34 @@ class UserModelStore:
 
     def load(self) -> list[ModelMetadata]:
         self.problems = []
+        self._blocking = set()
         self._base = {}
         self._known = None
-        lock: _FileLock | None = self.lock()
+        lock: _FileLock | None = None
         try:
-            lock.acquire()  # type: ignore[union-attr]
+            candidate = self.lock()
+            candidate.acquire()
+            lock = candidate
         except (OSError, RegistryError) as err:  # no folder yet, a read-only folder, or a stuck holder
             _log.debug("reading %s without the lock: %s", self.path, err)
-            lock = None
         try:
             if lock is not None:
                 self._clean_stale_temps()
             disk = self._read()
             if disk.state in ("corrupt", "newer"):
-                # A newer ModelDeck's list is moved aside too (it stays as the backup, untouched).
-                self._report(self._move_aside(disk.reason or disk.problem or ""))
+                why = disk.reason or disk.problem or ""
+                if lock is None:  # moving it aside is left to a save, which holds the lock
+                    self._report(f"your model list {self.path} could not be read ({why}); it was left in place. "
+                                 "Built-in models still load.")
+                else:  # a newer ModelDeck's list is moved aside too (it stays as the backup, untouched)
+                    self._report(self._move_aside(why))
                 return []
             if disk.state != "ok":
                 if disk.problem:
-                    self._report(disk.problem)
+                    self._report(disk.problem, blocking=True)
                 return []
             if disk.read_only:
-                self._report(self._read_only_message())
+                self._report(self._read_only_message(), blocking=True)
             valid, _ = self._entries(disk.doc or {}, report=True)
             self._base = {m.id: _dump(m) for m, _ in valid}
             return [m for m, _ in valid]
@@ -313,11 +322,11 @@ class UserModelStore:
             disk = self._read(known=self._known[0] if self._known else None)
             if disk.state in ("blocked", "newer"):
                 message = disk.problem or f"your model list {self.path} cannot be saved"
-                self._report(message)
+                self._report(message, blocking=True)
                 raise RegistryError(message)
             if disk.read_only:
                 message = self._read_only_message()
-                self._report(message)
+                self._report(message, blocking=True)
                 raise RegistryError(message)
             base = self._base
             current: dict[str, ModelMetadata] = {}
@@ -343,6 +352,9 @@ class UserModelStore:
                     raw[mid] = entry
             doc = {"version": USER_FILE_VERSION, "models": list(raw.values()), "invalid": invalid}
             data = self._write(doc, disk.mode)
+            # What stopped earlier saves (permissions, a folder in the way...) has been fixed.
+            self.problems = [p for p in self.problems if p not in self._blocking]
+            self._blocking.clear()
             self._known = (data, current, raw, invalid)
             self._base = {mid: mine[mid] if current[mid] is models_by_id.get(mid) else _dump(m)
                           for mid, m in current.items()}
@@ -515,7 +527,9 @@ class UserModelStore:
             _log.info("removed %d temp file(s) left by interrupted saves of %s", removed, self.path)
 
     # --- messages ---------------------------------------------------------------------------------
-    def _report(self, message: str, level: int = logging.ERROR) -> None:
+    def _report(self, message: str, level: int = logging.ERROR, *, blocking: bool = False) -> None:
+        if blocking:
+            self._blocking.add(message)
         if message not in self.problems:
             self.problems.append(message)
         _log.log(level, "%s", message)

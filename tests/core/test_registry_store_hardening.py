@@ -253,6 +253,21 @@ def test_corrupt_files_within_one_second_get_separate_backups(store_path):
     assert not store_path.exists()
 
 
+def test_a_corrupt_file_is_moved_aside_only_under_the_lock(store_path):
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text("{ broken")
+    holder = model_registry.UserModelStore(store_path)
+    with holder.lock():  # another process is saving (or stuck): loading does not wait forever
+        r = ModelRegistry(user_store=model_registry.UserModelStore(store_path, lock_timeout=0.2),
+                          include_builtin=False)
+        assert len(r.problems) == 1 and "left in place" in r.problems[0]
+        assert store_path.read_text() == "{ broken" and not list(store_path.parent.glob("models.json.corrupt-*"))
+    r.register_model(entry("a/one"))  # the save, holding the lock, keeps the broken file as a backup
+    backups = list(store_path.parent.glob("models.json.corrupt-*"))
+    assert len(backups) == 1 and backups[0].read_text() == "{ broken"
+    assert on_disk(store_path) == ["a/one"]
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. Orphan temp files
 # ------------------------------------------------------------------------------------------------
@@ -301,6 +316,20 @@ def test_a_read_only_file_is_never_overwritten(store_path):
     assert store_path.read_bytes() == before
     assert stat.S_IMODE(store_path.stat().st_mode) == 0o444
     assert leftovers(store_path) == []
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX file modes")
+def test_once_made_writable_saves_work_and_the_problem_goes(store_path):
+    write_doc(store_path, [entry("mine/pinned")])
+    os.chmod(store_path, 0o444)
+    r = ModelRegistry(user_store=store_path, include_builtin=False)
+    with pytest.raises(RegistryError):
+        r.register_model(entry("new/model"))
+    assert len(r.problems) == 1
+    os.chmod(store_path, 0o644)
+    r.register_model(entry("new/model"))
+    assert on_disk(store_path) == ["mine/pinned", "new/model"] and r.problems == []
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o644
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX file modes")
