@@ -19,6 +19,7 @@ Where each number comes from:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from functools import cache, lru_cache
@@ -32,6 +33,8 @@ __all__ = [
     "MemoryEstimate",
     "QuantSpec",
     "UnknownQuantizationError",
+    "ARCHITECTURE_LIMITS",
+    "MAX_PARAMETERS",
     "GGML_TYPES",
     "KV_TYPES",
     "resolve_quantization",
@@ -224,6 +227,73 @@ def resolve_quantization(name: str) -> QuantSpec:
 # Architecture
 # --------------------------------------------------------------------------------------------
 
+#: Physical ranges of architecture numbers. Every limit is far above any published model (the
+#: largest figures known, in brackets) and low enough that nonsense from a corrupt header or a
+#: typo (``--layers 1e12``) is refused with a clear ValueError instead of being estimated.
+#: Estimation is O(1) in every one of them; the limits are about refusing nonsense, not time.
+#: app.core.importers keeps the same table (it may not import this module); a test keeps them equal.
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "layers": 10_000,  # [126: Llama 3.1 405B]
+    "hidden_size": 1 << 20,  # 1,048,576 [18,432: Nemotron-4 340B, PaLM]
+    "intermediate_size": 1 << 22,  # 4,194,304 [73,728: Nemotron-4 340B]
+    "expert_intermediate_size": 1 << 22,
+    "heads": 100_000,  # [128: DeepSeek-V3, Llama 3.1 405B]
+    "kv_heads": 100_000,
+    "head_dim": 1 << 16,  # 65,536 [576: DeepSeek MLA key]
+    "vocab_size": 10_000_000,  # [262,144: Gemma 3]
+    "max_context": 1 << 30,  # 1,073,741,824 tokens [10,485,760: Llama 4 Scout]
+    "sliding_window": 1 << 30,
+    "sliding_window_pattern": 10_000,  # at most one per layer
+    "experts": 1 << 20,  # [384: Kimi K2; 1,048,576 in the PEER paper]
+    "active_experts": 1 << 20,
+    "kv_lora_rank": 1 << 16,  # [512: DeepSeek-V3]
+    "qk_rope_head_dim": 1 << 16,  # [64: DeepSeek-V3]
+}
+#: Parameters: 10^15, 500 times the largest published model (~2 × 10^12).
+MAX_PARAMETERS = 10**15
+#: Context, batch and sequences requested of an estimate share the context limit.
+MAX_TOKENS = ARCHITECTURE_LIMITS["max_context"]
+_REQUIRED = ("layers", "hidden_size", "heads")
+
+
+def _check_count(name: str, value: Any, limit: int, *, what: str = "") -> int:
+    """``value`` as a whole number in 1..limit, or a ValueError that names it and the range."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what or name} must be a whole number, not {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what or name} must be a whole number, not {_brief(value)}") from None
+    if not 1 <= n <= limit:
+        raise ValueError(f"{what or name} is {_brief(n)}: it must be between 1 and {limit:,}")
+    return n
+
+
+def _check_parameters(parameters: Any) -> Any:
+    """A parameter count no larger than MAX_PARAMETERS (unchanged), or a clear ValueError."""
+    if parameters is not None and not isinstance(parameters, bool) and parameters > MAX_PARAMETERS:
+        raise ValueError(f"a parameter count of {_brief(parameters)} is more than any model has "
+                         f"(limit {MAX_PARAMETERS:,}); check the number")
+    return parameters
+
+
+def _check_tokens(name: str, value: Any, limit: int = MAX_TOKENS) -> Any:
+    """A context length, batch or count no larger than ``limit`` (unchanged), or a clear ValueError."""
+    if value is not None and not isinstance(value, bool) and value > limit:
+        raise ValueError(f"a {name} of {_brief(value)} is out of range (limit {limit:,})")
+    return value
+
+
+def _brief(value: Any, width: int = 60) -> str:
+    """A short, always-printable form of a number or value (huge ints cannot be printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"a {value.bit_length():,}-bit number"
+    try:
+        text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    except ValueError:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
 
 @dataclass(frozen=True, slots=True)
 class Architecture:
@@ -249,6 +319,16 @@ class Architecture:
     #: Multi-head latent attention (DeepSeek V2/V3): the cache holds this latent plus the RoPE key.
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse numbers outside ARCHITECTURE_LIMITS: a ValueError naming the field and its range."""
+        for name, limit in ARCHITECTURE_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name not in _REQUIRED:
+                continue
+            n = _check_count(name, value, limit, what=f"architecture {name}")
+            if n != value or type(value) is not int:
+                object.__setattr__(self, name, n)  # numpy ints and the like become ints
 
     @property
     def n_kv_heads(self) -> int:
@@ -280,11 +360,17 @@ class Architecture:
         (for when a config gives the layer shapes but not ``intermediate_size``)."""
         if self.intermediate_size or parameters <= 0:
             return self
+        parameters = _check_parameters(parameters)
         probe = replace(self, intermediate_size=1)
         per_unit = 3 * self.layers * self.hidden_size * max(1, self.n_experts)
         ff = (parameters - probe.parameter_count() + per_unit) / per_unit
         # Published FFN widths are multiples of 256 (which k-quants also need).
-        return replace(self, intermediate_size=max(256, int(round(ff / 256)) * 256))
+        width = max(256, int(round(ff / 256)) * 256)
+        limit = ARCHITECTURE_LIMITS["intermediate_size"]
+        if width > limit:
+            raise ValueError(f"{parameters:,} parameters do not fit this architecture: they would need an FFN "
+                             f"width of {width:,} (limit {limit:,}); check the parameter count and the layer shapes")
+        return replace(self, intermediate_size=width)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Architecture | None:
@@ -345,10 +431,16 @@ def _native_label(native_dtype: str | None) -> str:
     return "BF16" if (native_dtype or "bf16").lower() in ("bf16", "bfloat16") else "F16"
 
 
-@lru_cache(maxsize=4096)
 def _more_bits_layers(n: int) -> int:
-    """How many of n layers llama.cpp's ``use_more_bits`` upgrades."""
-    return sum(1 for i in range(n) if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2)
+    """How many of n layers llama.cpp's ``use_more_bits`` upgrades, in closed form (O(1) in n).
+
+    ``use_more_bits(i, n) = i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2``: the first n/8 layers, the
+    last n - 7n/8, and every third of the (7n/8 - n/8) layers between them, starting at the third.
+    """
+    if n <= 0:
+        return 0
+    first, last = n // 8, 7 * n // 8
+    return first + (n - last) + (last - first) // 3
 
 
 def _split(count: int, rules: Iterable[tuple[int, str]], default: str) -> list[tuple[int, str]]:
@@ -549,6 +641,7 @@ def weight_bytes(
     the level's effective bits on a typical model are used and the result is marked approximate.
     """
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    _check_parameters(parameters)
     if architecture is not None:
         by_type = _weights_by_type(architecture, q, _native_label(native_dtype))
         total = sum(b for _, b in by_type)
@@ -607,6 +700,9 @@ def kv_cache_bytes(
     a: Architecture, context: int, kv_dtype: str = "f16", *, pad_to: int = 1, batch: int = 512, sequences: int = 1
 ) -> tuple[int, str]:
     """(bytes, explanation) of the K and V cache for ``context`` tokens (× ``sequences``)."""
+    _check_tokens("context", context)
+    _check_tokens("batch", batch)
+    _check_tokens("sequence count", sequences)
     if context <= 0:
         return 0, "no context requested: no KV cache"
     per = _kv_bytes_per_element(kv_dtype)
@@ -643,6 +739,8 @@ def llm_compute_bytes(
     a: Architecture, context: int, batch: int = 512, *, flash_attention: bool = True
 ) -> tuple[int, str]:
     """(bytes, explanation) of llama.cpp's compute buffer for one micro-batch."""
+    _check_tokens("context", context)
+    _check_tokens("batch", batch)
     b = max(1, batch)
     e, v = a.hidden_size, a.vocab_size or 32000
     ctx = max(context, 1)
@@ -754,8 +852,14 @@ def estimate_llm(
     device_kind: str = "gpu",
     native_dtype: str | None = None,
 ) -> MemoryEstimate:
-    """Weights + KV cache + compute buffer + runtime overhead for a language model."""
+    """Weights + KV cache + compute buffer + runtime overhead for a language model.
+
+    Raises ValueError (naming the number and its limit) for a parameter count, context or batch
+    out of range; an ``Architecture`` refuses out-of-range numbers when it is built.
+    """
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    _check_tokens("context", context)
+    _check_tokens("batch", batch)
     w, by_type, w_text, approx = weight_bytes(q, parameters=parameters, architecture=architecture,
                                               native_dtype=native_dtype)
     notes: list[str] = []
@@ -786,6 +890,7 @@ def estimate_llm(
 
 
 def _simple_weights(q: QuantSpec, parameters: int) -> tuple[int, str]:
+    _check_parameters(parameters)
     bits = q.bits if q.kind in ("float", "linear") else _reference_bits(q)
     total = int(parameters * bits / 8)
     return total, f"{parameters / 1e9:.2f} B parameters at {q.name} ({bits:.2f} bits/weight): {format_gib(total, 2)}"
@@ -794,6 +899,9 @@ def _simple_weights(q: QuantSpec, parameters: int) -> tuple[int, str]:
 #: ComfyUI's memory_usage_factor per family (comfy/supported_models.py). SD 1.5 1.0 and SDXL 0.8
 #: read from the file; Flux 2.8 and HunyuanVideo 1.8 (marked TODO there) from the same file;
 #: the rest default to ComfyUI's base value 2.0.
+#: Diffusion sizes (pixels per side, frames, batch): 2^20, far beyond any real image or video.
+_MAX_PIXELS = 1 << 20
+
 DIFFUSION_FACTORS = {"sd15": 1.0, "sdxl": 0.8, "flux": 2.8, "hunyuan": 1.8, "wan": 0.9}
 
 
@@ -812,6 +920,8 @@ def estimate_diffusion(
     """Diffusion (image or video): weights + activations from the latent area (ComfyUI's rule)."""
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     w, w_text = _simple_weights(q, parameters)
+    for name, value in (("width", width), ("height", height), ("frame count", frames), ("batch", batch)):
+        _check_tokens(name, value, _MAX_PIXELS)
     factor = DIFFUSION_FACTORS.get(family, 2.0)
     latent_frames = (max(1, frames) - 1) // 4 + 1  # video VAEs compress time 4× (Wan, HunyuanVideo)
     area = batch * latent_frames * (height // 8) * (width // 8)
@@ -840,6 +950,8 @@ def estimate_speech_to_text(quant: QuantSpec | str, *, parameters: int, architec
     """Whisper-style encoder-decoder: 30 s windows (1500 encoder frames), a 448-token decoder."""
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     w, w_text = _simple_weights(q, parameters)
+    _check_tokens("batch", batch)
+    _check_tokens("beam count", beams)
     kv = comp = 0
     kv_text = "decoder cache not estimated (no architecture)"
     comp_text = "encoder activations not estimated (no architecture)"
@@ -872,6 +984,8 @@ def estimate_embedding(quant: QuantSpec | str, *, parameters: int, architecture:
     """Embedding encoders: weights plus one batch of activations."""
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     w, w_text = _simple_weights(q, parameters)
+    _check_tokens("batch", batch)
+    _check_tokens("sequence length", sequence)
     d = architecture.hidden_size if architecture else 1024
     heads = architecture.heads if architecture else 16
     act = batch * sequence * (d * 2 * 8 + sequence * heads * 2)
