@@ -15,10 +15,12 @@ agree.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,10 +40,20 @@ __all__ = [
 ]
 
 # Limits on untrusted lengths. Real GGUF files hold at most a few thousand tensors and a few hundred
-# keys; the largest safetensors headers (DeepSeek-V3 shards) are a few MiB.
+# keys; the largest safetensors headers (DeepSeek-V3 shards) are a few MiB. Each limit keeps a
+# hostile header's cost bounded (about a second at worst on a slow machine) while staying far above
+# every real file.
 MAX_SAFETENSORS_HEADER_BYTES = 100 * 1024 * 1024
-MAX_GGUF_TENSORS = 1_000_000
+# 131,072: ~100x the largest real GGUFs (Llama 3.1 405B and DeepSeek-V3: ~1,100 tensors); each one
+# is parsed in Python (~10 us), so the limit bounds the walk to about a second.
+MAX_GGUF_TENSORS = 1 << 17
 MAX_GGUF_KV = 100_000
+# Strings and nested arrays in one header are stepped over one by one: 4,194,304 of them in all, 16x
+# the largest vocabulary (Gemma 3's 262,144 tokens) and 4x the largest tokens + merges lists.
+MAX_GGUF_WALKED_ITEMS = 1 << 22
+# Bytes a GGUF header may make us read: 256 MiB, ~10x the largest real header (a 256k-token
+# vocabulary with its merges is ~20 MiB). Longer strings and long scalar arrays are skipped, not read.
+MAX_GGUF_HEADER_READ = 256 * 1024 * 1024
 MAX_GGUF_DIMS = 4  # GGML_MAX_DIMS: ggml itself rejects more
 MAX_GGUF_KEY_BYTES = 65_535  # the GGUF spec's limit on key length
 MAX_GGUF_NAME_BYTES = 1024  # ggml's own limit is 64 (GGML_MAX_NAME)
@@ -107,9 +119,24 @@ def _fail(path: str, kind: ImportErrorKind, what: str, advice: str | None = None
     return ModelImportError(path, kind, f"{what}. {advice or _ADVICE[kind]}")
 
 
+def _unexpected(path: str, exc: Exception) -> ModelImportError:
+    """The last line of defence: an error nothing above foresaw still becomes one clear per-file error."""
+    if isinstance(exc, RecursionError):
+        what = "is nested too deeply to read"
+    elif isinstance(exc, MemoryError):
+        what = "needs more memory to read than is free"
+    else:
+        what = f"could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+    return _fail(path, ImportErrorKind.MALFORMED, what,
+                 "The file is corrupt or unusual; if it loads elsewhere, report it to the ModelDeck developers.")
+
+
 def _os_error(path: str, exc: OSError) -> ModelImportError:
     where = os.fspath(exc.filename) if exc.filename else path
     reason = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        return _fail(where, ImportErrorKind.NOT_FOUND, f"is a symbolic link that never reaches a file ({reason})",
+                     "Fix or remove the link.")
     if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
         return _fail(where, ImportErrorKind.NOT_FOUND, f"not found ({reason})")
     if isinstance(exc, PermissionError):
@@ -146,6 +173,52 @@ ARCHITECTURE_KEYS = (
 )
 
 
+# Physical ranges of architecture numbers, far above every published model (largest known in
+# brackets) so that only nonsense is refused. The same numbers as app.core.estimation's
+# ARCHITECTURE_LIMITS (importers may not import estimation; a test keeps the two equal).
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "layers": 10_000,  # [126: Llama 3.1 405B]
+    "hidden_size": 1 << 20,  # [18,432: Nemotron-4 340B]
+    "intermediate_size": 1 << 22,  # [73,728: Nemotron-4 340B]
+    "heads": 100_000,  # [128: DeepSeek-V3]
+    "kv_heads": 100_000,
+    "head_dim": 1 << 16,  # [576: DeepSeek MLA]
+    "vocab_size": 10_000_000,  # [262,144: Gemma 3]
+    "max_context": 1 << 30,  # [10,485,760: Llama 4 Scout]
+    "sliding_window": 1 << 30,
+    "experts": 1 << 20,  # [384: Kimi K2]
+    "active_experts": 1 << 20,
+}
+# Zero means "not used" for these: llama.cpp writes head_count 0, head_count_kv 0 and
+# feed_forward_length 0 for attention-free models (Mamba, RWKV); dense configs say num_experts 0.
+# A zero anywhere else (layers, hidden size, vocabulary, context) is nonsense and refused.
+_ZERO_MEANS_UNUSED = frozenset({"intermediate_size", "heads", "kv_heads", "head_dim", "sliding_window", "experts",
+                                "active_experts"})
+
+
+class _BadArchitecture(Exception):
+    """An architecture number outside ARCHITECTURE_LIMITS; the message names where it came from."""
+
+
+def _check_architecture(out: dict[str, int | str | bool | None], sources: dict[str, str]) -> None:
+    for key, limit in ARCHITECTURE_LIMITS.items():
+        value = out.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= limit:
+            raise _BadArchitecture(f"{sources.get(key, key)} is {_brief(value)}, outside the physical range of "
+                                   f"{key.replace('_', ' ')} (1 to {limit:,})")
+
+
+def _brief(value: Any, width: int = 80) -> str:
+    """A short, always-printable form of an untrusted value (a huge int cannot even be printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"a {value.bit_length():,}-bit number" if value.bit_length() > 128 else f"{value:,}"
+    try:
+        text = repr(value) if len(value) < 100_000 else f"a {type(value).__name__} of {len(value):,} items"
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _empty_architecture() -> dict[str, int | str | bool | None]:
     return dict.fromkeys(ARCHITECTURE_KEYS)
 
@@ -172,11 +245,54 @@ def _refuse_pickle(path: str) -> None:
                     "Use scan_path to register it by size, or convert it to safetensors.")
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+                (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def _require_regular(path: str, mode: int) -> None:
+    """Only regular files are read: a FIFO or device could block forever or never end."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise _fail(path, ImportErrorKind.UNSUPPORTED, "is a folder, not a model file",
+                    "Pass the file, or scan the folder with scan_path.")
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "special file")
+    raise _fail(path, ImportErrorKind.UNSUPPORTED, f"is a {what}, not a regular file, so it was skipped unopened",
+                "ModelDeck reads only regular files: point it at the model file itself.")
+
+
 def _stat_size(path: str) -> int:
+    """The size of a regular file (symbolic links followed once; a loop is an error)."""
     try:
-        return os.stat(path).st_size
+        info = os.stat(path)
     except OSError as exc:
         raise _os_error(path, exc) from None
+    _require_regular(path, info.st_mode)
+    return info.st_size
+
+
+_EXTRA_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+def _nonblocking_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | _EXTRA_OPEN_FLAGS)
+
+
+def _open_regular(path: str) -> tuple[Any, int]:
+    """(binary file, size) for a regular file. Anything else is refused before it is opened, and
+    checked again once open (O_NONBLOCK: a FIFO swapped in between cannot block the open)."""
+    _stat_size(path)
+    try:
+        f = open(path, "rb", opener=_nonblocking_opener)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    try:
+        info = os.fstat(f.fileno())
+        _require_regular(path, info.st_mode)
+    except BaseException:
+        f.close()
+        raise
+    return f, info.st_size
 
 
 # --------------------------------------------------------------------------------------------- GGUF
@@ -210,6 +326,10 @@ class _Short(Exception):
         self.needed = needed
 
 
+class _ReadCap(Exception):
+    """The header made the reader read more than MAX_GGUF_HEADER_READ bytes."""
+
+
 class _GGUFArray(NamedTuple):
     item_type: int
     length: int
@@ -238,7 +358,7 @@ class _GGUFHeader:
 class _Source:
     """A forward reader over an open file that never reads past its size nor buffers more than 16 MiB."""
 
-    __slots__ = ("f", "size", "buf", "base", "i", "chunk")
+    __slots__ = ("f", "size", "buf", "base", "i", "chunk", "read_total")
 
     def __init__(self, f: Any, size: int) -> None:
         self.f = f
@@ -247,6 +367,7 @@ class _Source:
         self.base = 0  # file offset of buf[0]
         self.i = 0  # cursor inside buf
         self.chunk = _FIRST_CHUNK
+        self.read_total = 0  # bytes read so far: capped at MAX_GGUF_HEADER_READ
 
     @property
     def pos(self) -> int:
@@ -263,6 +384,11 @@ class _Source:
         loaded_end = pos + len(rest)
         want = min(max(n - len(rest), self.chunk), self.size - loaded_end)
         self.chunk = min(self.chunk * 2, _MAX_CHUNK)
+        if self.read_total + want > MAX_GGUF_HEADER_READ:
+            want = max(n - len(rest), MAX_GGUF_HEADER_READ - self.read_total)
+            if self.read_total + want > MAX_GGUF_HEADER_READ:
+                raise _ReadCap()
+        self.read_total += want
         self.f.seek(loaded_end)
         data = self.f.read(want)
         if len(rest) + len(data) < n:  # the file shrank while we read it
@@ -326,6 +452,7 @@ class _GGUFParser:
         self.u64 = struct.Struct(endian + "Q")
         self.scalars = {t: struct.Struct(endian + code) for t, code in _GGUF_SCALARS.items()}
         self.kept = 0
+        self.walked = 0  # strings and nested arrays stepped over: capped at MAX_GGUF_WALKED_ITEMS
 
     def malformed(self, what: str) -> ModelImportError:
         return _fail(self.path, ImportErrorKind.MALFORMED, what)
@@ -337,6 +464,15 @@ class _GGUFParser:
             raise _fail(self.path, ImportErrorKind.TRUNCATED,
                         f"the header declares {count:,} {what}, which need at least {count * min_item:,} bytes, "
                         f"but only {left:,} bytes are left in the file")
+
+    def walk(self, count: int, what: str) -> None:
+        """Budget `count` items that are stepped over one by one, before stepping over any of them."""
+        self.walked += count
+        if self.walked > MAX_GGUF_WALKED_ITEMS:
+            so_far = "" if self.walked == count else f", {self.walked:,} strings and arrays in all"
+            raise _fail(self.path, ImportErrorKind.OVERSIZED_HEADER,
+                        f"the header declares {count:,} {what}{so_far} (limit {MAX_GGUF_WALKED_ITEMS:,} in a whole "
+                        "header; the largest real vocabularies hold about 260,000 tokens)")
 
     def string(self, limit: int | None, what: str) -> str | None:
         """A key or name (length capped by `limit`, always kept), or a value (kept within a budget)."""
@@ -365,6 +501,7 @@ class _GGUFParser:
         (length,) = self.src.unpack(self.u64)
         if item_type == _GGUF_STRING:
             self.room(length, 8, f"strings in {key!r}")
+            self.walk(length, f"strings in {key!r}")
             self.src.skip_strings(length, self.u64)
             return _GGUFArray(item_type, length, None)
         item = self.scalars.get(item_type)
@@ -377,6 +514,7 @@ class _GGUFParser:
             return _GGUFArray(item_type, length, None)
         if item_type == _GGUF_ARRAY:
             self.room(length, 12, f"nested arrays in {key!r}")
+            self.walk(length, f"nested arrays in {key!r}")
             for _ in range(length):
                 self.value(_GGUF_ARRAY, key, depth + 1)
             return _GGUFArray(item_type, length, None)
@@ -445,18 +583,23 @@ class _GGUFParser:
             if end > src.size:
                 raise _fail(self.path, ImportErrorKind.TRUNCATED,
                             f"tensor {tensor.name!r} ends at byte {end:,} but the file has {src.size:,} bytes")
+        # Each tensor ends inside the file; together they can claim more than it holds only by overlapping.
+        spans = sorted((t.offset, t.offset + t.n_bytes, t.name) for t in tensors if t.n_bytes)
+        for (first_begin, end, first), (begin, second_end, second) in pairwise(spans):
+            if begin < end:
+                declared = sum(t.n_bytes for t in tensors)
+                raise self.malformed(
+                    f"tensor {second!r} data (bytes {begin:,} to {second_end:,}) overlaps tensor {first!r} (bytes "
+                    f"{first_begin:,} to {end:,}); the header declares {declared:,} bytes of tensors, the file "
+                    f"holds {src.size - data_offset:,} after its {data_offset:,}-byte header")
         return _GGUFHeader(self.path, src.size, version, kv, tensors, data_offset)
 
 
 def _parse_gguf(path: str) -> _GGUFHeader:
     """Read one GGUF file's header; any failure is a ModelImportError with the right kind."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise _os_error(path, exc) from None
+    f, size = _open_regular(path)
     with f:
         try:
-            size = os.fstat(f.fileno()).st_size
             src = _Source(f, size)
             magic = src.take(4)
             if magic != b"GGUF":
@@ -478,6 +621,10 @@ def _parse_gguf(path: str) -> _GGUFHeader:
         except _Short as short:
             raise _fail(path, ImportErrorKind.TRUNCATED,
                         f"the GGUF header needs {short.needed:,} bytes but the file has {size:,}") from None
+        except _ReadCap:
+            raise _fail(path, ImportErrorKind.OVERSIZED_HEADER,
+                        f"the GGUF header needs more than {MAX_GGUF_HEADER_READ:,} bytes read (real headers need "
+                        "at most a few tens of MiB)") from None
         except OSError as exc:
             raise _os_error(path, exc) from None
         except ImportError:
@@ -521,33 +668,44 @@ def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> d
     if not isinstance(arch, str) or not arch:
         return out
 
-    def num(key: str) -> int | None:
-        return _gguf_number(kv, f"{arch}.{key}")
+    sources: dict[str, str] = {}
 
-    hidden, heads = num("embedding_length"), num("attention.head_count")
+    def num(field: str, key: str) -> int | None:
+        value = _gguf_number(kv, f"{arch}.{key}")
+        if value is not None:
+            sources[field] = f"{arch}.{key}"
+        return None if value == 0 and field in _ZERO_MEANS_UNUSED else value
+
+    hidden, heads = num("hidden_size", "embedding_length"), num("heads", "attention.head_count")
     out["family"] = arch
-    out["layers"] = num("block_count")
+    out["layers"] = num("layers", "block_count")
     out["hidden_size"] = hidden
-    out["intermediate_size"] = num("feed_forward_length")
+    out["intermediate_size"] = num("intermediate_size", "feed_forward_length")
     out["heads"] = heads
-    kv_heads = num("attention.head_count_kv")
+    kv_heads = num("kv_heads", "attention.head_count_kv")
     out["kv_heads"] = kv_heads if kv_heads is not None else heads  # llama.cpp's default
-    head_dim = num("attention.key_length")
+    if kv_heads is None:
+        sources["kv_heads"] = sources.get("heads", "kv_heads")
+    head_dim = num("head_dim", "attention.key_length")
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads if hidden % heads == 0 else None
     out["head_dim"] = head_dim
     tokens = kv.get("tokenizer.ggml.tokens")
-    vocab = tokens.length if isinstance(tokens, _GGUFArray) else num("vocab_size")
+    vocab = tokens.length if isinstance(tokens, _GGUFArray) else num("vocab_size", "vocab_size")
+    if isinstance(tokens, _GGUFArray):
+        sources["vocab_size"] = "the length of tokenizer.ggml.tokens"
     embedding = tensors.get("token_embd.weight")
     if vocab is None and embedding is not None and len(embedding.dims) >= 2:
         vocab = embedding.dims[1]
+        sources["vocab_size"] = "the second dimension of token_embd.weight"
     out["vocab_size"] = vocab
-    out["max_context"] = num("context_length")
-    out["sliding_window"] = num("attention.sliding_window")
-    out["experts"] = num("expert_count")
-    out["active_experts"] = num("expert_used_count")
+    out["max_context"] = num("max_context", "context_length")
+    out["sliding_window"] = num("sliding_window", "attention.sliding_window")
+    out["experts"] = num("experts", "expert_count")
+    out["active_experts"] = num("active_experts", "expert_used_count")
     if embedding is not None:
         out["tie_word_embeddings"] = "output.weight" not in tensors
+    _check_architecture(out, sources)
     return out
 
 
@@ -570,6 +728,17 @@ def _gguf_model(headers: list[_GGUFHeader]) -> ScannedModel:
         file_type = bytes_by_type[0][0]
         why = "missing" if raw_ftype is None else f"{raw_ftype} is unknown"
         notes.append(f"general.file_type {why}: file_type is the dominant tensor type")
+    if not tensors:
+        raise _fail(main.path, ImportErrorKind.UNSUPPORTED,
+                    "holds no tensors, so it is not a model (a vocabulary-only or metadata-only GGUF)",
+                    "Scan the model's weights file itself.")
+    if not any(t.n_elements for t in tensors.values()):
+        raise _fail(main.path, ImportErrorKind.MALFORMED,
+                    f"its {len(tensors):,} tensors hold no values at all (every shape has a 0)")
+    try:
+        architecture = _gguf_architecture(kv, tensors)
+    except _BadArchitecture as exc:
+        raise _fail(main.path, ImportErrorKind.MALFORMED, f"the header says {exc}") from None
     if len(headers) > 1:
         notes.append(f"split GGUF: {len(headers)} parts")
     kind = kv.get("general.type")
@@ -591,7 +760,7 @@ def _gguf_model(headers: list[_GGUFHeader]) -> ScannedModel:
         parameters=sum(t.n_elements for t in tensors.values()),
         bytes_by_type=bytes_by_type,
         file_type=file_type,
-        architecture=_gguf_architecture(kv, tensors),
+        architecture=architecture,
         notes=tuple(notes),
     )
 
@@ -668,10 +837,15 @@ def read_gguf(path: str | os.PathLike[str], *, deep_check: bool = False) -> Scan
     (numpy per token), for diagnosing a file, not for scanning.
     """
     full = os.path.abspath(os.fspath(path))
-    _refuse_pickle(full)
-    _stat_size(full)
-    parts, missing = _gguf_parts(full)
-    return _read_gguf_parts(parts, missing, lambda _: None, deep_check)
+    try:
+        _refuse_pickle(full)
+        _stat_size(full)
+        parts, missing = _gguf_parts(full)
+        return _read_gguf_parts(parts, missing, lambda _: None, deep_check)
+    except ModelImportError:
+        raise
+    except Exception as exc:
+        raise _unexpected(full, exc) from None
 
 
 # -------------------------------------------------------------------------------------- safetensors
@@ -682,6 +856,7 @@ _ST_BITS = {
     "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
     "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
 }
+_ST_MAX_DIMS = 64  # torch's limit on dimensions; safetensors writes no more
 _ST_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.(?P<ext>safetensors|bin)$")
 
 
@@ -701,13 +876,9 @@ class _STHeader:
 
 def _parse_safetensors(path: str) -> _STHeader:
     """Read and validate one safetensors header with bounded reads."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise _os_error(path, exc) from None
+    f, size = _open_regular(path)
     with f:
         try:
-            size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise _fail(path, ImportErrorKind.TRUNCATED,
@@ -737,7 +908,7 @@ def _parse_safetensors(path: str) -> _STHeader:
 
 def _validate_safetensors(path: str, header: dict[str, Any], data_len: int) -> list[_STTensor]:
     def bad(name: str, what: str) -> ModelImportError:
-        return _fail(path, ImportErrorKind.MALFORMED, f"tensor {name!r}: {what}")
+        return _fail(path, ImportErrorKind.MALFORMED, f"tensor {_brief(name)}: {what}")
 
     tensors: list[_STTensor] = []
     spans: list[tuple[int, int, str]] = []
@@ -748,20 +919,27 @@ def _validate_safetensors(path: str, header: dict[str, Any], data_len: int) -> l
             raise bad(name, "its entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str):
-            raise bad(name, f"dtype {dtype!r} is not a string")
+            raise bad(name, f"dtype {_brief(dtype)} is not a string")
         bits = _ST_BITS.get(dtype)
         if bits is None:
-            raise _fail(path, ImportErrorKind.UNSUPPORTED, f"tensor {name!r} has dtype {dtype!r}, unknown to ModelDeck")
+            raise _fail(path, ImportErrorKind.UNSUPPORTED,
+                        f"tensor {_brief(name)} has dtype {_brief(dtype)}, unknown to ModelDeck")
         if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
-            raise bad(name, f"shape {shape!r} is not a list of non-negative integers")
+            raise bad(name, f"shape {_brief(shape)} is not a list of non-negative integers")
+        if len(shape) > _ST_MAX_DIMS:
+            raise bad(name, f"its shape has {len(shape):,} dimensions (torch allows {_ST_MAX_DIMS})")
+        if any(d > _INT64_MAX for d in shape):
+            raise bad(name, f"shape {_brief(shape)} has a dimension of {_brief(max(shape))}, over 2**63")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or any(type(o) is not int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
-            raise bad(name, f"data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
+            raise bad(name, f"data_offsets {_brief(offsets)} are not [begin, end] with 0 <= begin <= end")
         begin, end = offsets
         if end > data_len:
-            raise _fail(path, ImportErrorKind.TRUNCATED,
-                        f"tensor {name!r} ends at data byte {end:,} but the file holds {data_len:,} bytes of data")
+            raise _fail(path, ImportErrorKind.TRUNCATED, f"tensor {_brief(name)} ends at data byte {_brief(end)} "
+                                                         f"but the file holds {data_len:,} bytes of data")
         n_elements = math.prod(shape)
+        if n_elements > _INT64_MAX:
+            raise bad(name, f"shape {_brief(shape)} has more than 2**63 elements")
         n_bits = n_elements * bits
         if n_bits % 8:
             raise bad(name, f"{n_elements:,} {dtype} values do not end on a byte boundary")
@@ -770,18 +948,22 @@ def _validate_safetensors(path: str, header: dict[str, Any], data_len: int) -> l
                             f"but data_offsets span {end - begin:,}")
         tensors.append(_STTensor(name, dtype, n_elements, end - begin))
         spans.append((begin, end, name))
+    # Every tensor ends inside the data, so the declared bytes can exceed the file only by overlapping.
     spans.sort()
-    for (_, end, first), (begin, _, second) in pairwise(spans):
+    for (first_begin, end, first), (begin, second_end, second) in pairwise(spans):
         if begin < end:
-            raise bad(second, f"its data overlaps tensor {first!r}")
+            declared = sum(t.n_bytes for t in tensors)
+            raise bad(second, f"its data (bytes {begin:,} to {second_end:,}) overlaps tensor {_brief(first)} "
+                              f"(bytes {first_begin:,} to {end:,}); the header declares {declared:,} bytes of "
+                              f"tensors, the file holds {data_len:,}")
     return tensors
 
 
 def _read_json(path: str, what: str) -> Any:
     """A small JSON side file (config, shard index), size-capped before reading."""
+    f, size = _open_regular(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with f:
             if size > MAX_JSON_SIDE_FILE_BYTES:
                 raise _fail(path, ImportErrorKind.OVERSIZED_HEADER,
                             f"the {what} is {size:,} bytes (limit {MAX_JSON_SIDE_FILE_BYTES:,})")
@@ -831,46 +1013,64 @@ def _read_config(folder: str) -> tuple[dict[str, Any] | None, str | None]:
     return config, None
 
 
-def _first_count(source: dict[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = _as_count(source.get(key))
-        if value is not None:
-            return value
-    return None
+def _config_numbers(config: dict[str, Any], out: dict[str, int | str | bool | None]) -> None:
+    text = config.get("text_config")
+    src = {**config, **text} if isinstance(text, dict) else config
+    sources: dict[str, str] = {}
+
+    def first(field: str, *keys: str) -> int | None:
+        for key in keys:
+            value = _as_count(src.get(key))
+            if value is not None:
+                sources[field] = key
+                return None if value == 0 and field in _ZERO_MEANS_UNUSED else value
+        return None
+
+    family = config.get("model_type")
+    out["family"] = family if isinstance(family, str) and family else None
+    out["layers"] = first("layers", "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    hidden = first("hidden_size", "hidden_size", "n_embd", "d_model")
+    heads = first("heads", "num_attention_heads", "n_head", "num_heads")
+    out["hidden_size"] = hidden
+    out["intermediate_size"] = first("intermediate_size", "intermediate_size", "n_inner", "ffn_dim")
+    out["heads"] = heads
+    kv_heads = first("kv_heads", "num_key_value_heads", "num_kv_heads", "multi_query_group_num")
+    out["kv_heads"] = kv_heads if kv_heads is not None else heads  # transformers' default
+    if kv_heads is None:
+        sources["kv_heads"] = sources.get("heads", "kv_heads")
+    head_dim = first("head_dim", "head_dim")
+    if head_dim is None and hidden and heads and hidden % heads == 0:
+        head_dim = hidden // heads
+    out["head_dim"] = head_dim
+    out["vocab_size"] = first("vocab_size", "vocab_size", "padded_vocab_size")
+    out["max_context"] = first("max_context", "max_position_embeddings", "n_positions", "max_sequence_length",
+                               "seq_length")
+    window = first("sliding_window", "sliding_window")
+    out["sliding_window"] = None if src.get("use_sliding_window") is False else window
+    out["experts"] = first("experts", "num_local_experts", "num_experts", "n_routed_experts")
+    out["active_experts"] = first("active_experts", "num_experts_per_tok")
+    tie = src.get("tie_word_embeddings")
+    if isinstance(tie, bool):
+        out["tie_word_embeddings"] = tie
+    _check_architecture(out, sources)
 
 
-def _config_architecture(config: dict[str, Any] | None,
-                         tensor_names: Iterable[str] = ()) -> dict[str, int | str | bool | None]:
-    """Architecture from a Hugging Face config.json (text_config first for multimodal configs)."""
+def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[str] = (),
+                         notes: list[str] | None = None) -> dict[str, int | str | bool | None]:
+    """Architecture from a Hugging Face config.json (text_config first for multimodal configs).
+
+    A number outside ARCHITECTURE_LIMITS means the config is not used: a note in `notes` says
+    which key and why, and the architecture is what the tensor names alone tell.
+    """
     out = _empty_architecture()
     names = list(tensor_names)
     if config is not None:
-        text = config.get("text_config")
-        src = {**config, **text} if isinstance(text, dict) else config
-        family = config.get("model_type")
-        out["family"] = family if isinstance(family, str) and family else None
-        out["layers"] = _first_count(src, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
-        hidden = _first_count(src, "hidden_size", "n_embd", "d_model")
-        heads = _first_count(src, "num_attention_heads", "n_head", "num_heads")
-        out["hidden_size"] = hidden
-        out["intermediate_size"] = _first_count(src, "intermediate_size", "n_inner", "ffn_dim")
-        out["heads"] = heads
-        kv_heads = _first_count(src, "num_key_value_heads", "num_kv_heads", "multi_query_group_num")
-        out["kv_heads"] = kv_heads if kv_heads is not None else heads  # transformers' default
-        head_dim = _first_count(src, "head_dim")
-        if head_dim is None and hidden and heads and hidden % heads == 0:
-            head_dim = hidden // heads
-        out["head_dim"] = head_dim
-        out["vocab_size"] = _first_count(src, "vocab_size", "padded_vocab_size")
-        out["max_context"] = _first_count(src, "max_position_embeddings", "n_positions", "max_sequence_length",
-                                          "seq_length")
-        window = _first_count(src, "sliding_window")
-        out["sliding_window"] = None if src.get("use_sliding_window") is False else window
-        out["experts"] = _first_count(src, "num_local_experts", "num_experts", "n_routed_experts")
-        out["active_experts"] = _first_count(src, "num_experts_per_tok")
-        tie = src.get("tie_word_embeddings")
-        if isinstance(tie, bool):
-            out["tie_word_embeddings"] = tie
+        try:
+            _config_numbers(config, out)
+        except _BadArchitecture as exc:
+            out = _empty_architecture()
+            if notes is not None:
+                notes.append(f"config.json not used: {exc}")
     if out["tie_word_embeddings"] is None and names:
         if any(n.endswith("lm_head.weight") for n in names):
             out["tie_word_embeddings"] = False
@@ -890,8 +1090,15 @@ def _safetensors_model(path: str, name: str, headers: list[_STHeader], config: d
             parameters += tensor.n_elements
             names.append(tensor.name)
     weight_bytes = sum(by_type.values())
+    if not names:
+        raise _fail(path, ImportErrorKind.UNSUPPORTED, "holds no tensors, so it is not a model",
+                    "Scan the model's weights file itself.")
+    if not parameters:
+        raise _fail(path, ImportErrorKind.MALFORMED,
+                    f"its {len(names):,} tensors hold no values at all (every shape has a 0)")
+    architecture = _config_architecture(config, names, notes)
     if index_total is not None and index_total != weight_bytes:
-        notes.append(f"the shard index says total_size {index_total:,}; the headers hold {weight_bytes:,}")
+        notes.append(f"the shard index says total_size {_brief(index_total)}; the headers hold {weight_bytes:,}")
     bytes_by_type = _sorted_types(by_type)
     return ScannedModel(
         path=path,
@@ -904,7 +1111,7 @@ def _safetensors_model(path: str, name: str, headers: list[_STHeader], config: d
         parameters=parameters,
         bytes_by_type=bytes_by_type,
         file_type=bytes_by_type[0][0] if bytes_by_type else None,
-        architecture=_config_architecture(config, names),
+        architecture=architecture,
         notes=tuple(notes),
     )
 
@@ -965,7 +1172,7 @@ class _Group:
         return ScannedModel(
             path=self.path, name=self.name(), format="pytorch-pickle", files=tuple(self.files),
             file_bytes=sum(sizes), weight_bytes=sum(sizes), exact=False, parameters=None, bytes_by_type=(),
-            file_type=None, architecture=_config_architecture(config), notes=tuple(notes),
+            file_type=None, architecture=_config_architecture(config, (), notes), notes=tuple(notes),
         )
 
 
@@ -1059,6 +1266,15 @@ def read_safetensors(path: str | os.PathLike[str]) -> ScannedModel:
     config.json beside the weights supplies the architecture.
     """
     full = os.path.abspath(os.fspath(path))
+    try:
+        return _read_safetensors(full)
+    except ModelImportError:
+        raise
+    except Exception as exc:
+        raise _unexpected(full, exc) from None
+
+
+def _read_safetensors(full: str) -> ScannedModel:
     _refuse_pickle(full)
     if os.path.isdir(full):
         try:
@@ -1117,7 +1333,7 @@ def _merge_revision(models: list[ScannedModel], snapshot: str, repo_id: str, con
     if root:
         architecture = dict(root[0].architecture)
     else:
-        architecture = _config_architecture(config) if config is not None else _empty_architecture()
+        architecture = _config_architecture(config, (), notes) if config is not None else _empty_architecture()
     merged_notes = [f"weights: {', '.join(formats)}"] + notes
     for model in models:
         merged_notes += [n for n in model.notes if n not in merged_notes]
@@ -1227,6 +1443,7 @@ def _run_jobs(jobs: list[_Job], errors: list[ModelImportError],
     total = sum(len(job.files) for job in jobs)
     done = 0
     models: list[ScannedModel] = []
+    cancel: list[BaseException] = []  # what progress raised: it ends the scan, it is not a file's error
     for job in jobs:
         reported: list[str] = []
 
@@ -1235,12 +1452,22 @@ def _run_jobs(jobs: list[_Job], errors: list[ModelImportError],
             done += 1
             reported.append(file)  # noqa: B023 - called only during this job's iteration
             if progress is not None:
-                progress(done, total, file)
+                try:
+                    progress(done, total, file)
+                except BaseException as exc:
+                    cancel.append(exc)
+                    raise
 
         try:
             models.append(job.run(on_file))
         except ModelImportError as exc:
+            if cancel and exc is cancel[0]:
+                raise
             errors.append(exc)
+        except Exception as exc:  # untrusted files: one bad file never ends the scan with a traceback
+            if cancel and exc is cancel[0]:
+                raise
+            errors.append(_unexpected(job.path, exc))
         for file in job.files[len(reported):]:
             on_file(file)
     return models

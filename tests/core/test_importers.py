@@ -265,7 +265,8 @@ def expect_error(path: Path, reader, kind: ImportErrorKind | None = None) -> Mod
     (raw_gguf(n_tensors=2**63), ImportErrorKind.OVERSIZED_HEADER),
     (raw_gguf(n_tensors=1_000_001), ImportErrorKind.OVERSIZED_HEADER),
     (raw_gguf(n_kv=2**40), ImportErrorKind.OVERSIZED_HEADER),
-    (raw_gguf(n_tensors=999_999), ImportErrorKind.TRUNCATED),
+    (raw_gguf(n_tensors=999_999), ImportErrorKind.OVERSIZED_HEADER),  # the limit is 131,072 (2**17)
+    (raw_gguf(n_tensors=131_071), ImportErrorKind.TRUNCATED),
     (raw_gguf(n_kv=99_999), ImportErrorKind.TRUNCATED),
     (raw_gguf([("k", 9, struct.pack("<IQ", 8, 2**62))]), ImportErrorKind.TRUNCATED),  # 2**62 strings
     (raw_gguf([("k", 9, struct.pack("<IQ", 12, 2**61))]), ImportErrorKind.TRUNCATED),  # 2**61 doubles
