@@ -603,11 +603,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="modeldeck: %(levelname)s: %(message)s",
     )
+    from app.core.model_registry import RegistryError
+
     try:
         return int(args.func(args))
     except CliError as err:
         print(f"modeldeck: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except RegistryError as err:  # the user's model store could not be written (read-only, locked, …)
+        print(f"modeldeck: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

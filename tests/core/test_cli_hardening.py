@@ -372,3 +372,29 @@ def test_property_any_cli_arguments_end_cleanly(tmp_path, capsys, monkeypatch, a
 def test_scan_of_a_missing_path_is_a_failure_not_a_crash(tmp_path, capsys):
     code, _, err, _ = run_cli(capsys, "scan", str(tmp_path / "nothing-here"))
     assert code == cli.EXIT_FAILURE and "Traceback" not in err
+
+
+def test_scan_into_a_read_only_user_store_is_one_line(tmp_path, monkeypatch):
+    """The store refuses to replace a read-only models.json; `scan` says so in one line, exit 1."""
+    import subprocess
+    import sys
+
+    from tests.core.test_importers import write_llama_gguf  # a real, tiny GGUF
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    store = data / "modeldeck" / "models.json"
+    from app.core.model_registry import ModelMetadata, ModelRegistry
+
+    ModelRegistry(user_store=store).register_model(ModelMetadata(
+        name="Mine", provider="other", model_type="llm", size_gb=1.0, model_id="me/mine"))
+    before = store.read_text()
+    store.chmod(0o444)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_llama_gguf(folder / "tiny.gguf")
+    out = subprocess.run([sys.executable, "-m", "app", "scan", str(folder)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "models.json" in out.stderr
+    assert store.read_text() == before
