@@ -52,11 +52,27 @@ class GpuDevice:
     compute_capability: tuple[int, int] | None = None
     processes: tuple[GpuProcess, ...] = ()
     #: Set when the GPU fell off the bus or stopped answering; memory figures are then 0.
+    #: (Construction guarantees 0 <= used <= total and 0 <= free <= total - used: figures a backend
+    #: read outside that are clamped, and "memory" is marked unavailable with a reason.)
     lost: bool = False
     #: For a MIG instance, the index of its parent GPU in the same profile.
     mig_parent: int | None = None
     #: Fields the backend could not read, each with the reason: ``(("power_w", "not supported"),)``.
     unavailable: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # The allocator's guarantee, whatever a backend read: 0 <= used <= total, 0 <= free <= total - used.
+        total, used, free = self.total_bytes, self.used_bytes, self.free_bytes
+        if total >= 0 and 0 <= used <= total and 0 <= free <= total - used:
+            return
+        total = max(0, total)
+        used = min(max(0, used), total)
+        free = min(max(0, free), total - used)
+        object.__setattr__(self, "total_bytes", total)
+        object.__setattr__(self, "used_bytes", used)
+        object.__setattr__(self, "free_bytes", free)
+        if self.reason_unavailable("memory") is None:
+            object.__setattr__(self, "unavailable", (*self.unavailable, ("memory", "implausible figures clamped")))
 
     @property
     def device_id(self) -> str:
