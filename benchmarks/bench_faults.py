@@ -66,7 +66,8 @@ def main() -> int:
 
     print(f"NVML fault storms: {args.ticks} ticks, {args.gpus} fake GPUs, seed {args.seed}, "
           f"retry interval {args.retry:g} s, backend {Path(nvml_module.__file__).resolve()}")
-    print(f"  storms: {len(storms)}  ({', '.join(f'{k} {n}' for k, n in sorted(Counter(s.kind for s in storms).items()))})")
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(s.kind for s in storms).items()))
+    print(f"  storms: {len(storms)}  ({kinds})")
     print(f"  crashes (exceptions escaping read/status):        {report.crashes}")
     print(f"  ticks where a device was hidden (missing/lost):   {report.hidden_device_ticks}")
     print(f"  ticks where a field outside the fault was lost:   {report.collateral_field_ticks}")
