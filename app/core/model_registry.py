@@ -309,8 +309,8 @@ class UserModelStore:
         returns the user models the file holds afterwards (including other processes' models)."""
         models_by_id = {m.id: m for m in models}
         mine = {mid: _dump(m) for mid, m in models_by_id.items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             lock = self.lock()
             lock.acquire()
         except OSError as err:
@@ -351,7 +351,12 @@ class UserModelStore:
                     current[mid] = models_by_id[mid]
                     raw[mid] = entry
             doc = {"version": USER_FILE_VERSION, "models": list(raw.values()), "invalid": invalid}
-            data = self._write(doc, disk.mode)
+            try:
+                data = self._write(doc, disk.mode)
+            except OSError as err:  # a full disk, a read-only folder, an I/O error: the old file stays
+                raise RegistryError(
+                    f"your model list {self.path} could not be written ({err.strerror or err}); it is unchanged. "
+                    "Free some disk space or make its folder writable, then try again") from err
             # What stopped earlier saves (permissions, a folder in the way...) has been fixed.
             self.problems = [p for p in self.problems if p not in self._blocking]
             self._blocking.clear()

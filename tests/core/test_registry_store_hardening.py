@@ -499,3 +499,30 @@ def test_a_process_killed_while_saving_never_loses_a_committed_entry(store_path)
     r = ModelRegistry(user_store=store_path, include_builtin=False)
     assert committed <= {m.id for m in r.user_models()} and r.problems == []
     assert [n for n in leftovers(store_path) if n.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("where", ["mkstemp", "fsync"])
+def test_a_full_disk_or_read_only_folder_is_one_error_and_the_file_is_unchanged(tmp_path, monkeypatch, where):
+    import errno
+    import os
+    import tempfile
+
+    from app.core.model_registry import ModelMetadata, ModelRegistry, RegistryError
+
+    store = tmp_path / "models.json"
+    registry = ModelRegistry(user_store=store)
+    registry.register_model(ModelMetadata(name="Kept", provider="other", model_type="llm", size_gb=1.0,
+                                          model_id="me/kept"))
+    before = store.read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile if where == "mkstemp" else os, where, no_space)
+    with pytest.raises(RegistryError, match="could not be written.*No space left on device.*unchanged"):
+        registry.register_model(ModelMetadata(name="New", provider="other", model_type="llm", size_gb=1.0,
+                                              model_id="me/new"))
+    monkeypatch.undo()
+    assert store.read_bytes() == before
+    assert registry.get_model("me/new") is None and registry.get_model("me/kept") is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
