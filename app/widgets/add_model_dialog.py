@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from app.core.model_registry import ModelMetadata, ModelProvider, ModelType
+from app.core.model_registry import ModelMetadata, ModelProvider, ModelType, RegistryError
 from app.core.quantization_strategy import fill_requirements
 from app.widgets.registry_table_model import type_label
 
@@ -110,5 +110,10 @@ class AddModelDialog(QDialog):
             self.error_label.setText(validation_message(err))
             self.error_label.setVisible(True)
             return
-        self.registered = self._registry.register_model(fill_requirements(meta))
+        try:
+            self.registered = self._registry.register_model(fill_requirements(meta))
+        except RegistryError as err:  # the user's model list cannot be written: say so, keep the dialog open
+            self.error_label.setText(str(err))
+            self.error_label.setVisible(True)
+            return
         super().accept()

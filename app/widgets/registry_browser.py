@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.model_registry import ModelProvider, ModelType
+from app.core.model_registry import ModelProvider, ModelType, RegistryError
 from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
@@ -320,7 +320,14 @@ class RegistryBrowser(QWidget):
             self._progress.setLabelText(f"{done} of {total}: {current}")
 
     def _on_scan_finished(self, models: list[Any], errors: list[Any]) -> None:
-        registered = [self._registry.register_scanned(m) for m in models]
+        registered = []
+        for m in models:
+            try:
+                registered.append(self._registry.register_scanned(m))
+            except RegistryError as err:  # the user's model list cannot be written: one message, once
+                self.sigStatus.emit(f"Scan found {len(models)} model(s) but could not register them: {err}")
+                QMessageBox.warning(self, "Could not register scanned models", str(err))
+                return
         self.sigStatus.emit(scanned_summary(registered, errors))
         if registered:
             self._select_soon(registered[0].id)

@@ -126,6 +126,26 @@ def test_add_model_without_an_id_names_the_problem(qtbot, browser):
     dialog.reject()
 
 
+def test_add_model_to_a_store_that_cannot_be_written_says_so_and_keeps_the_dialog(qtbot, browser, registry,
+                                                                                  monkeypatch):
+    import errno
+    import tempfile
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_space)
+    dialog = browser.open_add_dialog()
+    dialog.id_edit.setText("me/tiny-llm")
+    dialog.name_edit.setText("Tiny LLM")
+    dialog.params_spin.setValue(1.5)
+    dialog.accept()  # one line in the dialog, no traceback, nothing registered
+    assert dialog.isVisible() and dialog.error_label.isVisibleTo(dialog)
+    assert "could not be written" in dialog.error_label.text() and "No space left" in dialog.error_label.text()
+    assert registry.get_model("me/tiny-llm") is None
+    dialog.reject()
+
+
 def _write_safetensors(path, n: int = 64) -> None:
     header = {"model.embed.weight": {"dtype": "F16", "shape": [n, n], "data_offsets": [0, n * n * 2]}}
     raw = json.dumps(header).encode()
