@@ -70,6 +70,11 @@ class RegistryError(Exception):
     """A registry operation that cannot be done, with what to do instead."""
 
 
+class RegistryWriteError(RegistryError, OSError):
+    """The user's model list could not be written (a full disk, a read-only folder, an I/O error); the file
+    is unchanged. Both a :class:`RegistryError` and the ``OSError`` it comes from."""
+
+
 # ------------------------------------------------------------------------------------------------
 # User models on disk
 # ------------------------------------------------------------------------------------------------
@@ -354,7 +359,7 @@ class UserModelStore:
             try:
                 data = self._write(doc, disk.mode)
             except OSError as err:  # a full disk, a read-only folder, an I/O error: the old file stays
-                raise RegistryError(
+                raise RegistryWriteError(
                     f"your model list {self.path} could not be written ({err.strerror or err}); it is unchanged. "
                     "Free some disk space or make its folder writable, then try again") from err
             # What stopped earlier saves (permissions, a folder in the way...) has been fixed.
