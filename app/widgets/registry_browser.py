@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QItemSelection, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
     QPlainTextEdit, QProgressDialog, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget,
@@ -163,6 +163,12 @@ class RegistryBrowser(QWidget):
 
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
         self.view.doubleClicked.connect(lambda _i: self.request_load())
+        # Keyboard: Enter on a row opens the picker, Tab leaves the table, Ctrl+F goes to the search box.
+        self.view.activated.connect(lambda _i: self.request_load())
+        self.view.setTabKeyNavigation(False)
+        find = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
+        find.activated.connect(lambda: (self.search_edit.setFocus(), self.search_edit.selectAll()))
+        self.search_edit.returnPressed.connect(self._to_results)
 
         self.detail_title = QLabel("Select a model")
         title_font = QFont(self.detail_title.font())
@@ -264,6 +270,12 @@ class RegistryBrowser(QWidget):
 
     def visible_model_ids(self) -> list[str]:
         return [self.proxy.index(r, 0).data(RegistryTableModel.ModelIdRole) for r in range(self.proxy.rowCount())]
+
+    def _to_results(self) -> None:
+        """Enter in the search box: on to the results, the first one selected."""
+        self.view.setFocus()
+        if not self.view.selectionModel().hasSelection() and self.proxy.rowCount():
+            self.view.selectRow(0)
 
     def request_load(self) -> None:
         model_id = self.selected_model_id()

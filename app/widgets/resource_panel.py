@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -107,7 +107,9 @@ class ResourcePanel(QWidget):
         self.status_label = QLabel()
         self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.status_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        self.sigStatus.connect(self.status_label.setText)
+        # A long message must never widen the panel (or the host's window): it is cut, whole in the tooltip.
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.sigStatus.connect(self._show_status)
         self.notice_card = DeviceCard()
         self.notice_card.setVisible(False)
 
@@ -137,7 +139,7 @@ class ResourcePanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setObjectName("ModelDeckTabs")
         self.tabs.addTab(self.browser, "&Models")
-        self.tabs.addTab(self.loaded_area, "&Loaded")
+        self.tabs.addTab(self.loaded_area, "Loa&ded")
         self.tabs.addTab(self.log_area, "&Events")
 
         if manager is not None:
@@ -381,6 +383,10 @@ class ResourcePanel(QWidget):
                 self._show_bookings(device)
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _show_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setToolTip(text)
+
     def _name_of(self, model_id: str) -> str:
         meta = self._registry.get_model(model_id)
         return meta.name if meta is not None else model_id

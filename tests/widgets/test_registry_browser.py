@@ -180,3 +180,19 @@ def test_cancelled_scan_registers_nothing(qtbot, browser, registry, tmp_path):
 def test_screenshot_registry_browser(qtbot, browser, image_regression):
     browser.select_model("mistralai/Ministral-8B-Instruct-2410")
     image_regression.check(png_of(browser, (900, 420)), diff_threshold=DIFF_THRESHOLD)
+
+
+def test_keyboard_find_then_enter_twice_asks_to_load(qtbot, browser):
+    from PySide6.QtCore import Qt as _Qt
+
+    browser.show()
+    browser.activateWindow()
+    qtbot.waitUntil(browser.isActiveWindow)
+    qtbot.keyClick(browser.view, _Qt.Key.Key_F, _Qt.KeyboardModifier.ControlModifier)  # Ctrl+F: the search box
+    assert browser.search_edit.hasFocus()
+    qtbot.keyClicks(browser.search_edit, "ministral 8b")
+    qtbot.keyClick(browser.search_edit, _Qt.Key.Key_Return)  # on to the results, the first selected
+    assert browser.view.hasFocus() and browser.selected_model_id() == "mistralai/Ministral-8B-Instruct-2410"
+    with qtbot.waitSignal(browser.sigLoadRequested) as asked:
+        qtbot.keyClick(browser.view, _Qt.Key.Key_Return)  # Enter on the row opens the picker
+    assert asked.args == ["mistralai/Ministral-8B-Instruct-2410"]

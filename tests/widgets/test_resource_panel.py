@@ -213,3 +213,10 @@ def test_building_and_closing_the_panel_100_times_leaks_nothing(qtbot, registry,
     assert end[2] <= start[2] + 1, (start, end)
     assert len(gc.get_objects()) - python_objects < 5000
     assert (len(sampler.sampled), len(registry.registry_changed)) == before_listeners
+
+
+def test_a_long_status_message_never_widens_the_panel(qtbot, panel):
+    before = panel.minimumSizeHint().width()
+    panel.sigStatus.emit("Could not load a model: " + "a very long reason, " * 100)
+    assert panel.minimumSizeHint().width() == before
+    assert panel.status_label.toolTip().startswith("Could not load a model:")  # whole, in the tooltip

@@ -173,7 +173,7 @@ class _Planner:
                 left, room = min(fits, key=lambda f: (f[0], f[1].device))
                 why = (f"{lv} is the best level that fits on {room.device} as things are, "
                        f"leaving {format_gib(left, 2)} bookable")
-                if len(fits) > 1:
+                if any(other > left for other, _ in fits):  # a real choice, not a tie between equal GPUs
                     why += " (the GPU it fills best, so larger models still fit on the others)"
                 return Decision(self.whole(lv, room, why))
         return None
