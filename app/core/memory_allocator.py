@@ -520,11 +520,6 @@ class MemoryAllocator:
     def _adds_locked(self, device: str, own_bytes: int, runtime_bytes: int) -> int:
         return own_bytes + max(0, runtime_bytes - self._runtime_locked(device))
 
-    def adds_bytes(self, device: str, own_bytes: int, runtime_bytes: int) -> int:
-        """How much a booking of ``own_bytes`` needing a ``runtime_bytes`` context would add on ``device``."""
-        with self._lock:
-            return self._adds_locked(device, own_bytes, runtime_bytes)
-
     def set_state(self, model_id: str, state: str, device: str | None = None) -> None:
         """Mark a model's bookings as loaded (or back to booked)."""
         with self._lock:

@@ -51,6 +51,10 @@ class ViewPlanner:
 
             margins = strategy or QuantizationStrategy()
             self._private = _Latest(profile)
+            if registry is None:  # plans are asked with metadata in hand: no need for the user's own store
+                from app.core.model_registry import ModelRegistry
+
+                registry = ModelRegistry(user_store=None)
             manager = ModelResourceManager(
                 profiler=self._private, registry=registry,  # type: ignore[arg-type]
                 settings=ManagerSettings(allocator=AllocatorSettings(
@@ -64,7 +68,7 @@ class ViewPlanner:
 
     def observe(self, profile: HardwareProfile) -> None:
         """A new measurement (only a private manager needs it: a host's manager is fed by its sampler)."""
-        if self._private is not None:
+        if self._private is not None and profile is not self._private.profile:  # once per sample
             self._private.profile = profile
             self.manager.observe(profile)
 

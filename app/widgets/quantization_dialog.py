@@ -222,7 +222,7 @@ class QuantizationDialog(QDialog):
         if isinstance(answer, Decision):
             room = next(r for r in self._rooms if r.device == device)
             share = answer.placement.shares[0]
-            adds = share.own_bytes + max(0, share.runtime_bytes - room.runtime_bytes)
+            adds = share.adds_to(room)
             return adds - room.available_bytes
         return 0
 

@@ -99,7 +99,7 @@ def _confirm(models: Sequence[tuple[ModelMetadata, int | None]], chosen: Sequenc
             return None
         share = answer.placement.shares[0]
         room = left[share.device]
-        adds = share.own_bytes + max(0, share.runtime_bytes - room.runtime_bytes)
+        adds = share.adds_to(room)
         left[share.device] = room._replace(available_bytes=room.available_bytes - adds,
                                            runtime_bytes=max(room.runtime_bytes, share.runtime_bytes))
         placement = dataclasses.replace(answer.placement, reason=f"{level} on {share.device}, chosen with the "

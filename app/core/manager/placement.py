@@ -52,6 +52,11 @@ class Share(NamedTuple):
     def own_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes
 
+    def adds_to(self, room: DeviceRoom) -> int:
+        """What booking this share adds on ``room``: its own bytes, and the part of its runtime context
+        the device has not booked already."""
+        return self.own_bytes + max(0, self.runtime_bytes - room.runtime_bytes)
+
     def parts(self) -> dict[str, int]:
         """The allocator's categories ("overhead" is the shared runtime context)."""
         return {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes, "compute": self.compute_bytes,
@@ -102,12 +107,6 @@ class Placement:
         """What the allocator books: device → category → bytes."""
         return {s.device: s.parts() for s in self.shares}
 
-    def adds_bytes(self, rooms: Mapping[str, DeviceRoom]) -> dict[str, int]:
-        """Per device, what booking it adds given the contexts already booked there."""
-        return {s.device: s.own_bytes + max(0, s.runtime_bytes - (rooms[s.device].runtime_bytes
-                                                                 if s.device in rooms else 0))
-                for s in self.shares}
-
     def describe(self) -> str:
         where = {"gpu": f"on {self.device}", "cpu": "on the CPU (RAM)",
                  "split": f"split across {', '.join(self.devices)}",
@@ -152,11 +151,6 @@ class Decision:
     @property
     def device(self) -> str:
         return self.placement.device
-
-    @property
-    def disruptive(self) -> bool:
-        """True when other models would be offloaded, unloaded or moved."""
-        return bool(self.actions)
 
     @property
     def reason(self) -> str:
@@ -321,9 +315,6 @@ class LedgerView:
         if self._holdings is None:
             self._holdings = self._source() if self._source is not None else ()
         return self._holdings
-
-    def room(self, device: str) -> DeviceRoom | None:
-        return next((d for d in self.devices if d.device == device), None)
 
     @property
     def gpus(self) -> tuple[DeviceRoom, ...]:

@@ -88,7 +88,7 @@ def move(p: _Planner) -> Decision | None:
                     if h.compute_capability_min and (dest.compute_capability or (0, 0)) < h.compute_capability_min:
                         continue
                     s = held.shares[0]
-                    if s.own_bytes + max(0, s.runtime_bytes - dest.runtime_bytes) > dest.available_bytes:
+                    if s.adds_to(dest) > dest.available_bytes:
                         continue
                     if best is None or h.total_bytes < best[0]:
                         why = (f"to make room for {p.meta.name} at {lv} on {room.device} "
