@@ -379,6 +379,7 @@ def screenshot(out: str, simulate: str | None, size: tuple[int, int]) -> int:
         clock.advance(1.0)
     window = MainWindow(sampler, registry, manager=manager)
     window.panel.set_window(TIME_WINDOWS["1 min"])
+    window.resize(*size)  # the cells reflow with the width: lay them out at the size rendered
     window.show()
     QApplication.processEvents()
     # A typical pair loaded on the first GPU half a minute ago: the measured curve rises by what

@@ -12,8 +12,8 @@ from typing import Any
 from PySide6.QtCore import QItemSelection, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-    QPlainTextEdit, QProgressDialog, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+    QPlainTextEdit, QProgressDialog, QPushButton, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -101,6 +101,10 @@ class RegistryBrowser(QWidget):
     sigLoadRequested = Signal(str)
     sigStatus = Signal(str)
 
+    #: Below this width the bar takes two rows and the detail goes under the table.
+    WIDE_WIDTH = 700
+    NARROW_MIN_WIDTH = 300
+
     def __init__(self, registry: Any, planner: ViewPlanner | QuantizationStrategy | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -186,15 +190,17 @@ class RegistryBrowser(QWidget):
         self.load_button.setEnabled(False)
         self.load_button.clicked.connect(self.request_load)
 
-        bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(self.search_edit, 3)
-        bar.addWidget(self.type_combo, 1)
-        bar.addWidget(self.provider_combo, 1)
-        bar.addWidget(QLabel("Fit for:"))
-        bar.addWidget(self.device_combo, 1)
-        bar.addWidget(self.add_button)
-        bar.addWidget(self.scan_button)
+        # The bar is one row, or two in a narrow dock; it asks only for the narrow width, never more.
+        self.bar = QWidget()
+        self.bar.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.bar.setMinimumWidth(self.NARROW_MIN_WIDTH)
+        self._bar = QGridLayout(self.bar)
+        self._bar.setContentsMargins(0, 0, 0, 0)
+        self._fit_label = QLabel("Fit for:")
+        for combo in (self.type_combo, self.provider_combo, self.device_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+        self._narrow: bool | None = None
         detail = QWidget()
         dl = QVBoxLayout(detail)
         dl.setContentsMargins(6, 0, 0, 0)
@@ -212,7 +218,8 @@ class RegistryBrowser(QWidget):
         self.splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(bar)
+        layout.addWidget(self.bar)
+        self._arrange(False)
         layout.addWidget(self.splitter, 1)
 
     # --- inputs from the panel ---------------------------------------------------------------------
@@ -270,6 +277,39 @@ class RegistryBrowser(QWidget):
 
     def visible_model_ids(self) -> list[str]:
         return [self.proxy.index(r, 0).data(RegistryTableModel.ModelIdRole) for r in range(self.proxy.rowCount())]
+
+    def _arrange(self, narrow: bool) -> None:
+        """One row of search, filters and buttons; or, when narrow, two rows and the detail below the table."""
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        widgets = (self.search_edit, self.type_combo, self.provider_combo, self._fit_label, self.device_combo,
+                   self.add_button, self.scan_button)
+        for w in widgets:
+            self._bar.removeWidget(w)
+        for c in range(8):
+            self._bar.setColumnStretch(c, 0)
+        if narrow:
+            for col, w in enumerate((self.search_edit, self.add_button, self.scan_button)):
+                self._bar.addWidget(w, 0, col if col == 0 else col + 1, 1, 2 if col == 0 else 1)
+            for col, w in enumerate((self.type_combo, self.provider_combo, self._fit_label, self.device_combo)):
+                self._bar.addWidget(w, 1, col)
+            self._bar.setColumnStretch(0, 1)
+            self._bar.setColumnStretch(1, 1)
+            self._bar.setColumnStretch(3, 1)
+        else:
+            for col, w in enumerate(widgets):
+                self._bar.addWidget(w, 0, col)
+            for col, stretch in ((0, 3), (1, 1), (2, 1), (4, 1)):
+                self._bar.setColumnStretch(col, stretch)
+        self.splitter.setOrientation(Qt.Orientation.Vertical if narrow else Qt.Orientation.Horizontal)
+        if narrow:  # the list first: two thirds of the height
+            h = max(self.splitter.height(), 300)
+            self.splitter.setSizes([h * 2 // 3, h // 3])
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._arrange(self.width() < self.WIDE_WIDTH)
 
     def _to_results(self) -> None:
         """Enter in the search box: on to the results, the first one selected."""

@@ -71,6 +71,8 @@ class ResourcePanel(QWidget):
     sigStatus = Signal(str)
 
     MAX_COLUMNS = 3
+    #: The width one device cell needs; narrower panels stack their cells.
+    CELL_MIN_WIDTH = 280
 
     def __init__(self, sampler: Any, registry: Any, strategy: QuantizationStrategy | None = None,
                  manager: Any = None, parent: QWidget | None = None) -> None:
@@ -120,16 +122,21 @@ class ResourcePanel(QWidget):
         head.addWidget(history)
         head.addWidget(self.window_combo)
         head.addWidget(self.status_label, 1)
-        self._grid = QGridLayout()
+        # The cells reflow with the width (stacked in a narrow dock): their box asks for one cell's width only.
+        self._cells_box = QWidget()
+        self._cells_box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._cells_box.setMinimumWidth(self.CELL_MIN_WIDTH)
+        self._grid = QGridLayout(self._cells_box)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(8)
+        self._columns = 0
         monitor = QWidget()
         ml = QVBoxLayout(monitor)
         ml.setContentsMargins(0, 0, 0, 0)
         ml.setSpacing(4)
         ml.addLayout(head)
         ml.addWidget(self.notice_card)
-        ml.addLayout(self._grid, 1)
+        ml.addWidget(self._cells_box, 1)
 
         self.browser = RegistryBrowser(registry, self.planner)
         self.browser.sigLoadRequested.connect(self.open_picker)
@@ -300,20 +307,40 @@ class ResourcePanel(QWidget):
             (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
         ]
         entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
-        # Up to four cells share one row (three GPUs and RAM); more wrap three to a row.
-        columns = len(entries) if len(entries) <= 4 else self.MAX_COLUMNS
-        for i, (cell_key, sampler_key, device, reserve) in enumerate(entries):
-            cell = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
-            self._cells[cell_key] = cell
+        for cell_key, sampler_key, device, reserve in entries:
+            self._cells[cell_key] = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
             self._device_ids[cell_key] = device
-            self._grid.addWidget(cell, i // columns, i % columns)
-        for c in range(max(4, self.MAX_COLUMNS)):
-            self._grid.setColumnStretch(c, 1 if c < columns else 0)
+        self._columns = 0
+        self._place_cells()
         unavailable = [b for b in profile.backends if not b.available and b.name != "host"]
         self.notice_card.setVisible(not gpus)
         if not gpus:
             self.notice_card.set_backend_unavailable(unavailable)
         self._show_all_bookings()
+
+    def _columns_for(self, width: int) -> int:
+        """Up to four cells share one row (three GPUs and RAM), more wrap three to a row; fewer when narrow."""
+        n = len(self._cells)
+        wanted = n if n <= 4 else self.MAX_COLUMNS
+        return max(1, min(wanted, width // self.CELL_MIN_WIDTH))
+
+    def _place_cells(self) -> None:
+        # Before the panel is shown its width means nothing: lay out as wide, and reflow on the first resize.
+        columns = self._columns_for(self._cells_box.width() if self.isVisible() else 1 << 20)
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for cell in self._cells.values():
+            self._grid.removeWidget(cell)
+        for i, cell in enumerate(self._cells.values()):
+            self._grid.addWidget(cell, i // columns, i % columns)
+        for c in range(max(4, self.MAX_COLUMNS)):
+            self._grid.setColumnStretch(c, 1 if c < columns else 0)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._cells:
+            self._place_cells()
 
     def _update_cards(self, profile: HardwareProfile) -> None:
         self.planner.observe(profile)
