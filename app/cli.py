@@ -11,26 +11,13 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from app import __version__
+from app.cli_common import EXIT_FAILURE, EXIT_NO_FIT, EXIT_OK, EXIT_USAGE, CliError
+from app.cli_common import check_simulate as _check_simulate
+from app.cli_common import open_profiler as _profiler
+from app.cli_common import user_manager as _manager
+from app.cli_common import user_registry as _registry
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-#: `plan`: the model does not fit anywhere (or not at the requested level).
-EXIT_NO_FIT = 3
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback, exit status 2."""
-
-
-def _profiler(simulate: str | None) -> Any:
-    from app.core.hardware.simulated import SimulationSpecError
-    from app.core.hardware_profiler import HardwareProfiler
-
-    try:
-        return HardwareProfiler(simulate=simulate)
-    except SimulationSpecError as err:
-        raise CliError(str(err)) from err
+__all__ = ["EXIT_FAILURE", "EXIT_NO_FIT", "EXIT_OK", "EXIT_USAGE", "CliError", "build_parser", "main"]
 
 
 def _pct(part: int, whole: int) -> str:
@@ -94,23 +81,17 @@ def _render_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _manager(profiler: Any) -> Any:
-    """A manager for this process, with the user's settings (its preload list shows in status)."""
-    from app.core.model_resource_manager import ModelResourceManager
-    from app.core.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        raise CliError(str(err)) from err
-    manager = ModelResourceManager(profiler=profiler, registry=_registry(), settings=settings.manager_settings())
-    for problem in manager.preload():
-        print(f"modeldeck: warning: preload {problem}", file=sys.stderr)
-    return manager
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from app.core.reports import status_document
+
+    if args.prometheus or args.exporter:
+        if args.simulate:
+            raise CliError("--simulate describes this machine; it cannot be combined with --prometheus/--exporter")
+        from app.cli_monitoring import cluster_status
+
+        return cluster_status(args)
 
     with _profiler(args.simulate) as profiler:
         manager = _manager(profiler)
@@ -128,13 +109,6 @@ def _dump(doc: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _registry() -> Any:
-    from app.core.model_registry import ModelRegistry
-
-    registry = ModelRegistry()
-    for problem in registry.problems:
-        print(f"modeldeck: warning: {problem}", file=sys.stderr)
-    return registry
 
 
 def _find_model(registry: Any, name: str) -> Any:
@@ -225,16 +199,6 @@ def _kv_dtype(text: str) -> str:
     return text.strip().lower()
 
 
-def _check_simulate(spec: str | None) -> None:
-    """Parse a ``--simulate`` spec now, so a bad one is one line before anything starts."""
-    if spec is None:
-        return
-    from app.core.hardware.simulated import SimulationSpecError, parse_spec
-
-    try:
-        parse_spec(spec)
-    except SimulationSpecError as err:
-        raise CliError(str(err)) from err
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -330,7 +294,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
             request = manager.request(model.id, args.quant, args.device, context=args.context, explain=True)
         except UnknownQuantizationError as err:
             raise CliError(str(err)) from err
-        answer = manager.decide(dataclasses.replace(request, kv_dtype=args.kv_dtype))
+        request = dataclasses.replace(request, kv_dtype=args.kv_dtype)
+        if args.prometheus or args.exporter:
+            from app.cli_monitoring import cluster_plan
+
+            return cluster_plan(args, model, request)
+        answer = manager.decide(request)
     if isinstance(answer, Decision):
         room = next((r for r in manager.ledger_view(exclude=(model.id,)).devices
                      if r.device == answer.placement.home_device), None)
@@ -519,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="devices, RAM and loaded models")
     status.add_argument("--json", action="store_true", help="print one JSON document")
     status.add_argument("--simulate", metavar="SPEC", help=simulate_help)
+    status.add_argument("--prometheus", action="append", metavar="URL",
+                        help="every ModelDeck node this Prometheus server scrapes (repeatable)")
+    status.add_argument("--exporter", action="append", metavar="URL",
+                        help="a node read from its exporter, e.g. http://gpu-box:9477 (repeatable)")
     status.set_defaults(func=cmd_status)
 
     models = sub.add_parser("models", help="the models ModelDeck knows")
@@ -539,8 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--kv-dtype", type=_kv_dtype, default="f16", metavar="T", help="KV cache type: f16, q8_0, q4_0 …")
     plan.add_argument("--device", metavar="D", help="cuda:N or cpu: honoured or refused (default: ModelDeck chooses)")
     plan.add_argument("--simulate", metavar="SPEC", help=simulate_help)
+    plan.add_argument("--prometheus", action="append", metavar="URL",
+                      help="where it would fit on the nodes this Prometheus server scrapes (proposes, never loads)")
+    plan.add_argument("--exporter", action="append", metavar="URL", help="the same, for a node's exporter")
     plan.add_argument("--json", action="store_true", help="print one JSON document")
     plan.set_defaults(func=cmd_plan)
+
+    from app.cli_monitoring import add_exporter_parser
+
+    add_exporter_parser(sub, simulate_help, interval)
 
     est = sub.add_parser("estimate", help="memory for a model described by numbers")
     est.add_argument("--params", type=_in_range(int, MIN_PARAMETERS, MAX_PARAMETERS, "a parameter count",

@@ -41,7 +41,14 @@ from app.core.manager.queries import Booking, LedgerQueries
 from app.core.manager.requantize import QuantizationProposal
 from app.core.manager.settings import ManagerSettings
 from app.core.manager.upkeep import Upkeep
-from app.core.memory_allocator import AllocationError, DeviceLedger, MemoryAllocation, MemoryAllocator, PressureLevel
+from app.core.memory_allocator import (
+    AllocationError,
+    DeviceLedger,
+    MemoryAllocation,
+    MemoryAllocator,
+    PressureLevel,
+    Reservation,
+)
 from app.core.model_registry import ModelRegistry
 from app.core.model_spec import ModelMetadata, ModelProvider, ModelType
 from app.core.quantization_strategy import (
@@ -260,6 +267,10 @@ class ModelResourceManager:
     def bookings(self, device: str) -> tuple[Booking, ...]:
         """What is booked on ``device``: each model's own bytes and the shared runtime context."""
         return self._queries.bookings(device)
+
+    def reservations(self) -> tuple[Reservation, ...]:
+        """Every booking: one per model and device, bytes by category."""
+        return self._queries.reservations()
 
     def safety_margin(self, device: str) -> int:
         """Bytes never booked on ``device``."""

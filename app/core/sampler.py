@@ -19,7 +19,7 @@ from app.core.hardware.faults import FaultLog
 from app.core.hardware.snapshot import GpuDevice, HardwareProfile
 from app.core.hardware_profiler import HardwareProfiler
 
-__all__ = ["RingBuffer", "SeriesHistory", "Sampler", "GPU_METRICS", "HOST_METRICS", "MIN_INTERVAL_S"]
+__all__ = ["RingBuffer", "SeriesHistory", "Sampler", "SamplerHealth", "GPU_METRICS", "HOST_METRICS", "MIN_INTERVAL_S"]
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +116,19 @@ class SeriesHistory:
         return len(self.times)
 
 
+@dataclass(frozen=True, slots=True)
+class SamplerHealth:
+    """How sampling has gone: counts since start, and the newest success and failure."""
+
+    samples: int
+    failures: int
+    #: Wall-clock time of the newest sample (None before the first).
+    last_success: float | None
+    #: The newest failure's message (None when sampling never failed).
+    last_error: str | None
+    interval_s: float
+
+
 def device_key(gpu: GpuDevice) -> str:
     """A stable key for a GPU's history: its UUID, or its kind and index."""
     return gpu.uuid or f"{gpu.kind}:{gpu.index}"
@@ -148,6 +161,9 @@ class Sampler:
         self._gpu_history: dict[str, SeriesHistory] = {}
         self._host_history = SeriesHistory.create(capacity, HOST_METRICS)
         self._latest: HardwareProfile | None = None
+        self._samples = 0
+        self._failures = 0
+        self._last_error: str | None = None
         self.sampled: Signal[Callable[[HardwareProfile], None]] = Signal("sampled")
 
     @staticmethod
@@ -174,6 +190,12 @@ class Sampler:
         """The newest profile; reading it never waits on the driver."""
         return self._latest
 
+    def health(self) -> SamplerHealth:
+        """Counts of samples and failures, and the newest of each (never waits on the driver)."""
+        latest = self._latest
+        return SamplerHealth(self._samples, self._failures, latest.timestamp if latest else None,
+                             self._last_error, self._interval)
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -185,11 +207,14 @@ class Sampler:
             profile = self._profiler.get_profile()
         except Exception as err:  # noqa: BLE001 - the profiler is built not to raise; belt and braces
             kind = type(err)
+            self._failures += 1
+            self._last_error = f"sampling failed: {err!r}"
             self._faults.fault(("tick", kind.__module__, kind.__qualname__), f"sampling failed: {err!r}", logging.ERROR)
             return None
         self._faults.clear_matching(lambda _k: True)
         self._record(profile)
         self._latest = profile
+        self._samples += 1
         self.sampled.emit(profile)
         return profile
 

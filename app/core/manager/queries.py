@@ -9,7 +9,7 @@ from app.core.manager.lifecycle import ModelState
 from app.core.manager.operations import Lifecycle
 from app.core.manager.placement import DeviceRoom, Holding, LedgerView
 from app.core.manager.settings import ManagerSettings
-from app.core.memory_allocator import DeviceLedger, MemoryAllocator, PressureLevel
+from app.core.memory_allocator import DeviceLedger, MemoryAllocator, PressureLevel, Reservation
 
 __all__ = ["Booking", "LedgerQueries", "RUNTIME_LABEL"]
 
@@ -55,6 +55,10 @@ class LedgerQueries:
         if runtime:
             out.append(Booking(device, None, RUNTIME_LABEL, runtime, "shared"))
         return tuple(out)
+
+    def reservations(self) -> tuple[Reservation, ...]:
+        """Every booking, per model and device, with its bytes by category (immutable)."""
+        return self._allocator.reservations()
 
     def safety_margin(self, device: str) -> int:
         """Bytes kept free on ``device`` (never booked)."""

@@ -1,0 +1,473 @@
+"""Several machines at once: ModelDeck nodes read from a Prometheus server or from their exporters.
+
+Read-only. A node's devices, bookings and models come from the metrics its exporter serves
+(``app.core.metrics``); "where would this model fit" runs the same planner as a local load, fed
+with each node's ledger. It proposes; it never loads anything remotely.
+
+A node that stops answering is shown as down with the time it was last seen and the figures it had
+then, never as a machine with zero memory: from Prometheus, its series are read at the moment of
+its last successful scrape; from an exporter, the last answer is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.core.manager.placement import Decision, DeviceRoom, Holding, LedgerView, PlacementRequest, Policy, Refusal
+from app.core.manager.planner import decide
+from app.core.manager.settings import ManagerSettings
+from app.core.model_spec import ModelMetadata, ModelType
+
+__all__ = [
+    "ClusterError", "ExporterSource", "FitAnswer", "NodeSnapshot", "PrometheusSource", "RemoteDevice", "RemoteModel",
+    "Sample", "cluster_document", "fetch_nodes", "fit_document", "node_from_samples", "sources_from", "where_fits",
+]
+
+#: (metric name, labels, value), as scraped.
+Sample = tuple[str, Mapping[str, str], float]
+
+_PRESSURE = ("ok", "elevated", "high", "critical")
+#: Every series a node is built from (one regex query to Prometheus).
+SERIES = r"modeldeck_(node_info|scrape_timestamp_seconds|gpu_.*|device_.*|model_.*|host_.*)"
+#: The most a /metrics page or a query answer may be; a larger one is refused, not read.
+MAX_BODY_BYTES = 32 * 2**20
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class ClusterError(Exception):
+    """A source that cannot be read: what was asked, what came back, what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDevice:
+    """One device of a node as its ledger stood: a GPU, or the RAM as ``cpu``."""
+
+    device: str
+    name: str
+    total_bytes: int
+    used_bytes: int | None
+    booked_bytes: int
+    bookable_bytes: int
+    runtime_bytes: int
+    reserve_bytes: int
+    pressure: str
+    compute_capability: tuple[int, int] | None = None
+    lost: bool = False
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device != "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteModel:
+    """A model a node holds."""
+
+    model_id: str
+    name: str
+    model_type: str
+    level: str
+    device: str
+    placement: str
+    state: str
+    pinned: bool
+    #: (device, category, bytes) for each booking.
+    booked: tuple[tuple[str, str, int], ...] = ()
+    idle_s: float | None = None
+    keep_alive_left_s: float | None = None
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for d, _, b in self.booked if b))
+
+    def bytes_on(self, device: str) -> int:
+        return sum(b for d, _, b in self.booked if d == device)
+
+    @property
+    def booked_bytes(self) -> int:
+        return sum(b for _, _, b in self.booked)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """A node as last read: up or down, and when it was last seen (wall clock)."""
+
+    node: str
+    instance: str
+    source: str
+    up: bool
+    last_seen: float | None
+    devices: tuple[RemoteDevice, ...] = ()
+    models: tuple[RemoteModel, ...] = ()
+    version: str = ""
+    #: Why the node is down or partly unreadable (None when all is well).
+    error: str | None = None
+
+    @property
+    def gpus(self) -> tuple[RemoteDevice, ...]:
+        return tuple(d for d in self.devices if d.is_gpu)
+
+    def models_on(self, device: str) -> tuple[RemoteModel, ...]:
+        return tuple(m for m in self.models if device in m.devices)
+
+
+# --- building a node from its series --------------------------------------------------------------
+def _cc(text: str) -> tuple[int, int] | None:
+    try:
+        major, minor = text.split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def _int(value: float) -> int:
+    return int(value) if value == value and abs(value) != float("inf") else 0
+
+
+def node_from_samples(samples: Iterable[Sample], *, instance: str, source: str, up: bool,
+                      last_seen: float | None = None, error: str | None = None) -> NodeSnapshot:
+    """One node from the series its exporter served (names as exposed, counters with ``_total``)."""
+    by_device: dict[str, dict[str, Any]] = {}
+    gpu_used: dict[str, float] = {}
+    gpu_info: dict[str, tuple[int, int] | None] = {}
+    lost: set[str] = set()
+    host_used: float | None = None
+    info: dict[str, dict[str, str]] = {}
+    pinned: dict[str, bool] = {}
+    booked: dict[str, list[tuple[str, str, int]]] = {}
+    idle: dict[str, float] = {}
+    left: dict[str, float] = {}
+    node, version, stamp = instance, "", None
+    fields = {"modeldeck_device_total_bytes": "total", "modeldeck_device_booked_bytes": "booked",
+              "modeldeck_device_bookable_bytes": "bookable", "modeldeck_device_runtime_context_bytes": "runtime",
+              "modeldeck_device_safety_reserve_bytes": "reserve", "modeldeck_device_pressure_level": "pressure"}
+    for name, labels, value in samples:
+        key = fields.get(name)
+        if key is not None:
+            row = by_device.setdefault(labels.get("device", ""), {"name": labels.get("name", "")})
+            row[key] = value
+        elif name == "modeldeck_gpu_memory_used_bytes":
+            gpu_used[labels.get("device", "")] = value
+        elif name == "modeldeck_gpu_info":
+            gpu_info[labels.get("device", "")] = _cc(labels.get("compute_capability", ""))
+        elif name == "modeldeck_gpu_lost" and value:
+            lost.add(labels.get("device", ""))
+        elif name == "modeldeck_host_memory_used_bytes":
+            host_used = value
+        elif name == "modeldeck_node_info":
+            node, version = labels.get("node") or instance, labels.get("version", "")
+        elif name == "modeldeck_scrape_timestamp_seconds":
+            stamp = value
+        elif name == "modeldeck_model_info":
+            info[labels.get("model", "")] = dict(labels)
+        elif name == "modeldeck_model_pinned":
+            pinned[labels.get("model", "")] = bool(value)
+        elif name == "modeldeck_model_booked_bytes":
+            booked.setdefault(labels.get("model", ""), []).append(
+                (labels.get("device", ""), labels.get("category", ""), _int(value)))
+        elif name == "modeldeck_model_idle_seconds":
+            idle[labels.get("model", "")] = value
+        elif name == "modeldeck_model_keep_alive_remaining_seconds":
+            left[labels.get("model", "")] = value
+    devices = []
+    for device, row in by_device.items():
+        if "total" not in row:
+            continue
+        used = host_used if device == "cpu" else gpu_used.get(device)
+        level = _int(row.get("pressure", 0))
+        devices.append(RemoteDevice(
+            device, row["name"], _int(row["total"]), None if used is None else _int(used), _int(row.get("booked", 0)),
+            _int(row.get("bookable", 0)), _int(row.get("runtime", 0)), _int(row.get("reserve", 0)),
+            _PRESSURE[min(max(level, 0), 3)], gpu_info.get(device), device in lost))
+    devices.sort(key=lambda d: (not d.is_gpu, d.device))
+    models = tuple(sorted((
+        RemoteModel(mid, i.get("name", mid), i.get("type", ""), i.get("level", ""), i.get("device", ""),
+                    i.get("placement", ""), i.get("state", ""), pinned.get(mid, False), tuple(booked.get(mid, ())),
+                    idle.get(mid), left.get(mid))
+        for mid, i in info.items()), key=lambda m: m.name.lower()))
+    return NodeSnapshot(node, instance, source, up, last_seen if last_seen is not None else stamp, tuple(devices),
+                        models, version, error)
+
+
+# --- sources ----------------------------------------------------------------------------------------
+def _check_url(url: str, what: str) -> str:
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClusterError(f"{url!r} is not an http(s) URL; give the {what}, e.g. http://localhost:9090")
+    return url.strip().rstrip("/")
+
+
+def _get(url: str, timeout: float) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) checked above
+            body = answer.read(MAX_BODY_BYTES + 1)
+    except urllib.error.HTTPError as err:
+        detail = ""
+        try:
+            detail = json.loads(err.read(64 * 1024)).get("error", "")
+        except (ValueError, OSError, AttributeError):
+            pass
+        raise ClusterError(f"{_where(url)} answered HTTP {err.code}{': ' + detail if detail else ''}") from err
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise ClusterError(f"cannot reach {_where(url)}: {reason}; is it running, and is the URL right?") from err
+    if len(body) > MAX_BODY_BYTES:
+        raise ClusterError(f"{_where(url)} sent more than {MAX_BODY_BYTES // 2**20} MiB; not read")
+    return body
+
+
+def _where(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class ExporterSource:
+    """One node read straight from its ``/metrics``; its last answer is kept for when it stops answering."""
+
+    kind = "exporter"
+
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        base = _check_url(url, "exporter's URL")
+        self.url = base if urllib.parse.urlsplit(base).path not in ("", "/") else base + "/metrics"
+        self._timeout = timeout_s
+        self._last: NodeSnapshot | None = None
+
+    @property
+    def instance(self) -> str:
+        return urllib.parse.urlsplit(self.url).netloc
+
+    def fetch(self) -> tuple[NodeSnapshot, ...]:
+        try:
+            text = _get(self.url, self._timeout).decode("utf-8", "replace")
+            samples = [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
+                       for s in family.samples]
+        except ClusterError as err:
+            return (self._down(str(err)),)
+        except ValueError as err:  # the parser's complaint about a page that is not Prometheus text
+            return (self._down(f"{self.url} is not a Prometheus metrics page: {err}"),)
+        if not any(name == "modeldeck_node_info" for name, _, _ in samples):
+            return (self._down(f"{self.url} serves metrics, but not ModelDeck's (no modeldeck_node_info)"),)
+        node = node_from_samples(samples, instance=self.instance, source=self.url, up=True, last_seen=time.time())
+        self._last = node
+        return (node,)
+
+    def _down(self, error: str) -> NodeSnapshot:
+        last = self._last
+        if last is None:
+            return NodeSnapshot(self.instance, self.instance, self.url, False, None, error=error)
+        return NodeSnapshot(last.node, last.instance, self.url, False, last.last_seen, last.devices, last.models,
+                            last.version, error)
+
+
+class PrometheusSource:
+    """Every ModelDeck node a Prometheus server scrapes (optionally one job's).
+
+    Up nodes are read as they are now. A node whose scrape fails (``up == 0``) or that is no longer
+    scraped is read at the time of its last successful scrape within ``lookback``.
+    """
+
+    kind = "prometheus"
+
+    def __init__(self, url: str, *, job: str | None = None, lookback: str = "1h",
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.url = _check_url(url, "Prometheus server's URL")
+        self.job = job
+        self.lookback = lookback
+        self._timeout = timeout_s
+
+    def _query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        body = _get(f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}", self._timeout)
+        try:
+            doc = json.loads(body)
+            if doc.get("status") != "success":
+                raise ClusterError(f"Prometheus at {self.url} refused {expr!r}: {doc.get('error', 'no reason')}")
+            data = doc["data"]
+            if data["resultType"] != "vector":
+                raise ClusterError(f"Prometheus at {self.url} answered {data['resultType']} to {expr!r}")
+            return [(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ClusterError(f"{self.url} does not answer like Prometheus's HTTP API ({err!r})") from err
+
+    def _selector(self, **extra: str) -> str:
+        labels = {"job": self.job} if self.job else {}
+        labels.update(extra)
+        return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+
+    def fetch(self) -> tuple[NodeSnapshot, ...]:
+        sel = self._selector()
+        seen = {(m.get("job", ""), m.get("instance", "")): v for m, v in
+                self._query(f"last_over_time(modeldeck_scrape_timestamp_seconds{{{sel}}}[{self.lookback}])")}
+        ups = {(m.get("job", ""), m.get("instance", "")): v for m, v in self._query(f"up{{{sel}}}")}
+        now: dict[tuple[str, str], list[Sample]] = {}
+        for m, v in self._query(f'{{__name__=~"{SERIES}"{"," + sel if sel else ""}}}'):
+            now.setdefault((m.get("job", ""), m.get("instance", "")), []).append((m["__name__"], m, v))
+        nodes = []
+        for key in sorted(set(seen) | set(now)):
+            job, instance = key
+            last_seen = seen.get(key)
+            if ups.get(key) == 1.0 and key in now:
+                nodes.append(node_from_samples(now[key], instance=instance, source=self.url, up=True,
+                                               last_seen=last_seen))
+                continue
+            error = ("the last scrape failed" if key in ups else "no longer scraped by Prometheus")
+            samples: list[Sample] = []
+            if last_seen is not None:
+                one = self._selector(job=job, instance=instance) if not self.job else self._selector(instance=instance)
+                samples = [(m["__name__"], m, v) for m, v in
+                           self._query(f'{{__name__=~"{SERIES}",{one}}}', at=last_seen)]
+            nodes.append(node_from_samples(samples, instance=instance, source=self.url, up=False,
+                                           last_seen=last_seen, error=error))
+        return tuple(nodes)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def sources_from(*, prometheus: Sequence[str] = (), exporters: Sequence[str] = ()) -> list[Any]:
+    """Sources for URLs as a user gives them; a malformed URL raises :class:`ClusterError`."""
+    if not prometheus and not exporters:
+        raise ClusterError("no source given; name a Prometheus server (--prometheus URL) or an exporter "
+                           "(--exporter URL)")
+    return [PrometheusSource(u) for u in prometheus] + [ExporterSource(u) for u in exporters]
+
+
+def fetch_nodes(sources: Iterable[Any]) -> tuple[tuple[NodeSnapshot, ...], tuple[str, ...]]:
+    """Every node of every source, and one line per source that could not be read at all."""
+    nodes: list[NodeSnapshot] = []
+    errors: list[str] = []
+    for source in sources:
+        try:
+            nodes.extend(source.fetch())
+        except ClusterError as err:
+            errors.append(str(err))
+    return tuple(nodes), tuple(errors)
+
+
+# --- where would a model fit ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FitAnswer:
+    """The planner's answer for one node (None while the node is down)."""
+
+    node: NodeSnapshot
+    outcome: Decision | Refusal | None
+
+    @property
+    def fits(self) -> bool:
+        return isinstance(self.outcome, Decision)
+
+    @property
+    def disturbs(self) -> bool:
+        return isinstance(self.outcome, Decision) and bool(self.outcome.actions)
+
+    def summary(self) -> str:
+        o = self.outcome
+        if o is None:
+            return "node is down: not considered"
+        if isinstance(o, Refusal):
+            return o.message()
+        return o.describe()
+
+
+def ledger_of(node: NodeSnapshot, settings: ManagerSettings | None = None) -> LedgerView:
+    """The planner's view of a node: what each device can still book, and the models it holds."""
+    priority = (settings or ManagerSettings()).type_priority
+    rooms = tuple(DeviceRoom(d.device, d.name, 0 if d.lost else d.total_bytes, 0 if d.lost else d.bookable_bytes,
+                             d.runtime_bytes, d.compute_capability, d.reserve_bytes) for d in node.devices)
+    holdings = []
+    for m in node.models:
+        try:
+            kind = ModelType(m.model_type)
+        except ValueError:
+            kind = ModelType.LLM
+        per_device: dict[str, int] = {}
+        for device, _, b in m.booked:
+            per_device[device] = per_device.get(device, 0) + b
+        weights = sum(b for _, c, b in m.booked if c == "weights")
+        holdings.append(Holding(m.model_id, m.name, kind, priority.get(kind, 0), -(m.idle_s or 0.0), m.pinned,
+                                m.state == "loaded", tuple(per_device.items()), weights))
+    return LedgerView(rooms, tuple(holdings), now=0.0)
+
+
+def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelMetadata, *,
+               settings: ManagerSettings | None = None) -> tuple[FitAnswer, ...]:
+    """The planner's answer to ``request`` on every node: fits as things are (most room left first),
+    then fits after moving others, then refused; down nodes last. Build the request with the local
+    manager's ``request()`` so levels are named as the planner names them."""
+    settings = settings or ManagerSettings()
+    policy = Policy(type_priority=settings.type_priority)
+    if isinstance(request, ModelMetadata):
+        request = PlacementRequest(request)
+    answers = []
+    for node in nodes:
+        outcome = decide(request, ledger_of(node, settings), policy) if node.up else None
+        answers.append(FitAnswer(node, outcome))
+
+    def rank(a: FitAnswer) -> tuple[int, int]:
+        o = a.outcome
+        if o is None:
+            return (3, 0)
+        if isinstance(o, Refusal):
+            return (2, o.needed_bytes - o.available_bytes)
+        room = {d.device: d.bookable_bytes for d in a.node.devices}
+        left = sum(room.get(s.device, 0) - s.own_bytes for s in o.placement.shares)
+        return (1 if o.actions else 0, -left)
+
+    return tuple(sorted(answers, key=rank))
+
+
+# --- documents ---------------------------------------------------------------------------------------------
+def _ago(stamp: float | None) -> str:
+    if stamp is None:
+        return "never"
+    age = max(0.0, time.time() - stamp)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    if age < 120:
+        return f"{when} ({age:.0f} s ago)"
+    if age < 7200:
+        return f"{when} ({age / 60:.0f} min ago)"
+    return f"{when} ({age / 3600:.1f} h ago)"
+
+
+def cluster_document(nodes: Iterable[NodeSnapshot], errors: Iterable[str] = ()) -> dict[str, Any]:
+    """``modeldeck status --prometheus URL --json``: nodes, their devices and models (bytes), and source errors."""
+    out = []
+    for n in nodes:
+        out.append({
+            "node": n.node, "instance": n.instance, "source": n.source, "up": n.up, "last_seen": n.last_seen,
+            "last_seen_text": _ago(n.last_seen), "version": n.version, "error": n.error,
+            "devices": [{"device": d.device, "name": d.name, "total_bytes": d.total_bytes, "used_bytes": d.used_bytes,
+                         "booked_bytes": d.booked_bytes, "bookable_bytes": d.bookable_bytes,
+                         "runtime_bytes": d.runtime_bytes, "reserve_bytes": d.reserve_bytes, "pressure": d.pressure,
+                         "lost": d.lost} for d in n.devices],
+            "models": [{"model_id": m.model_id, "name": m.name, "type": m.model_type, "level": m.level,
+                        "device": m.device, "devices": list(m.devices), "placement": m.placement, "state": m.state,
+                        "pinned": m.pinned, "booked_bytes": m.booked_bytes, "idle_s": m.idle_s,
+                        "keep_alive_left_s": m.keep_alive_left_s} for m in n.models],
+        })
+    return {"nodes": out, "errors": list(errors)}
+
+
+def fit_document(answers: Iterable[FitAnswer]) -> list[dict[str, Any]]:
+    """The ``fits`` part of ``modeldeck plan MODEL --prometheus URL --json``."""
+    out = []
+    for a in answers:
+        o = a.outcome
+        row: dict[str, Any] = {"node": a.node.node, "instance": a.node.instance, "up": a.node.up, "fits": a.fits,
+                               "summary": a.summary()}
+        row["plan"] = o.to_dict() if o is not None else None
+        out.append(row)
+    return out
+
