@@ -434,7 +434,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
         check_gui_args(args.simulate, args.interval)
     except ValueError as err:
         raise CliError(str(err)) from err
-    return int(run_gui(simulate=args.simulate, interval_s=args.interval))
+    sources = [f"prometheus:{u}" for u in args.prometheus or []] + [f"exporter:{u}" for u in args.exporter or []]
+    return int(run_gui(simulate=args.simulate, interval_s=args.interval, metrics_port=args.metrics_port,
+                       metrics_address=args.metrics_address, cluster_sources=sources))
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -483,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     interval = _in_range(float, MIN_INTERVAL_S, MAX_INTERVAL_S, "a sampling interval in seconds")
     gui.add_argument("--interval", type=interval, default=1.0, metavar="S",
                      help="sampling interval in seconds (0.1 to 3600, default 1)")
+    from app.cli_monitoring import port_type
+
+    gui.add_argument("--metrics-port", type=port_type(), default=None, metavar="N",
+                     help="also serve Prometheus metrics on this port while the dashboard runs")
+    gui.add_argument("--metrics-address", default="127.0.0.1", metavar="A",
+                     help="address for --metrics-port (default 127.0.0.1: this machine only)")
+    gui.add_argument("--prometheus", action="append", metavar="URL", help="a Prometheus server for the Cluster tab")
+    gui.add_argument("--exporter", action="append", metavar="URL", help="a node's exporter for the Cluster tab")
     gui.set_defaults(func=cmd_gui)
 
     status = sub.add_parser("status", help="devices, RAM and loaded models")

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["add_exporter_parser", "cluster_plan", "cluster_status", "cmd_exporter", "parse_load"]
+__all__ = ["add_exporter_parser", "cluster_plan", "cluster_status", "cmd_exporter", "parse_load", "port_type"]
 
 
 def parse_load(text: str) -> tuple[str, str | None, str | None]:
@@ -24,9 +24,8 @@ def parse_load(text: str) -> tuple[str, str | None, str | None]:
 def add_exporter_parser(sub: Any, simulate_help: str, interval_type: Any) -> None:
     from app.core.metrics import DEFAULT_PORT
 
-    port_type = _port_type()
     ex = sub.add_parser("exporter", help="serve Prometheus metrics: devices, bookings, models, sampler health")
-    ex.add_argument("--port", type=port_type, default=DEFAULT_PORT, metavar="N",
+    ex.add_argument("--port", type=port_type(), default=DEFAULT_PORT, metavar="N",
                     help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one and prints it)")
     ex.add_argument("--address", default="127.0.0.1", metavar="A",
                     help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
@@ -39,7 +38,7 @@ def add_exporter_parser(sub: Any, simulate_help: str, interval_type: Any) -> Non
     ex.set_defaults(func=cmd_exporter)
 
 
-def _port_type() -> Any:
+def port_type() -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -263,8 +263,13 @@ def check_screenshot_args(out: str | os.PathLike[str], simulate: str | None) -> 
         parse_spec(simulate)
 
 
-def run_gui(simulate: str | None, interval_s: float) -> int:
-    """Open the dashboard and run until its window closes; 2 when there is no display or an argument is wrong."""
+def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None = None,
+            metrics_address: str = "127.0.0.1", cluster_sources: list[str] | None = None) -> int:
+    """Open the dashboard and run until its window closes; 2 when there is no display or an argument is wrong.
+
+    ``metrics_port``: also serve Prometheus metrics (``app.core.metrics``) while the window is open.
+    ``cluster_sources``: "prometheus:URL" / "exporter:URL" entries for the Cluster tab (added to the saved ones).
+    """
     try:
         check_gui_args(simulate, interval_s)
     except ValueError as err:
@@ -312,6 +317,24 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     if not window.restored_geometry:  # first run: a comfortable size that fits the screen
         screen = app.primaryScreen().availableGeometry()
         window.resize(min(1280, int(screen.width() * 0.9)), min(800, int(screen.height() * 0.9)))
+    if cluster_sources:
+        known = window.panel.cluster.sources()
+        window.panel.cluster.set_sources(known + [s for s in cluster_sources if s not in known])
+    metrics = None
+    if metrics_port is not None:
+        from app.core.metrics import serve_metrics
+
+        try:
+            metrics = serve_metrics(manager, sampler, port=metrics_port, address=metrics_address)
+        except OSError as err:
+            print(f"modeldeck: error: cannot serve metrics on {metrics_address}:{metrics_port}: "
+                  f"{err.strerror or err}; choose another --metrics-port", file=sys.stderr)
+            window.close()
+            sampler.stop()
+            manager.stop()
+            profiler.close()
+            return 2
+        window.statusBar().showMessage(f"metrics on {metrics.url}")
     sampler.tick()  # the first frame shows real numbers, not an empty window
     window.show()
     sampler.start()
@@ -324,6 +347,8 @@ def run_gui(simulate: str | None, interval_s: float) -> int:
     try:
         return int(qasync.run(until_closed()))
     finally:
+        if metrics is not None:
+            metrics.close()
         sampler.stop()
         manager.stop()
         profiler.close()

@@ -15,27 +15,28 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import socketserver
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, StateSetMetricFamily
-from prometheus_client.exposition import generate_latest, start_wsgi_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from app import __version__
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.manager.lifecycle import ModelState
-from app.core.memory_allocator import PressureLevel
 from app.core.sampler import Sampler
 
 if TYPE_CHECKING:
     from app.core.model_resource_manager import ModelResourceManager
 
-__all__ = ["DEFAULT_PORT", "MetricsCollector", "MetricsServer", "metrics_registry", "render_metrics", "serve_metrics",
-           "is_loopback"]
+__all__ = ["DEFAULT_PORT", "Exposition", "MetricsCollector", "MetricsServer", "is_loopback", "metrics_registry",
+           "render_metrics", "serve_metrics"]
 
 _log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ DEFAULT_PORT = 9477
 LOOPBACK = "127.0.0.1"
 
 GPU_LABELS = ("gpu", "UUID", "modelName", "pci_bus_id", "Hostname", "device")
-_PRESSURE = [p.value for p in PressureLevel]
-_STATES = [s.value for s in ModelState]
 #: The categories a model books on a device; the runtime context is the device's (see the device series).
 _CATEGORIES = ("weights", "kv_cache", "compute")
 
@@ -60,11 +59,58 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+class _Family:
+    """One metric family being written: rows of (preformatted labels, value)."""
+
+    __slots__ = ("name", "kind", "doc", "rows")
+
+    def __init__(self, name: str, kind: str, doc: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.doc = doc
+        self.rows: list[tuple[str, float]] = []
+
+    def add(self, labels: str, value: float) -> None:
+        self.rows.append((labels, value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _render(families: Iterable[_Family]) -> str:
+    out: list[str] = []
+    for f in families:
+        if not f.rows:
+            continue
+        name = f.name
+        out.append(f"# HELP {name} {f.doc}\n# TYPE {name} {f.kind}\n")
+        out.extend(f"{name}{{{labels}}} {_number(value)}\n" if labels else f"{name} {_number(value)}\n"
+                   for labels, value in f.rows)
+    return "".join(out)
+
+
 class MetricsCollector(Collector):
-    """Builds the metric families from the manager's ledger and the sampler's newest profile.
+    """Writes the metrics from the manager's ledger and the sampler's newest profile.
 
     Cheap: a scrape takes the manager's lock briefly (for the models and the ledgers) and reads the
-    sampler's ``latest``; nothing here waits on a driver.
+    sampler's ``latest``; nothing here waits on a driver. :meth:`render` writes the text exposition
+    directly (labels of a GPU or a model are escaped once per scrape, not once per series);
+    :meth:`collect` makes the same figures available to a host's own ``prometheus_client`` registry.
     """
 
     def __init__(self, manager: ModelResourceManager, sampler: Sampler, *, node: str | None = None,
@@ -79,67 +125,74 @@ class MetricsCollector(Collector):
     def node(self) -> str:
         return self._node
 
-    def collect(self) -> Iterator[Any]:
-        yield from self._node_families()
+    def render(self) -> str:
+        """One scrape's text (Prometheus exposition format 0.0.4)."""
+        families: list[_Family] = []
         profile = self._sampler.latest
+        self._node_families(families)
         if profile is not None:
-            yield from self._gpu_families(profile)
-            yield from self._host_families(profile)
-        yield from self._ledger_families()
-        yield from self._model_families()
-        yield from self._sampler_families(profile)
+            self._gpu_families(profile, families)
+            self._host_families(profile, families)
+        self._ledger_families(families)
+        self._model_families(families)
+        self._sampler_families(profile, families)
+        return _render(families)
+
+    def collect(self) -> Iterator[Any]:
+        """The same figures as ``prometheus_client`` metric families (slower than :meth:`render`)."""
+        yield from text_string_to_metric_families(self.render())
+
+    @staticmethod
+    def _family(families: list[_Family], name: str, doc: str, kind: str = "gauge") -> _Family:
+        family = _Family(name, kind, doc)
+        families.append(family)
+        return family
 
     # --- the node ---------------------------------------------------------------------------------
-    def _node_families(self) -> Iterator[Any]:
-        info = InfoMetricFamily("modeldeck_node", "This ModelDeck process: its node name, host and version.")
-        info.add_metric([], {"node": self._node, "Hostname": self._host, "version": __version__})
-        yield info
-        stamp = GaugeMetricFamily("modeldeck_scrape_timestamp_seconds",
-                                  "Wall-clock time of this scrape on the node (the node's last-seen time).")
-        stamp.add_metric([], self._wall())
-        yield stamp
+    def _node_families(self, out: list[_Family]) -> None:
+        self._family(out, "modeldeck_node_info", "This ModelDeck process: its node name, host and version.").add(
+            _labels((("node", self._node), ("Hostname", self._host), ("version", __version__))), 1)
+        self._family(out, "modeldeck_scrape_timestamp_seconds",
+                     "Wall-clock time of this scrape on the node (the node's last-seen time).").add("", self._wall())
 
     # --- GPUs, as the driver reports them ---------------------------------------------------------
-    def _gpu_families(self, profile: HardwareProfile) -> Iterator[Any]:
-        def gauge(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=GPU_LABELS)
-
-        total = gauge("modeldeck_gpu_memory_total_bytes", "GPU memory in all (DCGM_FI_DEV_FB_TOTAL, in bytes).")
-        used = gauge("modeldeck_gpu_memory_used_bytes", "GPU memory in use by anyone (DCGM_FI_DEV_FB_USED, bytes).")
-        free = gauge("modeldeck_gpu_memory_free_bytes", "GPU memory free (DCGM_FI_DEV_FB_FREE, bytes).")
-        reserved = gauge("modeldeck_gpu_memory_reserved_bytes",
-                         "GPU memory the driver keeps for itself (DCGM_FI_DEV_FB_RESERVED, bytes).")
-        util = gauge("modeldeck_gpu_utilization_percent", "GPU utilization (DCGM_FI_DEV_GPU_UTIL).")
-        mem_util = gauge("modeldeck_gpu_memory_utilization_percent",
-                         "Memory-bandwidth utilization (DCGM_FI_DEV_MEM_COPY_UTIL).")
-        temp = gauge("modeldeck_gpu_temperature_celsius", "GPU temperature (DCGM_FI_DEV_GPU_TEMP).")
-        power = gauge("modeldeck_gpu_power_watts", "Power draw (DCGM_FI_DEV_POWER_USAGE).")
-        limit = gauge("modeldeck_gpu_power_limit_watts", "Power limit (DCGM_FI_DEV_POWER_MGMT_LIMIT).")
-        lost = gauge("modeldeck_gpu_lost", "1 when the GPU stopped answering or fell off the bus.")
-        info = InfoMetricFamily("modeldeck_gpu", "A GPU's kind and compute capability.", labels=GPU_LABELS)
-        missing = GaugeMetricFamily("modeldeck_gpu_field_unavailable",
-                                    "1 for each figure the driver could not read (the reason is a label).",
-                                    labels=(*GPU_LABELS, "field", "reason"))
+    def _gpu_families(self, profile: HardwareProfile, out: list[_Family]) -> None:
+        f = self._family
+        total = f(out, "modeldeck_gpu_memory_total_bytes", "GPU memory in all (DCGM_FI_DEV_FB_TOTAL, in bytes).")
+        used = f(out, "modeldeck_gpu_memory_used_bytes", "GPU memory in use by anyone (DCGM_FI_DEV_FB_USED, bytes).")
+        free = f(out, "modeldeck_gpu_memory_free_bytes", "GPU memory free (DCGM_FI_DEV_FB_FREE, bytes).")
+        reserved = f(out, "modeldeck_gpu_memory_reserved_bytes",
+                     "GPU memory the driver keeps for itself (DCGM_FI_DEV_FB_RESERVED, bytes).")
+        util = f(out, "modeldeck_gpu_utilization_percent", "GPU utilization (DCGM_FI_DEV_GPU_UTIL).")
+        mem_util = f(out, "modeldeck_gpu_memory_utilization_percent",
+                     "Memory-bandwidth utilization (DCGM_FI_DEV_MEM_COPY_UTIL).")
+        temp = f(out, "modeldeck_gpu_temperature_celsius", "GPU temperature (DCGM_FI_DEV_GPU_TEMP).")
+        power = f(out, "modeldeck_gpu_power_watts", "Power draw (DCGM_FI_DEV_POWER_USAGE).")
+        limit = f(out, "modeldeck_gpu_power_limit_watts", "Power limit (DCGM_FI_DEV_POWER_MGMT_LIMIT).")
+        lost = f(out, "modeldeck_gpu_lost", "1 when the GPU stopped answering or fell off the bus.")
+        info = f(out, "modeldeck_gpu_info", "A GPU's kind and compute capability.")
+        missing = f(out, "modeldeck_gpu_field_unavailable",
+                    "1 for each figure the driver could not read (the reason is a label).")
         for g in profile.gpus:
-            labels = [str(g.index), g.uuid or "", g.name, g.pci_bus_id or "", self._host, g.device_id]
-            lost.add_metric(labels, 1.0 if g.lost else 0.0)
+            labels = _labels(zip(GPU_LABELS, (str(g.index), g.uuid or "", g.name, g.pci_bus_id or "", self._host,
+                                              g.device_id), strict=True))
+            lost.add(labels, 1 if g.lost else 0)
             cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else ""
-            info.add_metric(labels, {"kind": str(g.kind), "compute_capability": cc})
+            info.add(f"{labels},{_labels((('kind', str(g.kind)), ('compute_capability', cc)))}", 1)
             for field, reason in g.unavailable:
-                missing.add_metric([*labels, field, reason], 1.0)
+                missing.add(f"{labels},{_labels((('field', field), ('reason', reason)))}", 1)
             if g.lost:
                 continue
-            total.add_metric(labels, g.total_bytes)
-            used.add_metric(labels, g.used_bytes)
-            free.add_metric(labels, g.free_bytes)
+            total.add(labels, g.total_bytes)
+            used.add(labels, g.used_bytes)
+            free.add(labels, g.free_bytes)
             for family, value in ((reserved, g.reserved_bytes), (util, g.utilization_percent),
                                   (mem_util, g.memory_utilization_percent), (temp, g.temperature_c),
                                   (power, g.power_w), (limit, g.power_limit_w)):
                 if value is not None:
-                    family.add_metric(labels, float(value))
-        yield from (total, used, free, reserved, util, mem_util, temp, power, limit, lost, info, missing)
+                    family.add(labels, value)
 
-    def _host_families(self, profile: HardwareProfile) -> Iterator[Any]:
+    def _host_families(self, profile: HardwareProfile, out: list[_Family]) -> None:
         host = profile.host
         for name, doc, value in (
             ("modeldeck_host_memory_total_bytes", "RAM in all.", host.total_bytes),
@@ -149,100 +202,84 @@ class MetricsCollector(Collector):
             ("modeldeck_host_swap_used_bytes", "Swap in use.", host.swap_used_bytes),
         ):
             if value is not None:
-                yield GaugeMetricFamily(name, doc, value=float(value))
+                self._family(out, name, doc).add("", value)
 
     # --- the ledger: what is booked, and what can still be booked ---------------------------------
-    def _ledger_families(self) -> Iterator[Any]:
-        labels = ("device", "name")
-        total = GaugeMetricFamily("modeldeck_device_total_bytes",
-                                  "Memory of a device as the ledger counts it (a GPU, or the RAM as device cpu).",
-                                  labels=labels)
-        booked = GaugeMetricFamily("modeldeck_device_booked_bytes",
-                                   "Booked by this process's models, with the shared runtime context.", labels=labels)
-        bookable = GaugeMetricFamily("modeldeck_device_bookable_bytes",
-                                     "What can still be booked: free, less what is booked but not yet "
-                                     "allocated, less the safety reserve.", labels=labels)
-        runtime = GaugeMetricFamily("modeldeck_device_runtime_context_bytes",
-                                    "The runtime context booked once for all of this process's models there.",
-                                    labels=labels)
-        reserve = GaugeMetricFamily("modeldeck_device_safety_reserve_bytes", "Kept free, never booked.",
-                                    labels=labels)
-        unreflected = GaugeMetricFamily("modeldeck_device_unmeasured_bytes",
-                                        "Booked, but not (yet) seen allocated by the driver.", labels=labels)
-        ours = GaugeMetricFamily("modeldeck_device_measured_own_bytes",
-                                 "What this process holds there, as the driver measures it (where it can say).",
-                                 labels=labels)
-        level = GaugeMetricFamily("modeldeck_device_pressure_level",
-                                  "Memory pressure: 0 ok, 1 elevated, 2 high, 3 critical.", labels=labels)
-        state = StateSetMetricFamily("modeldeck_device_pressure", "Memory pressure as a state set.", labels=labels)
+    def _ledger_families(self, out: list[_Family]) -> None:
+        f = self._family
+        total = f(out, "modeldeck_device_total_bytes",
+                  "Memory of a device as the ledger counts it (a GPU, or the RAM as device cpu).")
+        booked = f(out, "modeldeck_device_booked_bytes",
+                   "Booked by this process's models, with the shared runtime context.")
+        bookable = f(out, "modeldeck_device_bookable_bytes",
+                     "What can still be booked: free, less what is booked but not yet allocated, less the safety "
+                     "reserve.")
+        runtime = f(out, "modeldeck_device_runtime_context_bytes",
+                    "The runtime context booked once for all of this process's models there.")
+        reserve = f(out, "modeldeck_device_safety_reserve_bytes", "Kept free, never booked.")
+        unmeasured = f(out, "modeldeck_device_unmeasured_bytes", "Booked, but not (yet) seen allocated by the driver.")
+        ours = f(out, "modeldeck_device_measured_own_bytes",
+                 "What this process holds there, as the driver measures it (where it can say).")
+        level = f(out, "modeldeck_device_pressure_level", "Memory pressure: 0 ok, 1 elevated, 2 high, 3 critical.")
         for ledger in self._manager.ledgers():
-            lv = [ledger.device, ledger.name]
-            total.add_metric(lv, ledger.total_bytes)
-            booked.add_metric(lv, ledger.reserved_bytes)
-            bookable.add_metric(lv, ledger.available_bytes)
-            runtime.add_metric(lv, ledger.runtime_bytes)
-            reserve.add_metric(lv, ledger.safety_reserve_bytes)
-            unreflected.add_metric(lv, ledger.unreflected_bytes)
+            lv = _labels((("device", ledger.device), ("name", ledger.name)))
+            total.add(lv, ledger.total_bytes)
+            booked.add(lv, ledger.reserved_bytes)
+            bookable.add(lv, ledger.available_bytes)
+            runtime.add(lv, ledger.runtime_bytes)
+            reserve.add(lv, ledger.safety_reserve_bytes)
+            unmeasured.add(lv, ledger.unreflected_bytes)
             if ledger.measured_ours_bytes is not None:
-                ours.add_metric(lv, ledger.measured_ours_bytes)
-            level.add_metric(lv, ledger.pressure.rank)
-            state.add_metric(lv, {p: p == ledger.pressure.value for p in _PRESSURE})
-        yield from (total, booked, bookable, runtime, reserve, unreflected, ours, level, state)
+                ours.add(lv, ledger.measured_ours_bytes)
+            level.add(lv, ledger.pressure.rank)
 
     # --- models -------------------------------------------------------------------------------------
-    def _model_families(self) -> Iterator[Any]:
-        info = InfoMetricFamily("modeldeck_model", "A model this process holds: name, type, level, placement.",
-                                labels=("model",))
-        state = StateSetMetricFamily("modeldeck_model_state", "A model's state.", labels=("model",))
-        pinned = GaugeMetricFamily("modeldeck_model_pinned", "1 when the model is pinned (never moved or unloaded "
-                                   "by ModelDeck).", labels=("model",))
-        booked = GaugeMetricFamily("modeldeck_model_booked_bytes", "Booked for a model on a device, by category.",
-                                   labels=("model", "device", "category"))
-        idle = GaugeMetricFamily("modeldeck_model_idle_seconds", "Seconds since the model was last used.",
-                                 labels=("model",))
-        left = GaugeMetricFamily("modeldeck_model_keep_alive_remaining_seconds",
-                                 "Seconds until keep-alive unloads the model if it stays idle.", labels=("model",))
+    def _model_families(self, out: list[_Family]) -> None:
+        f = self._family
+        info = f(out, "modeldeck_model_info", "A model this process holds: name, type, level, placement, state.")
+        pinned = f(out, "modeldeck_model_pinned", "1 when the model is pinned (never moved or unloaded by ModelDeck).")
+        booked = f(out, "modeldeck_model_booked_bytes", "Booked for a model on a device, by category.")
+        idle = f(out, "modeldeck_model_idle_seconds", "Seconds since the model was last used.")
+        left = f(out, "modeldeck_model_keep_alive_remaining_seconds",
+                 "Seconds until keep-alive unloads the model if it stays idle.")
         now = self._manager.clock()
+        ids: dict[str, str] = {}
         for m in self._manager.loaded_models():
             p = m.placement
-            info.add_metric([m.model_id], {
-                "name": m.name, "type": m.model_type.value, "level": m.quantization, "device": m.device,
-                "placement": p.kind if p is not None else "", "state": m.state.value,
-            })
-            state.add_metric([m.model_id], {s: s == m.state.value for s in _STATES})
-            pinned.add_metric([m.model_id], 1.0 if m.pinned else 0.0)
-            idle.add_metric([m.model_id], max(0.0, now - m.last_used))
+            lm = ids[m.model_id] = _labels((("model", m.model_id),))
+            info.add(lm + "," + _labels((("name", m.name), ("type", m.model_type.value), ("level", m.quantization),
+                                         ("device", m.device), ("placement", p.kind if p is not None else ""),
+                                         ("state", m.state.value))), 1)
+            pinned.add(lm, 1 if m.pinned else 0)
+            idle.add(lm, max(0.0, now - m.last_used))
             if m.expires_at is not None:
-                left.add_metric([m.model_id], max(0.0, m.expires_at - now))
+                left.add(lm, max(0.0, m.expires_at - now))
         for r in self._manager.reservations():
+            lm = ids.get(r.model_id) or _labels((("model", r.model_id),))
+            where = f'{lm},device="{_escape(r.device)}",category="'
             for category in _CATEGORIES:
-                booked.add_metric([r.model_id, r.device, category], r.category(category))
-        yield from (info, state, pinned, booked, idle, left)
+                booked.add(f'{where}{category}"', r.category(category))
 
     # --- the sampler --------------------------------------------------------------------------------
-    def _sampler_families(self, profile: HardwareProfile | None) -> Iterator[Any]:
+    def _sampler_families(self, profile: HardwareProfile | None, out: list[_Family]) -> None:
+        f = self._family
         health = self._sampler.health()
-        samples = CounterMetricFamily("modeldeck_sampler_samples", "Hardware samples taken.")
-        samples.add_metric([], health.samples)
-        failures = CounterMetricFamily("modeldeck_sampler_failures", "Hardware samples that failed.")
-        failures.add_metric([], health.failures)
-        yield samples
-        yield failures
-        yield GaugeMetricFamily("modeldeck_sampler_interval_seconds", "The sampling interval.",
-                                value=health.interval_s)
+        f(out, "modeldeck_sampler_samples_total", "Hardware samples taken.", "counter").add("", health.samples)
+        f(out, "modeldeck_sampler_failures_total", "Hardware samples that failed.", "counter").add("", health.failures)
+        f(out, "modeldeck_sampler_interval_seconds", "The sampling interval.").add("", health.interval_s)
         if health.last_success is not None:
-            yield GaugeMetricFamily("modeldeck_sampler_last_success_timestamp_seconds",
-                                    "Wall-clock time of the newest hardware sample.", value=health.last_success)
-        up = GaugeMetricFamily("modeldeck_backend_up", "1 when a hardware backend (nvml, amd, …) answers.",
-                               labels=("backend", "reason", "driver_version"))
+            f(out, "modeldeck_sampler_last_success_timestamp_seconds",
+              "Wall-clock time of the newest hardware sample.").add("", health.last_success)
+        up = f(out, "modeldeck_backend_up", "1 when a hardware backend (nvml, amd, …) answers.")
         for b in profile.backends if profile is not None else ():
-            up.add_metric([b.name, b.reason or "", b.driver_version or ""], 1.0 if b.available else 0.0)
-        yield up
+            labels = (("backend", b.name), ("reason", b.reason or ""), ("driver_version", b.driver_version or ""))
+            up.add(_labels(labels), 1 if b.available else 0)
 
 
 def metrics_registry(manager: ModelResourceManager, sampler: Sampler, *, node: str | None = None,
                      process: bool = True) -> CollectorRegistry:
-    """A registry with ModelDeck's collector (and the process's CPU and memory, unless ``process=False``)."""
+    """A ``prometheus_client`` registry with ModelDeck's figures (and the process's CPU and memory,
+    unless ``process=False``), for a host that serves its own metrics with prometheus_client."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(manager, sampler, node=node))
     if process:
@@ -250,9 +287,39 @@ def metrics_registry(manager: ModelResourceManager, sampler: Sampler, *, node: s
     return registry
 
 
-def render_metrics(registry: CollectorRegistry) -> bytes:
+class Exposition:
+    """What ``/metrics`` answers: ModelDeck's figures, then the process's (CPU seconds, memory)."""
+
+    def __init__(self, collector: MetricsCollector, process: bool = True) -> None:
+        self.collector = collector
+        self._process: CollectorRegistry | None = None
+        if process:
+            self._process = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self._process)
+
+    def render(self) -> bytes:
+        body = self.collector.render().encode()
+        if self._process is not None:
+            body += generate_latest(self._process)
+        return body
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """A WSGI application: ``/metrics`` (and ``/``) with the text format; anything else is 404."""
+        if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: ModelDeck serves /metrics\n"]
+        body = self.render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def render_metrics(source: CollectorRegistry | MetricsCollector | Exposition) -> bytes:
     """One scrape's text exposition."""
-    return bytes(generate_latest(registry))
+    if isinstance(source, CollectorRegistry):
+        return bytes(generate_latest(source))
+    if isinstance(source, MetricsCollector):
+        return source.render().encode()
+    return source.render()
 
 
 @dataclass
@@ -279,6 +346,15 @@ class MetricsServer:
         self._server = None
 
 
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged."""
+
+
 def serve_metrics(manager: ModelResourceManager, sampler: Sampler, *, port: int = DEFAULT_PORT,
                   address: str = LOOPBACK, node: str | None = None) -> MetricsServer:
     """Serve ``/metrics`` on a daemon thread. Port 0 picks a free port (see ``MetricsServer.port``).
@@ -288,8 +364,12 @@ def serve_metrics(manager: ModelResourceManager, sampler: Sampler, *, port: int 
     """
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range; give 0 (any free port) to 65535")
-    registry = metrics_registry(manager, sampler, node=node)
-    server, thread = start_wsgi_server(port, addr=address, registry=registry)
+    app = Exposition(MetricsCollector(manager, sampler, node=node))
+    server_class = type("MetricsHTTPServer", (_Server,), {
+        "address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
+    server: WSGIServer = make_server(address, port, app, server_class, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="modeldeck-metrics", daemon=True)
+    thread.start()
     bound = int(server.server_port)
     if not is_loopback(address):
         _log.warning("metrics are served on %s:%d, reachable from other machines; give --address 127.0.0.1 "

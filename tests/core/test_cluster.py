@@ -1,0 +1,158 @@
+"""The cluster reader against exporters and servers that misbehave: one clear line, in bounded time."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app.core.cluster import ClusterError, ExporterSource, PrometheusSource, sources_from, where_fits
+from app.core.hardware.simulated import SimulatedBackend
+from app.core.hardware_profiler import HardwareProfiler
+from app.core.manager.placement import PlacementRequest
+from app.core.metrics import serve_metrics
+from app.core.model_registry import ModelRegistry
+from app.core.model_resource_manager import ModelResourceManager, SimulatedLoader
+from app.core.sampler import Sampler
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.fixture
+def node() -> Iterator[tuple[ModelResourceManager, object]]:
+    sim = SimulatedBackend.from_spec("rtx3060,rtx3060")
+    profiler = HardwareProfiler(backends=[sim])
+    manager = ModelResourceManager(profiler=profiler, registry=ModelRegistry(user_store=None),
+                                   loader=SimulatedLoader.for_profiler(profiler))
+    sampler = Sampler(profiler)
+    sampler.sampled.connect(manager.tick)
+    sampler.tick()
+    manager.load(LLAMA, "Q4_K_M", "cuda:1")
+    server = serve_metrics(manager, sampler, port=0, node="desk")
+    yield manager, server
+    server.close()
+    manager.stop()
+
+
+def test_an_exporter_read_directly_gives_its_devices_and_models(node):
+    manager, server = node
+    (snap,) = ExporterSource(f"http://127.0.0.1:{server.port}").fetch()
+    assert snap.up and snap.node == "desk" and snap.error is None
+    assert [d.device for d in snap.devices] == ["cuda:0", "cuda:1", "cpu"]
+    (model,) = snap.models
+    assert (model.model_id, model.level, model.devices, model.state) == (LLAMA, "Q4_K_M", ("cuda:1",), "loaded")
+    ledgers = {x.device: x for x in manager.ledgers()}
+    for d in snap.devices:
+        assert (d.booked_bytes, d.bookable_bytes) == (ledgers[d.device].reserved_bytes,
+                                                      ledgers[d.device].available_bytes)
+
+
+def test_where_fits_on_a_remote_node_agrees_with_the_nodes_own_planner(node):
+    manager, server = node
+    (snap,) = ExporterSource(server.url).fetch()
+    registry = ModelRegistry(user_store=None)
+    for model_id, level in (("stable-diffusion-v1-5/stable-diffusion-v1-5", "fp16"),
+                            ("mistralai/Ministral-8B-Instruct-2410", "Q8_0"),
+                            ("mistralai/Ministral-8B-Instruct-2410", "Q4_K_M"),
+                            ("meta-llama/Llama-3.1-70B-Instruct", "Q4_K_M")):
+        request = PlacementRequest(registry.get_model(model_id), level=level)
+        (answer,) = where_fits([snap], request)
+        local = manager.decide(request)
+        assert answer.fits == (type(local).__name__ == "Decision"), (model_id, answer.summary())
+        if answer.fits:
+            assert answer.outcome.placement.device == local.placement.device
+            assert answer.outcome.placement.shares == local.placement.shares
+
+
+def test_an_exporter_that_stops_is_down_with_its_last_figures(node):
+    _, server = node
+    source = ExporterSource(server.url, timeout_s=2)
+    (before,) = source.fetch()
+    server.close()
+    started = time.monotonic()
+    (after,) = source.fetch()
+    assert time.monotonic() - started < 3
+    assert not after.up and "cannot reach" in after.error
+    assert after.devices == before.devices and after.models == before.models and after.last_seen == before.last_seen
+
+
+class _Page(http.server.BaseHTTPRequestHandler):
+    body = b""
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def page() -> Iterator[tuple[str, type[_Page]]]:
+    handler = type("Handler", (_Page,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(("body", "expect"), [
+    (b"<html><body>router login</body></html>", "not a Prometheus metrics page"),
+    (b"node_cpu_seconds_total 1\n", "not ModelDeck's"),
+    (b"\xff\xfe\x00garbage{{{ 1 2 3\n", "not a Prometheus metrics page"),
+])
+def test_a_page_that_is_not_a_modeldeck_exporter_is_one_line(page, body, expect):
+    url, handler = page
+    handler.body = body
+    (snap,) = ExporterSource(url).fetch()
+    assert not snap.up and expect in snap.error and "\n" not in snap.error
+
+
+def test_a_huge_page_is_refused_not_read(page, monkeypatch):
+    url, handler = page
+    monkeypatch.setattr("app.core.cluster.MAX_BODY_BYTES", 1000)
+    handler.body = b"#" * 5000
+    (snap,) = ExporterSource(url).fetch()
+    assert not snap.up and "more than" in snap.error
+
+
+def test_prometheus_url_that_is_not_prometheus(page):
+    url, handler = page
+    handler.body = b"<html>hello</html>"
+    with pytest.raises(ClusterError, match="does not answer like Prometheus"):
+        PrometheusSource(url).fetch()
+    handler.status = 500
+    handler.body = b'{"status":"error","error":"storage is on fire"}'
+    with pytest.raises(ClusterError, match="HTTP 500: storage is on fire"):
+        PrometheusSource(url).fetch()
+
+
+def test_a_server_that_never_answers_times_out():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match="cannot reach"):
+            PrometheusSource(f"http://127.0.0.1:{port}", timeout_s=0.5).fetch()
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("url", ["localhost:9090", "ftp://x/y", "", "file:///etc/passwd", "http://"])
+def test_urls_that_are_not_http_are_refused_with_an_example(url):
+    with pytest.raises(ClusterError, match="not an http"):
+        sources_from(prometheus=[url])
+
+
+def test_no_source_says_what_to_give():
+    with pytest.raises(ClusterError, match="--prometheus URL"):
+        sources_from()
