@@ -43,6 +43,9 @@ command -v fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 if [ "$extra" = "test" ]; then  # the desktop entry and AppStream metadata are validated by the tests
   command -v desktop-file-validate >/dev/null 2>&1 || missing+=(desktop-file-utils)
   command -v appstreamcli >/dev/null 2>&1 || missing+=(appstream)
+  # The monitoring tests scrape `modeldeck exporter` with a real Prometheus and check the shipped
+  # alert rules with promtool (both in Debian's and Ubuntu's prometheus package).
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
