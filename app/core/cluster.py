@@ -403,8 +403,9 @@ def ledger_of(node: NodeSnapshot, settings: ManagerSettings | None = None) -> Le
 
 def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelMetadata, *,
                settings: ManagerSettings | None = None) -> tuple[FitAnswer, ...]:
-    """The planner's answer to ``request`` on every node: fits as things are (most room left first),
-    then fits after moving others, then refused; down nodes last. Build the request with the local
+    """The planner's answer to ``request`` on every node: fits as things are (whole on a GPU, then split,
+    then partly in RAM, then on the CPU; most GPU room left first), then fits after moving others,
+    then refused; down nodes last. Build the request with the local
     manager's ``request()`` so levels are named as the planner names them."""
     settings = settings or ManagerSettings()
     policy = Policy(type_priority=settings.type_priority)
@@ -415,15 +416,18 @@ def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelM
         outcome = decide(request, ledger_of(node, settings), policy) if node.up else None
         answers.append(FitAnswer(node, outcome))
 
-    def rank(a: FitAnswer) -> tuple[int, int]:
+    kinds = {"gpu": 0, "split": 1, "partial": 2, "cpu": 3}
+
+    def rank(a: FitAnswer) -> tuple[int, int, int, int]:
         o = a.outcome
         if o is None:
-            return (3, 0)
+            return (3, 0, 0, 0)
         if isinstance(o, Refusal):
-            return (2, o.needed_bytes - o.available_bytes)
-        room = {d.device: d.bookable_bytes for d in a.node.devices}
-        left = sum(room.get(s.device, 0) - s.own_bytes for s in o.placement.shares)
-        return (1 if o.actions else 0, -left)
+            return (2, 0, 0, o.needed_bytes - o.available_bytes)
+        # Whole on a GPU before split, split before partly in RAM; then the most GPU room left after it.
+        room = {d.device: d.bookable_bytes for d in a.node.devices if d.is_gpu}
+        left = sum(room.get(s.device, 0) - s.own_bytes for s in o.placement.shares if s.device in room)
+        return (1 if o.actions else 0, kinds.get(o.placement.kind, 4), 0, -left)
 
     return tuple(sorted(answers, key=rank))
 

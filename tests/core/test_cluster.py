@@ -156,3 +156,24 @@ def test_urls_that_are_not_http_are_refused_with_an_example(url):
 def test_no_source_says_what_to_give():
     with pytest.raises(ClusterError, match="--prometheus URL"):
         sources_from()
+
+
+def _node(name: str, gpu_gib: float, ram_gib: float, *, up: bool = True):
+    from app.core.cluster import NodeSnapshot, RemoteDevice
+
+    gib = 2**30
+    devices = (RemoteDevice("cuda:0", "GPU", int(gpu_gib * gib), 0, 0, int(gpu_gib * gib * 0.95), 0,
+                            int(gpu_gib * gib * 0.05), "ok", (8, 9)),
+               RemoteDevice("cpu", "System RAM", int(ram_gib * gib), 0, 0, int(ram_gib * gib * 0.9), 0, 0, "ok"))
+    return NodeSnapshot(name, f"{name}:9477", "test", up, 0.0, devices)
+
+
+def test_whole_on_a_gpu_ranks_before_partly_in_ram_whatever_the_room():
+    meta = ModelRegistry(user_store=None).get_model("meta-llama/Llama-3.1-70B-Instruct")
+    request = PlacementRequest(meta, level="Q4_K_M")
+    nodes = [_node("big-ram", 40, 512), _node("a100", 48, 16), _node("small", 8, 8), _node("gone", 96, 64, up=False)]
+    answers = where_fits(nodes, request)
+    assert [a.node.node for a in answers] == ["a100", "big-ram", "small", "gone"]
+    assert answers[0].outcome.placement.kind == "gpu"
+    assert answers[1].outcome.placement.kind == "partial"
+    assert not answers[2].fits and answers[3].outcome is None and "down" in answers[3].summary()

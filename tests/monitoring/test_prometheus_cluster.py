@@ -75,11 +75,15 @@ def test_where_would_llama_70b_at_q4_k_m_fit(cluster: Cluster) -> None:
 
     answers = where_fits(_by_node(cluster).values(), PlacementRequest(meta, level="Q4_K_M"))
     by_node = {a.node.node: a for a in answers}
-    # ~42 GiB: the A100 80GB holds it whole; two 4090s (one with an 8B on it) have 35 GiB bookable; a 3060 has 12.
+    # ~42 GiB: the A100 80GB holds it whole; two 4090s (one with an 8B on it) have 35 GiB bookable; a 3060
+    # has 12. Whether the rest would go partly into RAM depends on this machine's free RAM (the simulated
+    # nodes share it), so lab-a and lab-b are either refused or offered a partial placement, ranked after.
     assert answers[0].node.node == "lab-c" and answers[0].fits and not answers[0].disturbs
     assert answers[0].outcome.placement.kind == "gpu" and answers[0].outcome.placement.device == "cuda:0"
-    assert not by_node["lab-b"].fits and "Q4_K_M" in by_node["lab-b"].summary()
-    assert not by_node["lab-a"].fits
+    for name in ("lab-a", "lab-b"):
+        a = by_node[name]
+        assert not a.fits or a.outcome.placement.kind == "partial", a.summary()
+        assert "Q4_K_M" in a.summary()
 
 
 def test_status_prometheus_prints_the_cluster(cluster: Cluster) -> None:
@@ -103,7 +107,8 @@ def test_plan_across_the_cluster_on_the_command_line(cluster: Cluster) -> None:
     assert out.returncode == 0, out.stderr
     fits = json.loads(out.stdout)["fits"]
     assert fits[0]["node"] == "lab-c" and fits[0]["fits"] and fits[0]["plan"]["quantization"] == "Q4_K_M"
-    assert [f["fits"] for f in fits] == [True, False, False]
+    assert fits[0]["plan"]["placement"] == "gpu" and len(fits) == 3
+    assert all(not f["fits"] or f["plan"]["placement"] == "partial" for f in fits[1:]), fits
 
 
 def test_a_node_that_stops_is_down_with_its_last_figures(small_cluster: Cluster) -> None:

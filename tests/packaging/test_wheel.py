@@ -38,7 +38,9 @@ def test_wheel_and_sdist_carry_the_package_data(dist):
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     for needed in ("LICENSE", "CHANGELOG.md", "README.md", "resources/fonts/DejaVuSans.ttf",
-                   "packaging/linux/io.github.modeldeck.ModelDeck.desktop", "app/core/data/catalog.json"):
+                   "packaging/linux/io.github.modeldeck.ModelDeck.desktop", "app/core/data/catalog.json",
+                   "packaging/monitoring/modeldeck-alerts.yml", "packaging/monitoring/grafana-dashboard.json",
+                   "docs/METRICS.md"):
         assert needed in members, needed
 
 
