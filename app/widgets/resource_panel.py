@@ -24,6 +24,7 @@ from app.core.manager.placement import Decision
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.sampler import device_key
 from app.widgets.bridge import CoreBridge
+from app.widgets.cluster_view import ClusterView
 from app.widgets.device_card import DeviceCard
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
 from app.widgets.load_flow import LoadFlow
@@ -148,6 +149,8 @@ class ResourcePanel(QWidget):
         self.tabs.addTab(self.browser, "&Models")
         self.tabs.addTab(self.loaded_area, "Loa&ded")
         self.tabs.addTab(self.log_area, "&Events")
+        self.cluster = ClusterView(registry, self.planner)
+        self.tabs.addTab(self.cluster, "Cl&uster")
 
         if manager is not None:
             self._connect_manager(manager)
@@ -255,6 +258,7 @@ class ResourcePanel(QWidget):
         self._closed = True
         self.bridge.close()
         self.browser.shutdown()
+        self.cluster.shutdown()
         self.loads.shutdown()
         if self.picker is not None:
             self.picker.close()
