@@ -11,6 +11,7 @@ its last successful scrape; from an exporter, the last answer is kept.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -217,7 +218,7 @@ def _get(url: str, timeout: float) -> bytes:
         except (ValueError, OSError, AttributeError):
             pass
         raise ClusterError(f"{_where(url)} answered HTTP {err.code}{': ' + detail if detail else ''}") from err
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         raise ClusterError(f"cannot reach {_where(url)}: {reason}; is it running, and is the URL right?") from err
     if len(body) > MAX_BODY_BYTES:
@@ -284,7 +285,7 @@ class PrometheusSource:
         self.lookback = lookback
         self._timeout = timeout_s
 
-    def _query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+    def _ask(self, expr: str, kind: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": expr}
         if at is not None:
             params["time"] = f"{at:.3f}"
@@ -294,9 +295,25 @@ class PrometheusSource:
             if doc.get("status") != "success":
                 raise ClusterError(f"Prometheus at {self.url} refused {expr!r}: {doc.get('error', 'no reason')}")
             data = doc["data"]
-            if data["resultType"] != "vector":
+            if data["resultType"] != kind:
                 raise ClusterError(f"Prometheus at {self.url} answered {data['resultType']} to {expr!r}")
-            return [(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
+            return list(data["result"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ClusterError(f"{self.url} does not answer like Prometheus's HTTP API ({err!r})") from err
+
+    def _query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        """An instant vector: (labels, value) per series."""
+        try:
+            return [(dict(r["metric"]), float(r["value"][1])) for r in self._ask(expr, "vector", at)]
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ClusterError(f"{self.url} does not answer like Prometheus's HTTP API ({err!r})") from err
+
+    def _last_scrape(self, selector: str) -> float | None:
+        """When Prometheus last scraped a node successfully, on Prometheus's own clock (a node's clock
+        may be off: the node is then still read at a moment its series existed)."""
+        try:
+            rows = self._ask(f"modeldeck_scrape_timestamp_seconds{{{selector}}}[{self.lookback}]", "matrix")
+            return max((float(r["values"][-1][0]) for r in rows if r["values"]), default=None)
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise ClusterError(f"{self.url} does not answer like Prometheus's HTTP API ({err!r})") from err
 
@@ -323,10 +340,12 @@ class PrometheusSource:
                 continue
             error = ("the last scrape failed" if key in ups else "no longer scraped by Prometheus")
             samples: list[Sample] = []
-            if last_seen is not None:
-                one = self._selector(job=job, instance=instance) if not self.job else self._selector(instance=instance)
+            one = self._selector(job=job, instance=instance) if not self.job else self._selector(instance=instance)
+            scraped = self._last_scrape(one) if last_seen is not None else None
+            if scraped is not None:
+                last_seen = scraped
                 samples = [(m["__name__"], m, v) for m, v in
-                           self._query(f'{{__name__=~"{SERIES}",{one}}}', at=last_seen)]
+                           self._query(f'{{__name__=~"{SERIES}",{one}}}', at=scraped)]
             nodes.append(node_from_samples(samples, instance=instance, source=self.url, up=False,
                                            last_seen=last_seen, error=error))
         return tuple(nodes)
@@ -408,7 +427,7 @@ def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelM
     then refused; down nodes last. Build the request with the local
     manager's ``request()`` so levels are named as the planner names them."""
     settings = settings or ManagerSettings()
-    policy = Policy(type_priority=settings.type_priority)
+    policy = Policy(settings.type_priority, settings.quality_floor_ppl)  # as the local manager's
     if isinstance(request, ModelMetadata):
         request = PlacementRequest(request)
     answers = []

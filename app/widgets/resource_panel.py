@@ -118,7 +118,7 @@ class ResourcePanel(QWidget):
 
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
-        history = QLabel("&History:")
+        history = QLabel("Histor&y:")  # Alt+H is the Help menu
         history.setBuddy(self.window_combo)
         head.addWidget(history)
         head.addWidget(self.window_combo)

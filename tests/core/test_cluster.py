@@ -177,3 +177,24 @@ def test_whole_on_a_gpu_ranks_before_partly_in_ram_whatever_the_room():
     assert answers[0].outcome.placement.kind == "gpu"
     assert answers[1].outcome.placement.kind == "partial"
     assert not answers[2].fits and answers[3].outcome is None and "down" in answers[3].summary()
+
+
+def test_a_port_that_does_not_speak_http_is_one_line():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+
+        def banner() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+
+        thread = threading.Thread(target=banner, daemon=True)
+        thread.start()
+        with pytest.raises(ClusterError, match="cannot reach"):
+            PrometheusSource(f"http://127.0.0.1:{port}", timeout_s=2).fetch()
+        (snap,) = ExporterSource(f"http://127.0.0.1:{port}", timeout_s=2).fetch()
+        assert not snap.up and "cannot reach" in snap.error
+        thread.join(5)
