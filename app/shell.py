@@ -129,6 +129,10 @@ class MainWindow(QMainWindow):
         if settings is not None:  # "Don't ask again" before a load moves other models
             self.panel.loads.confirm_moves = str(settings.value("confirm/moves", "true")).lower() != "false"
             self.panel.sigConfirmMovesChanged.connect(lambda on: settings.setValue("confirm/moves", on))
+            # The Cluster tab's Prometheus servers and exporters, kept for the next start.
+            saved = settings.value("cluster/sources", [])
+            self.panel.cluster.set_sources([saved] if isinstance(saved, str) else list(saved or []))
+            self.panel.cluster.sigSourcesChanged.connect(lambda specs: settings.setValue("cluster/sources", specs))
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
         self._build_menus()
         for problem in getattr(registry, "problems", []):

@@ -348,7 +348,7 @@ class PrometheusSource:
                            self._query(f'{{__name__=~"{SERIES}",{one}}}', at=scraped)]
             nodes.append(node_from_samples(samples, instance=instance, source=self.url, up=False,
                                            last_seen=last_seen, error=error))
-        return tuple(nodes)
+        return tuple(sorted(nodes, key=lambda n: (n.node.lower(), n.instance)))
 
 
 def _escape(value: str) -> str:

@@ -20,26 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
-    QCompleter,
     QFrame,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -47,30 +40,20 @@ from PySide6.QtWidgets import (
 from app.core.cluster import (
     ClusterError,
     ExporterSource,
-    FitAnswer,
     NodeSnapshot,
     PrometheusSource,
-    RemoteDevice,
-    RemoteModel,
-    where_fits,
 )
-from app.core.manager.placement import Decision, Refusal
-from app.core.quantization_strategy import candidate_levels
-from app.core.units import GiB, format_gib
-from app.widgets.device_card import PRESSURE_LEVELS
+from app.widgets.node_card import NodeCard, attention_color, plain_label
 from app.widgets.planning import ViewPlanner
+from app.widgets.where_fits_view import WhereFits
 
-__all__ = ["ClusterView", "NodeCard", "WhereFits", "detect_kind", "make_source", "parse_source", "verdict_of"]
+__all__ = ["ClusterView", "detect_kind", "make_source", "parse_source"]
 
 #: The kind chooser's entries, and how a source is listed.
 KINDS = {"auto": "Auto", "prometheus": "Prometheus", "exporter": "Exporter"}
 KIND_NAMES = {"prometheus": "Prometheus server", "exporter": "Exporter"}
 #: ``modeldeck exporter``'s default port: a URL on it is an exporter, not a Prometheus server.
 EXPORTER_PORT = 9477
-FITS, MOVES, NO_FIT, DOWN = "fits", "fits after moving others", "does not fit", "node down"
-#: Verdict cell tints (translucent: readable on light and dark palettes).
-_TINTS = {FITS: QColor(22, 163, 74, 60), MOVES: QColor(202, 138, 4, 70), NO_FIT: QColor(220, 38, 38, 60)}
-
 
 def detect_kind(url: str) -> str:
     """"exporter" for a URL ending in /metrics or on port 9477, else "prometheus"."""
@@ -101,29 +84,6 @@ def parse_source(text: str, kind: str = "auto") -> str:
     if kind not in ("prometheus", "exporter"):
         kind = detect_kind(text)
     return f"{kind}:{make_source(f'{kind}:{text}').url}"
-
-
-def verdict_of(answer: FitAnswer) -> str:
-    if answer.outcome is None:
-        return DOWN
-    if not answer.fits:
-        return NO_FIT
-    return MOVES if answer.disturbs else FITS
-
-
-def seen_text(stamp: float | None, now: float) -> str:
-    """"12:01:03 (40 s ago)"; the date too when it was not today."""
-    if stamp is None:
-        return "never seen"
-    age = max(0.0, now - stamp)
-    fmt = "%H:%M:%S" if time.localtime(stamp)[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M:%S"
-    ago = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.1f} h"
-    return f"{time.strftime(fmt, time.localtime(stamp))} ({ago} ago)"
-
-
-def attention_color(palette: QPalette) -> str:
-    """A red that reads on the palette's window colour (light or dark)."""
-    return "#f87171" if palette.color(QPalette.ColorRole.Window).lightness() < 128 else "#b91c1c"
 
 
 def fetch_all(sources: Sequence[tuple[str, Any]],
@@ -176,296 +136,6 @@ class _Fetcher:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
-
-
-def _label(text: str = "", *, bold: bool = False, wrap: bool = True) -> QLabel:
-    label = QLabel(text)
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(wrap)
-    if bold:
-        font = QFont(label.font())
-        font.setBold(True)
-        label.setFont(font)
-    return label
-
-
-def _pill(text: str, bg: str, fg: str, tip: str) -> QLabel:
-    pill = QLabel(text)
-    pill.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border-radius: 6px; padding: 0 6px; }}")
-    pill.setToolTip(tip)
-    pill.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-    return pill
-
-
-def _model_line(m: RemoteModel, device: str) -> QLabel:
-    others = [d for d in m.devices if d != device]
-    text = (f"{m.name} · {m.level} · {m.state} · {format_gib(m.bytes_on(device) if device else m.booked_bytes)}"
-            + (f" (also on {', '.join(others)})" if others else "") + (" · pinned" if m.pinned else ""))
-    line = _label(text)
-    line.setContentsMargins(14, 0, 0, 0)
-    line.setToolTip(f"{m.model_id}\nplacement: {m.placement or 'n/a'}, booked {format_gib(m.booked_bytes, 2)} "
-                    f"in all" + ("\npinned: never evicted" if m.pinned else ""))
-    return line
-
-
-class NodeCard(QFrame):
-    """One node: a header (up, or DOWN and when last seen), then its GPUs and their models, then RAM."""
-
-    def __init__(self, node: NodeSnapshot, now: float, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.node = node
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        # Never squashed: the scroll area scrolls instead (word-wrapped lines grow with a narrow width).
-        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-        policy.setHeightForWidth(True)
-        self.setSizePolicy(policy)
-        red = attention_color(self.palette())
-        state = "up" if node.up else f"DOWN — last seen {seen_text(node.last_seen, now)}"
-        if not node.up and node.last_seen is None:
-            state = "DOWN — never seen"
-        where = node.node if node.node == node.instance else f"{node.node} · {node.instance}"
-        self.header = _label(f"{where} · {state}", bold=True)
-        self.setAccessibleName(f"Node {node.node}, {'up' if node.up else 'down'}")
-        self.header.setToolTip(f"Read from {node.source}" + (f"\nModelDeck {node.version}" if node.version else ""))
-        if not node.up:
-            self.header.setStyleSheet(f"QLabel {{ color: {red}; }}")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 6, 8, 6)
-        layout.setSpacing(3)
-        layout.addWidget(self.header)
-        if node.error:
-            why = _label(node.error + ("; figures below are as last seen" if not node.up and node.devices else ""))
-            why.setStyleSheet(f"QLabel {{ color: {red}; }}")
-            layout.addWidget(why)
-        self.body = QWidget()
-        body = QVBoxLayout(self.body)
-        body.setContentsMargins(0, 0, 0, 0)
-        body.setSpacing(2)
-        for gpu in node.gpus:
-            self._add_device(body, gpu, node.models_on(gpu.device), node.up)
-        ram = next((d for d in node.devices if not d.is_gpu), None)
-        in_ram = [m for m in node.models if not any(d != "cpu" for d in m.devices)]
-        if ram is not None or in_ram:
-            body.addSpacing(4)
-            title = _label("RAM", bold=True)
-            title.setToolTip("The node's system memory: where CPU-placed models and offloaded layers are booked.")
-            body.addWidget(title)
-            body.addWidget(_label(self._figures(ram) if ram is not None else "n/a"))
-            for m in in_ram:
-                body.addWidget(_model_line(m, "cpu" if m.devices else ""))
-        if not node.devices and not node.up:
-            body.addWidget(_label("No figures: this node was never read."))
-        elif not node.models:
-            quiet = _label("No models loaded")
-            quiet.setEnabled(False)
-            body.addWidget(quiet)
-        self.body.setEnabled(node.up)  # a down node's figures are its last known: greyed
-        layout.addWidget(self.body)
-
-    @staticmethod
-    def _figures(d: RemoteDevice) -> str:
-        used = "n/a" if d.used_bytes is None else f"{d.used_bytes / GiB:.1f}"
-        return (f"{used} / {format_gib(d.total_bytes)} used · {format_gib(d.booked_bytes)} booked · "
-                f"{format_gib(d.bookable_bytes)} bookable")
-
-    def _add_device(self, body: QVBoxLayout, gpu: RemoteDevice, models: Iterable[RemoteModel], up: bool) -> None:
-        body.addSpacing(4)
-        head = QHBoxLayout()
-        head.setSpacing(6)
-        title = _label(f"{gpu.device} · {gpu.name}", bold=True)
-        title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        cc = gpu.compute_capability
-        title.setToolTip(f"{gpu.name} ({gpu.device})" + (f", compute capability {cc[0]}.{cc[1]}" if cc else ""))
-        head.addWidget(title, 1)
-        if gpu.lost:
-            head.addWidget(_pill("lost", "#dc2626", "#ffffff", "The GPU stopped answering: its figures are unknown."))
-        else:
-            bg, fg = PRESSURE_LEVELS.get(gpu.pressure, ("#6b7280", "#ffffff")) if up else ("#9ca3af", "#000000")
-            head.addWidget(_pill(gpu.pressure, bg, fg, f"Memory pressure: {gpu.pressure}"
-                                 + ("" if up else " (as last seen)")))
-        body.addLayout(head)
-        bar = QProgressBar()
-        bar.setRange(0, 1000)
-        bar.setTextVisible(False)
-        bar.setFixedHeight(6)
-        bar.setValue(int(1000 * (gpu.used_bytes or 0) / gpu.total_bytes) if gpu.total_bytes else 0)
-        bar.setToolTip("Share of this GPU's memory in use, by any program.")
-        body.addWidget(bar)
-        figures = _label(self._figures(gpu))
-        figures.setToolTip("used: by every process, as the driver reports it · booked: by that node's ModelDeck, "
-                           "with its runtime context · bookable: what its next model can still book")
-        body.addWidget(figures)
-        for m in models:
-            body.addWidget(_model_line(m, gpu.device))
-
-    def text(self) -> str:
-        """Every line the card shows (tests, hosts)."""
-        return "\n".join(label.text() for label in self.findChildren(QLabel))
-
-
-class WhereFits(QWidget):
-    """A model and a level; the planner's answer on every node, best first. Proposes; loads nothing."""
-
-    COLUMNS = ("Node", "Verdict", "Placement", "Planner says")
-
-    def __init__(self, registry: Any, planner: ViewPlanner, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._registry = registry
-        self._planner = planner
-        self._nodes: tuple[NodeSnapshot, ...] = ()
-        self._asked: tuple[str, str | None] | None = None
-        self.answers: tuple[FitAnswer, ...] = ()
-        self.model_combo = QComboBox()
-        self.model_combo.setEditable(True)
-        self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.model_combo.setAccessibleName("Model to place")
-        edit = self.model_combo.lineEdit()
-        assert edit is not None  # an editable combo has one
-        edit.setPlaceholderText("Model name or id")
-        edit.returnPressed.connect(lambda: self.ask())
-        self.model_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.model_combo.setMinimumContentsLength(12)
-        self.model_combo.currentTextChanged.connect(self._fill_levels)
-        self.level_combo = QComboBox()
-        self.level_combo.setAccessibleName("Quantization level")
-        self.level_combo.setToolTip("Best: the planner chooses the level on each node, as a local load would.")
-        self.find_button = QPushButton("Fi&nd")
-        self.find_button.setToolTip("Ask the planner on every node that is up (nothing is booked or loaded).")
-        self.find_button.clicked.connect(lambda: self.ask())
-        self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
-        self.table.setAccessibleName("Where the model would fit, best node first")
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setTabKeyNavigation(False)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        header = self.table.horizontalHeader()
-        for col in range(3):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
-        self.note = _label("Proposes only: ModelDeck loads nothing on other machines from here.")
-
-        title = _label("Where would it fit?", bold=True, wrap=False)
-        model_label, level_label = QLabel("M&odel:"), QLabel("&Level:")
-        model_label.setBuddy(self.model_combo)
-        level_label.setBuddy(self.level_combo)
-        bar = QGridLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(model_label, 0, 0)
-        bar.addWidget(self.model_combo, 0, 1, 1, 3)
-        bar.addWidget(level_label, 1, 0)
-        bar.addWidget(self.level_combo, 1, 1)
-        bar.addWidget(self.find_button, 1, 2)
-        bar.setColumnStretch(3, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 4, 0, 0)
-        layout.setSpacing(4)
-        layout.addWidget(title)
-        layout.addLayout(bar)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.note)
-
-    def reload_models(self) -> None:
-        """The registry's models by name (their id as data), completed on any part of the name."""
-        models = sorted(self._registry.list_models(), key=lambda m: m.name.lower()) if self._registry else []
-        text = self.model_combo.currentText()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for m in models:
-            self.model_combo.addItem(m.name, m.id)
-            self.model_combo.setItemData(self.model_combo.count() - 1, m.id, Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setEditText(text)
-        self.model_combo.blockSignals(False)
-        completer = QCompleter(self.model_combo.model(), self.model_combo)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        self.model_combo.setCompleter(completer)
-        self._fill_levels()
-
-    def _metadata(self) -> Any:
-        text = self.model_combo.currentText().strip()
-        i = self.model_combo.findText(text, Qt.MatchFlag.MatchFixedString)
-        key = self.model_combo.itemData(i) if i >= 0 else text
-        registry = self._registry if self._registry is not None else self._planner.manager.model_registry
-        return registry.get_model(key) if key else None
-
-    def _fill_levels(self, *_: Any) -> None:
-        meta = self._metadata()
-        levels = candidate_levels(meta) if meta is not None else ()
-        current = self.level_combo.currentData()
-        if [self.level_combo.itemData(i) for i in range(self.level_combo.count())] == [None, *levels]:
-            return
-        self.level_combo.clear()
-        self.level_combo.addItem("Best", None)
-        for level in levels:
-            self.level_combo.addItem(level, level)
-        self.level_combo.setCurrentIndex(max(0, self.level_combo.findData(current)))
-
-    def set_nodes(self, nodes: tuple[NodeSnapshot, ...]) -> None:
-        """New figures: the last question is asked again on them."""
-        self._nodes = nodes
-        if self._asked is not None:
-            self._answer(*self._asked)
-
-    def ask(self, model: str | None = None, level: str | None = None) -> tuple[FitAnswer, ...]:
-        """Ask for ``model`` (name, id or alias) at ``level`` (None: Best), or for what the choosers say."""
-        if model is not None:
-            registry = self._registry if self._registry is not None else self._planner.manager.model_registry
-            meta = registry.get_model(model)
-            self.model_combo.setEditText(meta.name if meta is not None else model)
-            self._fill_levels()
-            self.level_combo.setCurrentIndex(max(0, self.level_combo.findData(level)))
-        meta = self._metadata()
-        if meta is None:
-            self._show_note(f"Unknown model {self.model_combo.currentText().strip()!r}: pick one from the list.")
-            return ()
-        self._asked = (meta.id, self.level_combo.currentData())
-        return self._answer(*self._asked)
-
-    def _answer(self, model_id: str, level: str | None) -> tuple[FitAnswer, ...]:
-        manager = self._planner.manager
-        try:
-            request = manager.request(model_id, level, None, context=None)
-            self.answers = where_fits(self._nodes, request, settings=getattr(manager, "settings", None))
-        except (LookupError, ValueError) as err:
-            self._show_note(str(err.args[0]) if err.args else str(err))
-            return ()
-        self._fill_table()
-        fits = sum(a.fits for a in self.answers)
-        self._show_note(f"{fits} of {len(self.answers)} node(s) can take it. Proposes only: ModelDeck loads nothing "
-                        "on other machines from here." if self._nodes else "No nodes yet: add a source above.")
-        return self.answers
-
-    def _fill_table(self) -> None:
-        self.table.setRowCount(len(self.answers))
-        for row, a in enumerate(self.answers):
-            verdict, o = verdict_of(a), a.outcome
-            if isinstance(o, Decision):
-                placement = f"{o.level} on {o.device}"
-            elif isinstance(o, Refusal):
-                placement = (f"{o.level or 'any level'}: needs {format_gib(o.needed_bytes)}, "
-                             f"{format_gib(o.available_bytes)} bookable")
-            else:
-                placement = "—"
-            for col, text in enumerate((a.node.node, verdict, placement, a.summary())):
-                item = QTableWidgetItem(text)
-                item.setToolTip(f"{a.node.node} ({a.node.instance}): {a.summary()}")
-                if col == 1 and verdict in _TINTS:
-                    item.setBackground(_TINTS[verdict])
-                if verdict == DOWN:
-                    item.setForeground(self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
-                self.table.setItem(row, col, item)
-
-    def _show_note(self, text: str) -> None:
-        self.note.setText(text)
-        self.note.setToolTip(text)
-
-    def rows(self) -> list[tuple[str, ...]]:
-        """The table's text, row by row (tests, hosts)."""
-        return [tuple((item.text() if (item := self.table.item(r, c)) else "") for c in range(self.table.columnCount()))
-                for r in range(self.table.rowCount())]
 
 
 class ClusterView(QWidget):
@@ -538,8 +208,8 @@ class ClusterView(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         QShortcut(QKeySequence(QKeySequence.StandardKey.Refresh), self, self.refresh,
                   context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        self.status_label = _label(self.HINT)
-        self.error_label = _label()
+        self.status_label = plain_label(self.HINT)
+        self.error_label = plain_label()
         self.error_label.setVisible(False)
 
         self.cards_box = QWidget()

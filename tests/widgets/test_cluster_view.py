@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel
 
 from app.core.cluster import ClusterError, NodeSnapshot, RemoteDevice, RemoteModel
 from app.core.units import GiB
-from app.widgets.cluster_view import DOWN, FITS, NO_FIT, ClusterView, detect_kind, parse_source
+from app.widgets.cluster_view import ClusterView, detect_kind, parse_source
+from app.widgets.where_fits_view import DOWN, FITS, NO_FIT, PARTIAL
 from app.widgets.planning import ViewPlanner
 from tests.widgets._support import png_of
 
@@ -235,6 +236,18 @@ def test_where_fits_ranks_the_80_gb_node_first_and_the_12_gb_node_does_not_fit(q
     assert rows[-1][0] == "lab-z" and rows[-1][1] == DOWN
     assert view.fits.table.item(0, 1).toolTip().startswith("lab-c (10.0.0.3:9477): Q4_K_M on cuda:0")
     assert "loads nothing on other machines" in view.fits.note.text()
+
+
+def test_a_node_that_holds_it_only_partly_in_ram_is_not_a_plain_fit(qtbot, view, fakes):
+    now = time.time()
+    roomy = NodeSnapshot("lab-r", "10.0.0.5:9477", "http://prom-b:9090", True, now - 1,
+                         (gpu("cuda:0", "NVIDIA GeForce RTX 4090", 24, 0.6, 0, 22.9), ram(512, 20, 480)))
+    fakes[PROM_B] = FakeSource((roomy,))
+    _add(qtbot, view, PROM_B)
+    view.fits.ask(LLAMA_70B, "Q4_K_M")
+    (row,) = view.fits.rows()
+    assert row[:2] == ("lab-r", PARTIAL) and "partly" in row[3]
+    assert view.fits.note.text().startswith("0 of 1 node(s) can hold it on GPUs")
 
 
 def test_where_fits_from_the_choosers_with_the_planners_level_names(qtbot, view):
