@@ -54,6 +54,28 @@ def test_main_window_saves_and_restores_its_layout(qtbot, sampler, registry):
     again.panel.shutdown()
 
 
+def test_the_cluster_tabs_sources_are_kept_between_starts(qtbot, sampler, registry):
+    from app.shell import APPLICATION, ORGANIZATION, MainWindow
+
+    window = MainWindow(sampler, registry, settings=QSettings(ORGANIZATION, APPLICATION))
+    qtbot.addWidget(window)
+    cluster = window.panel.cluster
+    cluster.refresh_interval_s = 3600.0
+    assert cluster.add_source("http://127.0.0.1:9/metrics")  # nothing listens: the node is shown down
+    assert cluster.add_source("prometheus:http://127.0.0.1:9")
+    window.panel.shutdown()
+    window.close()
+    again = MainWindow(sampler, registry, settings=QSettings(ORGANIZATION, APPLICATION))
+    qtbot.addWidget(again)
+    assert again.panel.cluster.sources() == ["exporter:http://127.0.0.1:9/metrics", "prometheus:http://127.0.0.1:9"]
+    again.panel.cluster.remove_source("prometheus:http://127.0.0.1:9")
+    again.panel.shutdown()
+    third = MainWindow(sampler, registry, settings=QSettings(ORGANIZATION, APPLICATION))
+    qtbot.addWidget(third)
+    assert third.panel.cluster.sources() == ["exporter:http://127.0.0.1:9/metrics"]
+    third.panel.shutdown()
+
+
 @pytest.mark.parametrize("scheme", ["dark", "light"])
 def test_palette_follows_the_color_scheme(qapp, scheme):
     from PySide6.QtCore import Qt
