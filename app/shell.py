@@ -132,12 +132,18 @@ class MainWindow(QMainWindow):
             # The Cluster tab's Prometheus servers and exporters, kept for the next start.
             saved = settings.value("cluster/sources", [])
             self.panel.cluster.set_sources([saved] if isinstance(saved, str) else list(saved or []))
-            self.panel.cluster.sigSourcesChanged.connect(lambda specs: settings.setValue("cluster/sources", specs))
+            self.panel.cluster.sigSourcesChanged.connect(lambda specs: self.save_setting("cluster/sources", specs))
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
         self._build_menus()
         for problem in getattr(registry, "problems", []):
             self.statusBar().showMessage(problem)
         self._restore()
+
+    def save_setting(self, key: str, value: Any) -> None:
+        """Write a setting the user just changed through at once (a killed process keeps it)."""
+        if self._settings is not None:
+            self._settings.setValue(key, value)
+            self._settings.sync()
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -324,6 +330,7 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
     if cluster_sources:
         known = window.panel.cluster.sources()
         window.panel.cluster.set_sources(known + [s for s in cluster_sources if s not in known])
+        window.save_setting("cluster/sources", window.panel.cluster.sources())  # kept for the next start
     metrics = None
     if metrics_port is not None:
         from app.core.metrics import serve_metrics

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -195,7 +196,6 @@ class ClusterView(QWidget):
         self.add_button.clicked.connect(self.add_from_field)
         self.source_list = QListWidget()
         self.source_list.setAccessibleName("Sources")
-        self.source_list.setMaximumHeight(3 * self.fontMetrics().height() + 10)
         self.source_list.setVisible(False)
         self.remove_button = QPushButton("&Remove")
         self.remove_button.setToolTip("Stop reading the selected source (Delete in the list).")
@@ -232,12 +232,14 @@ class ClusterView(QWidget):
         row.addWidget(self.url_edit, 1)
         row.addWidget(self.kind_combo)
         row.addWidget(self.add_button)
-        listed = QGridLayout()
-        listed.addWidget(self.source_list, 0, 0, 3, 1)
-        listed.addWidget(self.remove_button, 0, 1)
-        listed.addWidget(self.refresh_button, 1, 1)
-        listed.setColumnStretch(0, 1)
-        listed.setRowStretch(2, 1)
+        # One line per source (up to three, then it scrolls), the buttons beside it: room for the nodes.
+        listed = QHBoxLayout()
+        for button in (self.remove_button, self.refresh_button):
+            button.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        listed.addWidget(self.source_list, 1, Qt.AlignmentFlag.AlignTop)
+        listed.addStretch(0)
+        listed.addWidget(self.remove_button, 0, Qt.AlignmentFlag.AlignTop)
+        listed.addWidget(self.refresh_button, 0, Qt.AlignmentFlag.AlignTop)
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -314,6 +316,9 @@ class ClusterView(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, spec)
             self.source_list.addItem(item)
         self.source_list.setVisible(bool(self._sources))
+        rows = min(3, max(1, len(self._sources)))
+        self.source_list.setFixedHeight(rows * self.source_list.sizeHintForRow(0) + 2 * self.source_list.frameWidth()
+                                        if self._sources else 0)
         self.remove_button.setEnabled(bool(self._sources))
         if emit:
             self.sigSourcesChanged.emit(self.sources())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -101,25 +101,57 @@ class WhereFits(QWidget):
         header.setStretchLastSection(True)
         self.note = plain_label("Proposes only: ModelDeck loads nothing on other machines from here.")
 
-        title = plain_label("Where would it fit?", bold=True, wrap=False)
-        model_label, level_label = QLabel("M&odel:"), QLabel("&Level:")
-        model_label.setBuddy(self.model_combo)
-        level_label.setBuddy(self.level_combo)
-        bar = QGridLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(model_label, 0, 0)
-        bar.addWidget(self.model_combo, 0, 1, 1, 3)
-        bar.addWidget(level_label, 1, 0)
-        bar.addWidget(self.level_combo, 1, 1)
-        bar.addWidget(self.find_button, 1, 2)
-        bar.setColumnStretch(3, 1)
+        self.title = plain_label("Where would it fit?", bold=True, wrap=False)
+        self._model_label, self._level_label = QLabel("M&odel:"), QLabel("&Level:")
+        self._model_label.setBuddy(self.model_combo)
+        self._level_label.setBuddy(self.level_combo)
+        self._bar = QGridLayout()
+        self._bar.setContentsMargins(0, 0, 0, 0)
+        self._wide: bool | None = None
+        self._arrange(wide=False)
+        self.table.setMinimumHeight(3 * 22 + 4)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.setSpacing(4)
-        layout.addWidget(title)
-        layout.addLayout(bar)
+        layout.addLayout(self._bar)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.note)
+
+    #: From this width on, the title, the model and the level share one row (a line saved at 800x600).
+    WIDE = 640
+
+    def _arrange(self, wide: bool) -> None:
+        if wide == self._wide:
+            return
+        self._wide = wide
+        bar = self._bar
+        for w in (self.title, self._model_label, self.model_combo, self._level_label, self.level_combo,
+                  self.find_button):
+            bar.removeWidget(w)
+        for col in range(7):
+            bar.setColumnStretch(col, 0)
+        if wide:
+            for col, w in enumerate((self.title, self._model_label, self.model_combo, self._level_label,
+                                     self.level_combo, self.find_button)):
+                bar.addWidget(w, 0, col)
+            bar.setColumnStretch(2, 1)
+        else:
+            bar.addWidget(self.title, 0, 0, 1, 4)
+            bar.addWidget(self._model_label, 1, 0)
+            bar.addWidget(self.model_combo, 1, 1, 1, 3)
+            bar.addWidget(self._level_label, 2, 0)
+            bar.addWidget(self.level_combo, 2, 1)
+            bar.addWidget(self.find_button, 2, 2)
+            bar.setColumnStretch(3, 1)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        self._arrange(wide=event.size().width() >= self.WIDE)
+        super().resizeEvent(event)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        """The one-row bar is only used from WIDE px on: below, it folds; so never ask for its width."""
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), 360), hint.height())
 
     def reload_models(self) -> None:
         """The registry's models by name (their id as data), completed on any part of the name."""
