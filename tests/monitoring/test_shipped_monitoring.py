@@ -301,6 +301,13 @@ def test_prometheus_loads_the_rules_and_a_dead_node_goes_pending(cluster: Cluste
         prom.wait_for(lambda: all(r["lastEvaluation"] != before[r["name"]] for r in evaluated()),
                       "another evaluation")
         alerts = active()
+        # lab-b (Ministral 8B and SD 1.5 on a 12 GB card) runs near 90 %: a pending high-pressure alert for
+        # it is right, as long as its device really was at "high" or above.
+        high = {(r["metric"]["instance"], r["metric"]["device"]) for r in prom.query(
+            "max_over_time(modeldeck_device_pressure_level[5m]) >= 2")}
+        pressure = [a for a in alerts if a["labels"]["alertname"] == "ModelDeckDeviceMemoryHigh"]
+        assert all((a["labels"]["instance"], a["labels"]["device"]) in high for a in pressure), (pressure, high)
+        alerts = [a for a in alerts if a not in pressure]
         assert [(a["labels"]["alertname"], a["labels"]["instance"], a["state"]) for a in alerts] == [
             ("ModelDeckNodeDown", dead, "pending")]
         labels = alerts[0]["labels"]

@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel
 from app.core.cluster import ClusterError, NodeSnapshot, RemoteDevice, RemoteModel
 from app.core.units import GiB
 from app.widgets.cluster_view import ClusterView, detect_kind, parse_source
-from app.widgets.where_fits_view import DOWN, FITS, NO_FIT, PARTIAL
 from app.widgets.planning import ViewPlanner
+from app.widgets.where_fits_view import DOWN, FITS, NO_FIT, PARTIAL
 from tests.widgets._support import png_of
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
