@@ -127,17 +127,23 @@ def render_cluster(doc: dict[str, Any]) -> str:
         lines.append(f"{n['node']}  ({n['instance']}, {state}{seen})")
         if n["error"]:
             lines.append(f"  {n['error']}")
+        if not n["up"] and n["devices"]:
+            lines.append("  figures as last seen:")
+        placed: set[str] = set()
         for d in n["devices"]:
-            if d["device"] == "cpu":
-                continue
-            lines.append(f"  {d['device']:<8}{d['name'][:30]:<31}{format_gib(d['used_bytes']):>10} used of "
+            ram = d["device"] == "cpu"
+            label = "RAM" if ram else d["device"]
+            lines.append(f"  {label:<8}{d['name'][:30]:<31}{format_gib(d['used_bytes'] or 0):>10} used of "
                          f"{format_gib(d['total_bytes'])}, {format_gib(d['booked_bytes'])} booked, "
                          f"{format_gib(d['bookable_bytes'])} bookable, {d['pressure']}")
-        for m in n["models"]:
-            where = "+".join(m["devices"]) or m["device"]
-            pin = ", pinned" if m["pinned"] else ""
-            lines.append(f"    {m['name'][:38]:<39}{m['level']:<9}{m['state']:<11}{where:<16}"
-                         f"{format_gib(m['booked_bytes'])}{pin}")
+            for m in n["models"]:
+                if d["device"] in m["devices"] or (ram and not m["devices"] and m["model_id"] not in placed):
+                    placed.add(m["model_id"])
+                    others = [x for x in m["devices"] if x != d["device"]]
+                    also = f" (also on {', '.join(others)})" if others else ""
+                    pin = ", pinned" if m["pinned"] else ""
+                    lines.append(f"    {m['name'][:38]:<39}{m['level']:<9}{m['state']:<11}"
+                                 f"{format_gib(m['booked_bytes'])}{also}{pin}")
         if not n["models"]:
             lines.append("    no models")
     if not doc["nodes"]:
@@ -163,10 +169,9 @@ def cluster_plan(args: argparse.Namespace, model: Any, request: Any) -> int:
         sys.stdout.write("\n")
     else:
         print(f"{model.name} ({model.id}) across {len(nodes)} node(s):")
+        width = max((len(a.node.node) for a in answers), default=0) + 2
         for a in answers:
-            mark = "fits" if a.fits and not a.disturbs else ("fits after" if a.fits else "no")
-            state = "" if a.node.up else " (down)"
-            print(f"  {a.node.node + state:<28}{mark:<11}{a.summary()}")
+            print(f"  {a.node.node:<{width}}{a.verdict:<26}{a.summary() if a.node.up else ''}")
         if not nodes:
             print("  no ModelDeck nodes found")
     return EXIT_OK if any(a.fits for a in answers) else EXIT_NO_FIT

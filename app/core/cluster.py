@@ -29,6 +29,7 @@ from app.core.manager.settings import ManagerSettings
 from app.core.model_spec import ModelMetadata, ModelType
 
 __all__ = [
+    "CPU_ONLY", "DOWN", "FITS", "MOVES", "NO_FIT", "PARTIAL", "unique_nodes",
     "ClusterError", "ExporterSource", "FitAnswer", "NodeSnapshot", "PrometheusSource", "RemoteDevice", "RemoteModel",
     "Sample", "cluster_document", "fetch_nodes", "fit_document", "node_from_samples", "sources_from", "where_fits",
 ]
@@ -363,8 +364,20 @@ def sources_from(*, prometheus: Sequence[str] = (), exporters: Sequence[str] = (
     return [PrometheusSource(u) for u in prometheus] + [ExporterSource(u) for u in exporters]
 
 
+def unique_nodes(nodes: Iterable[NodeSnapshot]) -> tuple[NodeSnapshot, ...]:
+    """One snapshot per node (name and address): a node read both through Prometheus and from its
+    exporter is listed once, as the source that has it up (or was the most recent) says."""
+    best: dict[tuple[str, str], NodeSnapshot] = {}
+    for n in nodes:
+        key = (n.node, n.instance)
+        held = best.get(key)
+        if held is None or (n.up, n.last_seen or 0.0) > (held.up, held.last_seen or 0.0):
+            best[key] = n
+    return tuple(sorted(best.values(), key=lambda n: (n.node.lower(), n.instance)))
+
+
 def fetch_nodes(sources: Iterable[Any]) -> tuple[tuple[NodeSnapshot, ...], tuple[str, ...]]:
-    """Every node of every source, and one line per source that could not be read at all."""
+    """Every node of every source (each once), and one line per source that could not be read at all."""
     nodes: list[NodeSnapshot] = []
     errors: list[str] = []
     for source in sources:
@@ -372,10 +385,16 @@ def fetch_nodes(sources: Iterable[Any]) -> tuple[tuple[NodeSnapshot, ...], tuple
             nodes.extend(source.fetch())
         except ClusterError as err:
             errors.append(str(err))
-    return tuple(nodes), tuple(errors)
+    return unique_nodes(nodes), tuple(errors)
 
 
 # --- where would a model fit ---------------------------------------------------------------------------
+#: What a node's answer means for the user, in the CLI and the Cluster tab alike.
+FITS, MOVES, NO_FIT, DOWN = "fits", "fits after moving others", "does not fit", "node down"
+#: Fits, but not whole on GPUs: slower, and a user should see it before choosing that node.
+PARTIAL, CPU_ONLY = "fits partly in RAM", "fits on the CPU only"
+
+
 @dataclass(frozen=True, slots=True)
 class FitAnswer:
     """The planner's answer for one node (None while the node is down)."""
@@ -390,6 +409,20 @@ class FitAnswer:
     @property
     def disturbs(self) -> bool:
         return isinstance(self.outcome, Decision) and bool(self.outcome.actions)
+
+    @property
+    def verdict(self) -> str:
+        """FITS, MOVES, PARTIAL, CPU_ONLY, NO_FIT or DOWN."""
+        o = self.outcome
+        if o is None:
+            return DOWN
+        if not isinstance(o, Decision):
+            return NO_FIT
+        if o.placement.kind == "partial":
+            return PARTIAL
+        if o.placement.kind == "cpu":
+            return CPU_ONLY
+        return MOVES if o.actions else FITS
 
     def summary(self) -> str:
         o = self.outcome
@@ -431,7 +464,7 @@ def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelM
     if isinstance(request, ModelMetadata):
         request = PlacementRequest(request)
     answers = []
-    for node in nodes:
+    for node in unique_nodes(nodes):
         outcome = decide(request, ledger_of(node, settings), policy) if node.up else None
         answers.append(FitAnswer(node, outcome))
 
@@ -489,7 +522,7 @@ def fit_document(answers: Iterable[FitAnswer]) -> list[dict[str, Any]]:
     for a in answers:
         o = a.outcome
         row: dict[str, Any] = {"node": a.node.node, "instance": a.node.instance, "up": a.node.up, "fits": a.fits,
-                               "summary": a.summary()}
+                               "verdict": a.verdict, "summary": a.summary()}
         row["plan"] = o.to_dict() if o is not None else None
         out.append(row)
     return out

@@ -24,6 +24,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.cluster import (
+    CPU_ONLY,
+    DOWN,
+    FITS,
+    MOVES,
+    NO_FIT,
+    PARTIAL,
     FitAnswer,
     NodeSnapshot,
     where_fits,
@@ -36,9 +42,6 @@ from app.widgets.planning import ViewPlanner
 
 __all__ = ["WhereFits", "verdict_of", "FITS", "MOVES", "PARTIAL", "CPU_ONLY", "NO_FIT", "DOWN"]
 
-FITS, MOVES, NO_FIT, DOWN = "fits", "fits after moving others", "does not fit", "node down"
-#: Fits, but not whole on GPUs: slower, and a user should see it before choosing that node.
-PARTIAL, CPU_ONLY = "fits partly in RAM", "fits on the CPU only"
 #: Verdict cell tints (translucent: readable on light and dark palettes).
 _TINTS = {FITS: QColor(22, 163, 74, 60), MOVES: QColor(202, 138, 4, 70), PARTIAL: QColor(202, 138, 4, 70),
           CPU_ONLY: QColor(202, 138, 4, 70), NO_FIT: QColor(220, 38, 38, 60)}
@@ -46,15 +49,7 @@ _TINTS = {FITS: QColor(22, 163, 74, 60), MOVES: QColor(202, 138, 4, 70), PARTIAL
 
 
 def verdict_of(answer: FitAnswer) -> str:
-    if answer.outcome is None:
-        return DOWN
-    if not isinstance(answer.outcome, Decision):
-        return NO_FIT
-    kind = answer.outcome.placement.kind
-    if kind in ("partial", "cpu"):
-        return PARTIAL if kind == "partial" else CPU_ONLY
-    return MOVES if answer.disturbs else FITS
-
+    return answer.verdict
 
 
 class WhereFits(QWidget):

@@ -198,3 +198,22 @@ def test_a_port_that_does_not_speak_http_is_one_line():
         (snap,) = ExporterSource(f"http://127.0.0.1:{port}", timeout_s=2).fetch()
         assert not snap.up and "cannot reach" in snap.error
         thread.join(5)
+
+
+def test_a_node_read_through_two_sources_is_listed_once_as_the_fresher_says():
+    from dataclasses import replace
+
+    from app.core.cluster import DOWN, FITS, NO_FIT, PARTIAL, unique_nodes
+
+    up = _node("rack-1", 24, 64)
+    stale = replace(up, up=False, last_seen=-10.0, source="exporter")
+    other = _node("rack-2", 24, 64)
+    assert unique_nodes([stale, other, up]) == (up, other)
+    assert unique_nodes([up, stale]) == (up,)
+    meta = ModelRegistry(user_store=None).get_model("meta-llama/Llama-3.1-70B-Instruct")
+    verdicts = {a.node.node: a.verdict for a in where_fits([stale, up, _node("tiny", 4, 8),
+                                                            _node("gone", 96, 64, up=False)],
+                                                           PlacementRequest(meta, level="Q4_K_M"))}
+    assert verdicts == {"rack-1": PARTIAL, "tiny": NO_FIT, "gone": DOWN}
+    small = ModelRegistry(user_store=None).get_model("mistralai/Ministral-8B-Instruct-2410")
+    assert where_fits([up], small)[0].verdict == FITS
