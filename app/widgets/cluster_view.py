@@ -43,6 +43,7 @@ from app.core.cluster import (
     ExporterSource,
     NodeSnapshot,
     PrometheusSource,
+    unique_nodes,
 )
 from app.widgets.node_card import NodeCard, attention_color, plain_label
 from app.widgets.planning import ViewPlanner
@@ -101,7 +102,7 @@ def fetch_all(sources: Sequence[tuple[str, Any]],
             errors.append(" ".join(str(err).split()))
         except Exception as err:  # noqa: BLE001 - a reader's bug or an odd answer: one line, the view lives on
             errors.append(" ".join(f"{spec.partition(':')[2]}: {type(err).__name__}: {err}".split()))
-    return tuple(nodes), tuple(errors)
+    return unique_nodes(nodes), tuple(errors)
 
 
 class _Relay(QObject):

@@ -178,7 +178,7 @@ def test_an_unreadable_source_gets_one_error_line_and_the_others_still_show(qtbo
 # --- nodes -----------------------------------------------------------------------------------------
 def test_nodes_render_with_their_gpus_and_models(qtbot, view):
     _add(qtbot, view, PROM)
-    assert [n.node for n in view.last_nodes] == ["lab-c", "lab-a", "lab-b", "lab-z"]
+    assert [n.node for n in view.last_nodes] == ["lab-a", "lab-b", "lab-c", "lab-z"]  # by name, each once
     a = _card(view, "lab-a")
     assert a.header.text() == "lab-a · 10.0.0.1:9477 · up"
     lines = a.text().splitlines()
