@@ -288,7 +288,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         manager = _manager(profiler)
         model = _find_model(manager.model_registry, args.model)
         known = [d for d in manager.devices()]
-        if args.device is not None and args.device not in known:
+        remote = bool(args.prometheus or args.exporter)  # the device is each node's, not this machine's
+        if args.device is not None and args.device not in known and not remote:
             raise CliError(f"no device {args.device!r} here; choose one of: {', '.join(known)}")
         try:
             request = manager.request(model.id, args.quant, args.device, context=args.context, explain=True)

@@ -26,8 +26,9 @@ def open_profiler(simulate: str | None) -> Any:
         raise CliError(str(err)) from err
 
 
-def user_manager(profiler: Any) -> Any:
-    """A manager for this process, with the user's settings (its preload list shows in status)."""
+def user_manager(profiler: Any, *, preload: bool = True) -> Any:
+    """A manager for this process, with the user's settings (its preload list, unless ``preload`` is
+    False, shows in status as held)."""
     from app.core.model_resource_manager import ModelResourceManager
     from app.core.settings import SettingsError, load_settings
 
@@ -36,7 +37,7 @@ def user_manager(profiler: Any) -> Any:
     except SettingsError as err:
         raise CliError(str(err)) from err
     manager = ModelResourceManager(profiler=profiler, registry=user_registry(), settings=settings.manager_settings())
-    for problem in manager.preload():
+    for problem in manager.preload() if preload else ():
         print(f"modeldeck: warning: preload {problem}", file=sys.stderr)
     return manager
 

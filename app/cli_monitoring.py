@@ -63,7 +63,9 @@ def cmd_exporter(args: argparse.Namespace) -> int:
                        "metrics from the process that loads them (see the README, 'Prometheus')")
     stop = threading.Event()
     with open_profiler(args.simulate) as profiler:
-        manager = user_manager(profiler)
+        # A standalone exporter loads nothing: the preload list would be bookings without a model, seen
+        # by every other machine as memory taken. With --simulate, the simulated runtime holds them.
+        manager = user_manager(profiler, preload=bool(args.simulate))
         loader = SimulatedLoader.for_profiler(profiler)
         if loader is not None:
             manager.loader = loader
@@ -163,7 +165,10 @@ def cluster_plan(args: argparse.Namespace, model: Any, request: Any) -> int:
     nodes, errors = fetch_nodes(sources)
     for error in errors:
         print(f"modeldeck: {error}", file=sys.stderr)
-    answers = where_fits(nodes, request)
+    try:
+        answers = where_fits(nodes, request)
+    except ValueError as err:  # a model that cannot be estimated at all (no size): the same on every node
+        raise CliError(str(err)) from err
     if args.json:
         json.dump({"model_id": model.id, "fits": fit_document(answers), "errors": list(errors)}, sys.stdout, indent=2)
         sys.stdout.write("\n")

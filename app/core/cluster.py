@@ -11,8 +11,10 @@ its last successful scrape; from an exporter, the last answer is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,13 +25,25 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.manager.placement import Decision, DeviceRoom, Holding, LedgerView, PlacementRequest, Policy, Refusal
+from app.core.estimation import EstimateTerm, MemoryEstimate
+from app.core.manager.admission import LIVE_STATES, apply_cap
+from app.core.manager.placement import (
+    Decision,
+    DeviceRoom,
+    Holding,
+    LedgerView,
+    Placement,
+    PlacementRequest,
+    Policy,
+    Refusal,
+    Share,
+)
 from app.core.manager.planner import decide
 from app.core.manager.settings import ManagerSettings
 from app.core.model_spec import ModelMetadata, ModelType
 
 __all__ = [
-    "CPU_ONLY", "DOWN", "FITS", "MOVES", "NO_FIT", "PARTIAL", "unique_nodes",
+    "CPU_ONLY", "DOWN", "FITS", "MOVES", "NO_FIT", "PARTIAL", "NodePolicy", "answer_on", "ledger_of", "unique_nodes",
     "ClusterError", "ExporterSource", "FitAnswer", "NodeSnapshot", "PrometheusSource", "RemoteDevice", "RemoteModel",
     "Sample", "cluster_document", "fetch_nodes", "fit_document", "node_from_samples", "sources_from", "where_fits",
 ]
@@ -38,8 +52,13 @@ __all__ = [
 Sample = tuple[str, Mapping[str, str], float]
 
 _PRESSURE = ("ok", "elevated", "high", "critical")
-#: Every series a node is built from (one regex query to Prometheus).
-SERIES = r"modeldeck_(node_info|scrape_timestamp_seconds|gpu_.*|device_.*|model_.*|host_.*)"
+#: Every series a node is built from (one regex query to Prometheus), and no other.
+SERIES = (r"modeldeck_(node_(info|make_room|quality_floor_ppl|max_loaded_models)|scrape_timestamp_seconds"
+          r"|gpu_(memory_used_bytes|info|lost)|host_memory_used_bytes"
+          r"|device_(total|booked|bookable|runtime_context|safety_reserve)_bytes|device_pressure_level"
+          r"|model_(info|pinned|booked_bytes|runtime_context_bytes|idle_seconds|keep_alive_remaining_seconds))")
+#: A node's clock reading outside this range is not a time (year 2000 to 2100).
+_SANE_TIME = (946_684_800.0, 4_102_444_800.0)
 #: The most a /metrics page or a query answer may be; a larger one is refused, not read.
 MAX_BODY_BYTES = 32 * 2**20
 DEFAULT_TIMEOUT_S = 5.0
@@ -86,6 +105,8 @@ class RemoteModel:
     booked: tuple[tuple[str, str, int], ...] = ()
     idle_s: float | None = None
     keep_alive_left_s: float | None = None
+    #: (device, bytes) of the runtime context it needs on each of its devices.
+    runtime: tuple[tuple[str, int], ...] = ()
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -97,6 +118,15 @@ class RemoteModel:
     @property
     def booked_bytes(self) -> int:
         return sum(b for _, _, b in self.booked)
+
+
+@dataclass(frozen=True, slots=True)
+class NodePolicy:
+    """What a node's own planner is told by its settings."""
+
+    make_room: bool = True
+    quality_floor_ppl: float | None = None
+    max_loaded_models: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +143,8 @@ class NodeSnapshot:
     version: str = ""
     #: Why the node is down or partly unreadable (None when all is well).
     error: str | None = None
+    #: The node's placement settings, where its exporter says (None: this side's defaults).
+    policy: NodePolicy | None = None
 
     @property
     def gpus(self) -> tuple[RemoteDevice, ...]:
@@ -148,6 +180,8 @@ def node_from_samples(samples: Iterable[Sample], *, instance: str, source: str, 
     booked: dict[str, list[tuple[str, str, int]]] = {}
     idle: dict[str, float] = {}
     left: dict[str, float] = {}
+    runtime: dict[str, list[tuple[str, int]]] = {}
+    policy: dict[str, float] = {}
     node, version, stamp = instance, "", None
     fields = {"modeldeck_device_total_bytes": "total", "modeldeck_device_booked_bytes": "booked",
               "modeldeck_device_bookable_bytes": "bookable", "modeldeck_device_runtime_context_bytes": "runtime",
@@ -168,7 +202,13 @@ def node_from_samples(samples: Iterable[Sample], *, instance: str, source: str, 
         elif name == "modeldeck_node_info":
             node, version = labels.get("node") or instance, labels.get("version", "")
         elif name == "modeldeck_scrape_timestamp_seconds":
-            stamp = value
+            stamp = value if _SANE_TIME[0] < value < _SANE_TIME[1] else None
+        elif name in ("modeldeck_node_make_room", "modeldeck_node_quality_floor_ppl",
+                      "modeldeck_node_max_loaded_models"):
+            if value == value and abs(value) != float("inf"):
+                policy[name[len("modeldeck_node_"):]] = value
+        elif name == "modeldeck_model_runtime_context_bytes":
+            runtime.setdefault(labels.get("model", ""), []).append((labels.get("device", ""), _int(value)))
         elif name == "modeldeck_model_info":
             info[labels.get("model", "")] = dict(labels)
         elif name == "modeldeck_model_pinned":
@@ -194,37 +234,81 @@ def node_from_samples(samples: Iterable[Sample], *, instance: str, source: str, 
     models = tuple(sorted((
         RemoteModel(mid, i.get("name", mid), i.get("type", ""), i.get("level", ""), i.get("device", ""),
                     i.get("placement", ""), i.get("state", ""), pinned.get(mid, False), tuple(booked.get(mid, ())),
-                    idle.get(mid), left.get(mid))
+                    idle.get(mid), left.get(mid), tuple(runtime.get(mid, ())))
         for mid, i in info.items()), key=lambda m: m.name.lower()))
+    node_policy = None
+    if policy:
+        cap = policy.get("max_loaded_models")
+        node_policy = NodePolicy(bool(policy.get("make_room", 1)), policy.get("quality_floor_ppl"),
+                                 int(cap) if cap is not None and cap >= 0 else None)
     return NodeSnapshot(node, instance, source, up, last_seen if last_seen is not None else stamp, tuple(devices),
-                        models, version, error)
+                        models, version, error, node_policy)
 
 
 # --- sources ----------------------------------------------------------------------------------------
 def _check_url(url: str, what: str) -> str:
-    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError as err:
+        raise ClusterError(f"{url!r} is not a valid URL ({err}); give the {what}, e.g. http://localhost:9090") \
+            from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClusterError(f"{url!r} is not an http(s) URL; give the {what}, e.g. http://localhost:9090")
     return url.strip().rstrip("/")
 
 
 def _get(url: str, timeout: float) -> bytes:
+    """The body at ``url``, within ``timeout`` seconds in all (a server that trickles bytes is cut off,
+    not waited for), at most :data:`MAX_BODY_BYTES`."""
+    done = threading.Event()
+    result: list[bytes | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            result.append(_read(url, timeout, done))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            result.append(err)
+
+    worker = threading.Thread(target=fetch, name="modeldeck-cluster-read", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.25)  # the socket's own time limit usually ends a silent server's read first
+    done.set()  # a read still going stops at its next chunk
+    if not result:
+        raise ClusterError(f"{_where(url)} did not answer within {timeout:g} s; is it overloaded, or not "
+                           "an HTTP server?")
+    answer = result[0]
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def _read(url: str, timeout: float, done: threading.Event) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) checked above
-            body = answer.read(MAX_BODY_BYTES + 1)
+            chunks: list[bytes] = []
+            size = 0
+            while not done.is_set():
+                chunk = answer.read1(64 * 1024)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ClusterError(f"{_where(url)} sent more than {MAX_BODY_BYTES // 2**20} MiB; not read")
+            return b"".join(chunks)
     except urllib.error.HTTPError as err:
         detail = ""
         try:
             detail = json.loads(err.read(64 * 1024)).get("error", "")
         except (ValueError, OSError, AttributeError):
             pass
-        raise ClusterError(f"{_where(url)} answered HTTP {err.code}{': ' + detail if detail else ''}") from err
+        finally:
+            err.close()  # it holds the connection
+        raise ClusterError(f"{_where(url)} answered HTTP {err.code}{': ' + detail if detail else ''}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         raise ClusterError(f"cannot reach {_where(url)}: {reason}; is it running, and is the URL right?") from err
-    if len(body) > MAX_BODY_BYTES:
-        raise ClusterError(f"{_where(url)} sent more than {MAX_BODY_BYTES // 2**20} MiB; not read")
-    return body
 
 
 def _where(url: str) -> str:
@@ -433,24 +517,63 @@ class FitAnswer:
         return o.describe()
 
 
-def ledger_of(node: NodeSnapshot, settings: ManagerSettings | None = None) -> LedgerView:
-    """The planner's view of a node: what each device can still book, and the models it holds."""
+def _placement_of(m: RemoteModel) -> Placement | None:
+    """A whole-GPU model's placement as its bookings describe it (what the planner needs to move it)."""
+    if m.placement != "gpu" or len(m.devices) != 1:
+        return None
+    device = m.devices[0]
+    parts = {c: b for d, c, b in m.booked if d == device}
+    share = Share(device, parts.get("weights", 0), parts.get("kv_cache", 0), parts.get("compute", 0),
+                  dict(m.runtime).get(device, 0))
+    estimate = MemoryEstimate(m.level, EstimateTerm(share.weights_bytes, "as booked on the node"),
+                              EstimateTerm(share.kv_cache_bytes, "as booked on the node"),
+                              EstimateTerm(share.compute_bytes, "as booked on the node"),
+                              EstimateTerm(share.runtime_bytes, "as booked on the node"))
+    return Placement(m.model_id, m.level, "gpu", (share,), estimate, "as loaded on the node")
+
+
+def ledger_of(node: NodeSnapshot, settings: ManagerSettings | None = None, *, exclude: str | None = None
+              ) -> LedgerView:
+    """The planner's view of a node, as its own manager builds it: what each device can still book,
+    and the models it holds. A model being planned again (``exclude``) counts as gone, its bytes free."""
     priority = (settings or ManagerSettings()).type_priority
-    rooms = tuple(DeviceRoom(d.device, d.name, 0 if d.lost else d.total_bytes, 0 if d.lost else d.bookable_bytes,
-                             d.runtime_bytes, d.compute_capability, d.reserve_bytes) for d in node.devices)
+    freed: dict[str, int] = {}
     holdings = []
     for m in node.models:
+        per_device: dict[str, int] = {}
+        for device, _, b in m.booked:
+            per_device[device] = per_device.get(device, 0) + b
+        if m.model_id == exclude:
+            freed = per_device
+            continue
         try:
             kind = ModelType(m.model_type)
         except ValueError:
             kind = ModelType.LLM
-        per_device: dict[str, int] = {}
-        for device, _, b in m.booked:
-            per_device[device] = per_device.get(device, 0) + b
         weights = sum(b for _, c, b in m.booked if c == "weights")
         holdings.append(Holding(m.model_id, m.name, kind, priority.get(kind, 0), -(m.idle_s or 0.0), m.pinned,
-                                m.state == "loaded", tuple(per_device.items()), weights))
+                                m.state == "loaded", tuple(per_device.items()), weights, _placement_of(m)))
+    rooms = tuple(DeviceRoom(d.device, d.name, 0 if d.lost else d.total_bytes,
+                             0 if d.lost else d.bookable_bytes + freed.get(d.device, 0),
+                             d.runtime_bytes, d.compute_capability, d.reserve_bytes) for d in node.devices)
     return LedgerView(rooms, tuple(holdings), now=0.0)
+
+
+_LIVE = frozenset(s.value for s in LIVE_STATES)
+
+
+def answer_on(node: NodeSnapshot, request: PlacementRequest, settings: ManagerSettings) -> Decision | Refusal:
+    """What ``node`` would answer to ``request`` with its own settings (where it exports them): the
+    planner on its ledger, then its cap on loaded models."""
+    policy = node.policy or NodePolicy(settings.auto_swap, None, settings.max_loaded_models)
+    floor = policy.quality_floor_ppl if policy.quality_floor_ppl is not None else settings.quality_floor_ppl
+    request = dataclasses.replace(request, make_room=request.make_room and policy.make_room)
+    ledger = ledger_of(node, settings, exclude=request.metadata.id)
+    outcome = decide(request, ledger, Policy(settings.type_priority, floor))
+    if isinstance(outcome, Refusal):
+        return outcome
+    loaded = sum(1 for m in node.models if m.state in _LIVE and m.model_id != request.metadata.id)
+    return apply_cap(request, outcome, policy.max_loaded_models, loaded, lambda: ledger.holdings)
 
 
 def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelMetadata, *,
@@ -460,13 +583,11 @@ def where_fits(nodes: Iterable[NodeSnapshot], request: PlacementRequest | ModelM
     then refused; down nodes last. Build the request with the local
     manager's ``request()`` so levels are named as the planner names them."""
     settings = settings or ManagerSettings()
-    policy = Policy(settings.type_priority, settings.quality_floor_ppl)  # as the local manager's
     if isinstance(request, ModelMetadata):
         request = PlacementRequest(request)
     answers = []
     for node in unique_nodes(nodes):
-        outcome = decide(request, ledger_of(node, settings), policy) if node.up else None
-        answers.append(FitAnswer(node, outcome))
+        answers.append(FitAnswer(node, answer_on(node, request, settings) if node.up else None))
 
     kinds = {"gpu": 0, "split": 1, "partial": 2, "cpu": 3}
 
@@ -489,7 +610,10 @@ def _ago(stamp: float | None) -> str:
     if stamp is None:
         return "never"
     age = max(0.0, time.time() - stamp)
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return "at a time the node could not state"
     if age < 120:
         return f"{when} ({age:.0f} s ago)"
     if age < 7200:

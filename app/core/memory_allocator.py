@@ -303,6 +303,13 @@ class MemoryAllocator:
         with self._lock:
             return tuple(self._ledger_locked(d) for d in self._devices_locked())
 
+    def snapshot_with_bookings(self) -> tuple[tuple[DeviceLedger, ...], tuple[Reservation, ...]]:
+        """Every device's ledger and every booking, taken together (a device's booked bytes are then
+        exactly its bookings plus its runtime context)."""
+        with self._lock:
+            ledgers = tuple(self._ledger_locked(d) for d in self._devices_locked())
+            return ledgers, tuple(r for bookings in self._by_device.values() for r in bookings.values())
+
     def available_bytes(self, device: str) -> int:
         with self._lock:
             return self._available_locked(device)

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from app import __version__
 from app.core.hardware.snapshot import HardwareProfile
+from app.core.memory_allocator import DeviceLedger, Reservation
 from app.core.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class _Family:
 
 
 def _escape(value: str) -> str:
+    if not value.isascii():  # a name decoded from a file system may hold lone surrogates: never a failed scrape
+        value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -133,8 +136,9 @@ class MetricsCollector(Collector):
         if profile is not None:
             self._gpu_families(profile, families)
             self._host_families(profile, families)
-        self._ledger_families(families)
-        self._model_families(families)
+        ledgers, bookings = self._manager.ledgers_and_bookings()
+        self._ledger_families(ledgers, families)
+        self._model_families(bookings, families)
         self._sampler_families(profile, families)
         return _render(families)
 
@@ -154,6 +158,17 @@ class MetricsCollector(Collector):
             _labels((("node", self._node), ("Hostname", self._host), ("version", __version__))), 1)
         self._family(out, "modeldeck_scrape_timestamp_seconds",
                      "Wall-clock time of this scrape on the node (the node's last-seen time).").add("", self._wall())
+        # The placement policy's settings, so another machine's "where would it fit" answers as this one would.
+        settings = self._manager.settings
+        self._family(out, "modeldeck_node_make_room",
+                     "1 when a load may offload, unload or move idle models (the auto_swap setting).").add(
+            "", 1 if settings.auto_swap else 0)
+        self._family(out, "modeldeck_node_quality_floor_ppl",
+                     "Levels this close to full quality (perplexity added) are tried on the GPUs first.").add(
+            "", settings.quality_floor_ppl)
+        if settings.max_loaded_models is not None:
+            self._family(out, "modeldeck_node_max_loaded_models", "The cap on loaded models.").add(
+                "", settings.max_loaded_models)
 
     # --- GPUs, as the driver reports them ---------------------------------------------------------
     def _gpu_families(self, profile: HardwareProfile, out: list[_Family]) -> None:
@@ -172,15 +187,16 @@ class MetricsCollector(Collector):
         lost = f(out, "modeldeck_gpu_lost", "1 when the GPU stopped answering or fell off the bus.")
         info = f(out, "modeldeck_gpu_info", "A GPU's kind and compute capability.")
         missing = f(out, "modeldeck_gpu_field_unavailable",
-                    "1 for each figure the driver could not read (the reason is a label).")
+                    "1 for each figure the driver could not read (the reason, which may hold live numbers, is "
+                    "in the log and `modeldeck status`, not a label).")
         for g in profile.gpus:
             labels = _labels(zip(GPU_LABELS, (str(g.index), g.uuid or "", g.name, g.pci_bus_id or "", self._host,
                                               g.device_id), strict=True))
             lost.add(labels, 1 if g.lost else 0)
             cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else ""
             info.add(f"{labels},{_labels((('kind', str(g.kind)), ('compute_capability', cc)))}", 1)
-            for field, reason in g.unavailable:
-                missing.add(f"{labels},{_labels((('field', field), ('reason', reason)))}", 1)
+            for field in dict(g.unavailable):
+                missing.add(f"{labels},{_labels((('field', field),))}", 1)
             if g.lost:
                 continue
             total.add(labels, g.total_bytes)
@@ -205,7 +221,7 @@ class MetricsCollector(Collector):
                 self._family(out, name, doc).add("", value)
 
     # --- the ledger: what is booked, and what can still be booked ---------------------------------
-    def _ledger_families(self, out: list[_Family]) -> None:
+    def _ledger_families(self, ledgers: Iterable[DeviceLedger], out: list[_Family]) -> None:
         f = self._family
         total = f(out, "modeldeck_device_total_bytes",
                   "Memory of a device as the ledger counts it (a GPU, or the RAM as device cpu).")
@@ -221,7 +237,7 @@ class MetricsCollector(Collector):
         ours = f(out, "modeldeck_device_measured_own_bytes",
                  "What this process holds there, as the driver measures it (where it can say).")
         level = f(out, "modeldeck_device_pressure_level", "Memory pressure: 0 ok, 1 elevated, 2 high, 3 critical.")
-        for ledger in self._manager.ledgers():
+        for ledger in ledgers:
             lv = _labels((("device", ledger.device), ("name", ledger.name)))
             total.add(lv, ledger.total_bytes)
             booked.add(lv, ledger.reserved_bytes)
@@ -234,7 +250,7 @@ class MetricsCollector(Collector):
             level.add(lv, ledger.pressure.rank)
 
     # --- models -------------------------------------------------------------------------------------
-    def _model_families(self, out: list[_Family]) -> None:
+    def _model_families(self, bookings: Iterable[Reservation], out: list[_Family]) -> None:
         f = self._family
         info = f(out, "modeldeck_model_info", "A model this process holds: name, type, level, placement, state.")
         pinned = f(out, "modeldeck_model_pinned", "1 when the model is pinned (never moved or unloaded by ModelDeck).")
@@ -242,6 +258,9 @@ class MetricsCollector(Collector):
         idle = f(out, "modeldeck_model_idle_seconds", "Seconds since the model was last used.")
         left = f(out, "modeldeck_model_keep_alive_remaining_seconds",
                  "Seconds until keep-alive unloads the model if it stays idle.")
+        context = f(out, "modeldeck_model_runtime_context_bytes",
+                    "The runtime context a model needs on a device (booked once per device, shared: see "
+                    "modeldeck_device_runtime_context_bytes).")
         now = self._manager.clock()
         ids: dict[str, str] = {}
         for m in self._manager.loaded_models():
@@ -254,11 +273,13 @@ class MetricsCollector(Collector):
             idle.add(lm, max(0.0, now - m.last_used))
             if m.expires_at is not None:
                 left.add(lm, max(0.0, m.expires_at - now))
-        for r in self._manager.reservations():
+        for r in bookings:
             lm = ids.get(r.model_id) or _labels((("model", r.model_id),))
-            where = f'{lm},device="{_escape(r.device)}",category="'
+            on = f'{lm},device="{_escape(r.device)}"'
             for category in _CATEGORIES:
-                booked.add(f'{where}{category}"', r.category(category))
+                booked.add(f'{on},category="{category}"', r.category(category))
+            if r.runtime_bytes:
+                context.add(on, r.runtime_bytes)
 
     # --- the sampler --------------------------------------------------------------------------------
     def _sampler_families(self, profile: HardwareProfile | None, out: list[_Family]) -> None:

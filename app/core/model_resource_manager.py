@@ -272,6 +272,10 @@ class ModelResourceManager:
         """Every booking: one per model and device, bytes by category."""
         return self._queries.reservations()
 
+    def ledgers_and_bookings(self) -> tuple[tuple[DeviceLedger, ...], tuple[Reservation, ...]]:
+        """Every device's ledger and every booking, taken together (for exporters)."""
+        return self._queries.ledgers_and_bookings()
+
     def safety_margin(self, device: str) -> int:
         """Bytes never booked on ``device``."""
         return self._queries.safety_margin(device)

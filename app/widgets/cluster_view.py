@@ -433,13 +433,15 @@ class ClusterView(QWidget):
             self._place_cards()
         return super().eventFilter(watched, event)
 
-    def shutdown(self) -> None:
-        """Stop the timer and the worker (waits for a read in progress); safe to call twice."""
+    def shutdown(self, *, wait: bool = False) -> None:
+        """Stop the timer and the worker; safe to call twice. A read in progress is abandoned (each
+        read ends within its source's time limit), and waited for only when ``wait``: never on the
+        GUI thread of a window that is closing."""
         if self._closed:
             return
         self._closed = True
         self.timer.stop()
-        self._fetcher.close(wait=True)
+        self._fetcher.close(wait=wait)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802
         self.shutdown()

@@ -34,9 +34,13 @@ def seen_text(stamp: float | None, now: float) -> str:
     if stamp is None:
         return "never seen"
     age = max(0.0, now - stamp)
-    fmt = "%H:%M:%S" if time.localtime(stamp)[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M:%S"
+    try:
+        fmt = "%H:%M:%S" if time.localtime(stamp)[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M:%S"
+        when = time.strftime(fmt, time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return "at a time the node could not state"
     ago = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.1f} h"
-    return f"{time.strftime(fmt, time.localtime(stamp))} ({ago} ago)"
+    return f"{when} ({ago} ago)"
 
 
 def attention_color(palette: QPalette) -> str:
@@ -154,7 +158,8 @@ class NodeCard(QFrame):
         bar.setRange(0, 1000)
         bar.setTextVisible(False)
         bar.setFixedHeight(6)
-        bar.setValue(int(1000 * (gpu.used_bytes or 0) / gpu.total_bytes) if gpu.total_bytes else 0)
+        fraction = (gpu.used_bytes or 0) / gpu.total_bytes if gpu.total_bytes > 0 else 0.0
+        bar.setValue(int(1000 * min(1.0, max(0.0, fraction))))  # a driver's odd figure never overflows the bar
         bar.setToolTip("Share of this GPU's memory in use, by any program.")
         body.addWidget(bar)
         figures = plain_label(self._figures(gpu))

@@ -142,9 +142,37 @@ def test_a_server_that_never_answers_times_out():
         listener.listen(1)
         port = listener.getsockname()[1]
         started = time.monotonic()
-        with pytest.raises(ClusterError, match="cannot reach"):
+        with pytest.raises(ClusterError, match="timed out|did not answer within 0.5 s"):
             PrometheusSource(f"http://127.0.0.1:{port}", timeout_s=0.5).fetch()
         assert time.monotonic() - started < 3
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_the_time_limit():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                while not stop.is_set():
+                    try:
+                        conn.sendall(b"#")
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        (snap,) = ExporterSource(f"http://127.0.0.1:{port}", timeout_s=1.0).fetch()
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(5)
+    assert not snap.up and "did not answer within 1 s" in snap.error and elapsed < 2.5
 
 
 @pytest.mark.parametrize("url", ["localhost:9090", "ftp://x/y", "", "file:///etc/passwd", "http://"])
@@ -217,3 +245,105 @@ def test_a_node_read_through_two_sources_is_listed_once_as_the_fresher_says():
     assert verdicts == {"rack-1": PARTIAL, "tiny": NO_FIT, "gone": DOWN}
     small = ModelRegistry(user_store=None).get_model("mistralai/Ministral-8B-Instruct-2410")
     assert where_fits([up], small)[0].verdict == FITS
+
+
+def _rig(spec: str, settings=None):
+    from app.core.manager.settings import ManagerSettings
+
+    t = [1000.0]
+    sim = SimulatedBackend.from_spec(spec, clock=lambda: t[0])
+    profiler = HardwareProfiler(backends=[sim], clock=lambda: t[0])
+    manager = ModelResourceManager(profiler=profiler, registry=ModelRegistry(user_store=None),
+                                   loader=SimulatedLoader.for_profiler(profiler), clock=lambda: t[0],
+                                   settings=settings or ManagerSettings())
+    sampler = Sampler(profiler, clock=lambda: t[0])
+    sampler.sampled.connect(manager.tick)
+    sampler.tick()
+    return manager, sampler
+
+
+def _snapshot(manager, sampler):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.core.cluster import node_from_samples
+    from app.core.metrics import Exposition, MetricsCollector, render_metrics
+
+    text = render_metrics(Exposition(MetricsCollector(manager, sampler, node="box"))).decode()
+    samples = [(x.name, x.labels, x.value) for f in text_string_to_metric_families(text) for x in f.samples]
+    return node_from_samples(samples, instance="box:9477", source="test", up=True)
+
+
+def _what(outcome) -> tuple:
+    from app.core.manager.placement import Decision
+
+    if isinstance(outcome, Decision):
+        return ("fits", outcome.placement.device, outcome.placement.level, outcome.placement.kind,
+                tuple((a.kind, a.model_id, a.target) for a in outcome.actions))
+    return ("refused", outcome.reason)
+
+
+@pytest.mark.parametrize(("spec", "loads"), [
+    ("2xrtx3060", [(LLAMA, "Q4_K_M", "cuda:0"), ("Qwen/Qwen2.5-7B-Instruct", "Q4_K_M", "cuda:1")]),
+    ("rtx4090,rtx3060", [("Qwen/Qwen2.5-7B-Instruct", "Q4_K_M", "cuda:0"),
+                         ("google/gemma-2-9b-it", "Q4_K_M", "cuda:0")]),
+    ("rtx3060", [(LLAMA, "Q8_0", "cuda:0")]),
+])
+def test_a_remote_answer_is_the_nodes_own_for_every_catalog_model(spec, loads):
+    """Moves, making room, the model already loaded there, levels: what another machine proposes is
+    what the node itself would decide."""
+    manager, sampler = _rig(spec)
+    for model_id, level, device in loads:
+        manager.load(model_id, level, device)
+    sampler.tick()
+    snap = _snapshot(manager, sampler)
+    registry = ModelRegistry(user_store=None)
+    differ = []
+    kinds = set()
+    from app.core.quantization_strategy import EstimateUnavailable
+
+    for meta in registry.list_models():
+        request = PlacementRequest(meta)
+        try:
+            local = manager.decide(request)
+        except EstimateUnavailable:  # a model without a size (Bark): no node can say either
+            with pytest.raises(EstimateUnavailable):
+                where_fits([snap], request)
+            continue
+        (remote,) = where_fits([snap], request)
+        kinds.add(_what(local)[0] if _what(local)[0] == "refused" else _what(local)[3])
+        if _what(remote.outcome) != _what(local):
+            differ.append((meta.id, _what(remote.outcome), _what(local)))
+    assert differ == []
+    assert "refused" in kinds or len(kinds) > 1  # the scenarios are not all trivial fits
+
+
+def test_the_nodes_cap_on_loaded_models_applies_to_remote_answers():
+    from app.core.manager.errors import PlacementRefused
+    from app.core.manager.settings import ManagerSettings
+
+    manager, sampler = _rig("rtx4090", ManagerSettings(max_loaded_models=1))
+    manager.load(LLAMA, "Q4_K_M", "cuda:0")
+    sampler.tick()
+    sd = ModelRegistry(user_store=None).get_model("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    (answer,) = where_fits([_snapshot(manager, sampler)], sd)
+    assert answer.verdict == "fits after moving others"
+    assert [(a.kind, a.model_id) for a in answer.outcome.actions] == [("unload", LLAMA)]
+    manager.pin(LLAMA)
+    sampler.tick()
+    (answer,) = where_fits([_snapshot(manager, sampler)], sd)
+    assert answer.verdict == "does not fit" and "the cap" in answer.summary()
+    with pytest.raises(PlacementRefused, match="the cap"):
+        manager.load(sd.id)
+
+
+def test_a_node_that_does_not_make_room_is_not_offered_room():
+    from app.core.manager.settings import ManagerSettings
+
+    manager, sampler = _rig("rtx3060", ManagerSettings(auto_swap=False))
+    manager.load(LLAMA, "Q8_0", "cuda:0")
+    sampler.tick()
+    big = ModelRegistry(user_store=None).get_model("mistralai/Ministral-8B-Instruct-2410")
+    request = PlacementRequest(big, level="Q8_0")
+    (answer,) = where_fits([_snapshot(manager, sampler)], request)
+    local = manager.decide(manager.request(big.id, "Q8_0"))
+    assert _what(answer.outcome) == _what(local) and not answer.disturbs

@@ -211,3 +211,29 @@ def test_another_address_is_served_only_when_asked_and_then_with_a_warning(rig, 
                                                   ("gpu-box", False)])
 def test_is_loopback(address, loopback):
     assert is_loopback(address) is loopback
+
+
+def test_a_name_that_is_not_valid_unicode_never_fails_a_scrape(rig):
+    """A driver's odd answer (a product name that is not valid UTF-8, decoded with surrogates)."""
+    import os
+    from dataclasses import replace
+
+    manager, sampler, _, _ = rig
+    profile = sampler.latest
+    odd = os.fsdecode(b"NVIDIA \xff RTX")
+    sampler._latest = replace(profile, gpus=(replace(profile.gpus[0], name=odd), *profile.gpus[1:]))
+    m = scrape(manager, sampler)
+    assert one(m["modeldeck_gpu_lost"], modelName="NVIDIA \ufffd RTX") == 0.0
+
+
+def test_a_figure_the_driver_cannot_read_is_one_series_whatever_its_message(rig):
+    manager, sampler, sim, t = rig
+    from dataclasses import replace
+
+    profile = sampler.latest
+    gpus = []
+    for n in (1, 2, 3):  # messages with live numbers in them, as NVML's are
+        gpu = replace(profile.gpus[0], unavailable=(("power_w", f"read {n * 1000} mW above the limit"),))
+        sampler._latest = replace(profile, gpus=(gpu, *profile.gpus[1:]))
+        gpus.append([lab for lab, _ in scrape(manager, sampler)["modeldeck_gpu_field_unavailable"]])
+    assert gpus[0] == gpus[1] == gpus[2] and gpus[0][0]["field"] == "power_w" and "reason" not in gpus[0][0]

@@ -52,8 +52,9 @@ class Exporter:
 def start_exporter(node: str, simulate: str, loads: tuple[str, ...] = (), *, home: Path,
                    extra: tuple[str, ...] = (), timeout_s: float = 60.0) -> Exporter:
     """``modeldeck exporter --port 0`` as its own process; returns once it says where it listens."""
-    cmd = [sys.executable, "-m", "app.cli", "exporter", "--simulate", simulate, "--port", "0", "--node", node,
-           *extra]
+    cmd = [sys.executable, "-m", "app.cli", "exporter", "--port", "0", "--node", node, *extra]
+    if simulate:  # "" : the machine's own hardware
+        cmd += ["--simulate", simulate]
     for load in loads:
         cmd += ["--load", load]
     env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data"),

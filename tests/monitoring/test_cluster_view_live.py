@@ -20,7 +20,7 @@ def view(qtbot):
     v.show()
     qtbot.waitExposed(v)
     yield v
-    v.shutdown()
+    v.shutdown(wait=True)
 
 
 def test_the_cluster_tab_reads_prometheus_and_answers_where_fits(qtbot, view, cluster: Cluster) -> None:

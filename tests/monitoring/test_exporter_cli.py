@@ -57,6 +57,9 @@ def test_a_taken_port_is_one_line(tmp_path):
     (["exporter", "--simulate", "rtx3060", "--load", "@@@@"], "MODEL[@LEVEL[@DEVICE]]"),
     (["exporter", "--port", "70000"], "from 0 to 65535"),
     (["exporter", "--port", "http"], "not a port number"),
+    (["status", "--prometheus", "http://[::1"], "not a valid URL"),
+    (["plan", "llama-3.1-8b", "--exporter", "http://[zz]:9477"], "not a valid URL"),
+    (["status", "--exporter", "http://gpu-box:99999"], "not a valid URL"),
     (["status", "--prometheus", "localhost:9090"], "not an http(s) URL"),
     (["status", "--prometheus", "http://x", "--simulate", "rtx3060"], "cannot be combined"),
     (["plan", "llama-3.1-8b", "--exporter", "gpu-box"], "not an http(s) URL"),
@@ -82,3 +85,21 @@ def test_an_exporter_that_does_not_answer_is_reported_and_fails(capsys):
     doc = json.loads(out)
     assert doc["nodes"][0]["up"] is False and "cannot reach" in doc["nodes"][0]["error"]
     assert "Traceback" not in err
+
+
+def test_a_standalone_exporter_books_nothing_from_the_preload_list(tmp_path):
+    """The preload list is for a process that loads models; an exporter that only watches would book
+    memory no model holds, and every other machine would see it taken."""
+    settings = tmp_path / "home" / "config" / "modeldeck" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"preload": [["openai/whisper-small", "fp16"]]}')
+    bodies = {}
+    for simulate in ("", "rtx3060"):  # this machine as it is; then simulated, whose runtime really holds them
+        exporter = start_exporter(f"watcher-{simulate or 'here'}", simulate, home=tmp_path / "home")
+        try:
+            with urllib.request.urlopen(exporter.url, timeout=5) as answer:
+                bodies[simulate] = answer.read().decode()
+        finally:
+            exporter.stop()
+    assert "modeldeck_model_info" not in bodies[""] and "modeldeck_node_info" in bodies[""]
+    assert 'model="openai/whisper-small"' in bodies["rtx3060"]

@@ -99,7 +99,7 @@ def view(qtbot, registry, fakes):
     v.show()
     qtbot.waitExposed(v)
     yield v
-    v.shutdown()
+    v.shutdown(wait=True)
 
 
 def _add(qtbot, view: ClusterView, spec: str) -> None:

@@ -16,12 +16,13 @@ from app.core.manager.eviction import eviction_order
 from app.core.manager.lifecycle import ModelState
 from app.core.manager.loaders import AsyncLoaderInSyncCall, ModelLoader, is_async, running_loop
 from app.core.manager.operations import Lifecycle
-from app.core.manager.placement import Action, Decision, LedgerView, Placement, PlacementRequest, Refusal
+from app.core.manager.placement import Action, Decision, Holding, LedgerView, Placement, PlacementRequest, Refusal
 from app.core.manager.settings import ManagerSettings
 
-__all__ = ["Admission", "SyncGuard"]
+__all__ = ["Admission", "LIVE_STATES", "SyncGuard", "apply_cap"]
 
-_LIVE = (ModelState.LOADED, ModelState.BUSY, ModelState.LOADING, ModelState.RESTORING, ModelState.MOVING)
+#: States that count towards the cap on loaded models.
+LIVE_STATES = (ModelState.LOADED, ModelState.BUSY, ModelState.LOADING, ModelState.RESTORING, ModelState.MOVING)
 
 
 class Admission:
@@ -56,24 +57,14 @@ class Admission:
 
     def with_cap(self, req: PlacementRequest, decision: Decision) -> Decision:
         """Prepend unloading the least valuable model when the cap on loaded models is reached."""
-        cap = self._settings.max_loaded_models
-        if cap is None or self.loaded_count() < cap:
-            return decision
-        meta = req.metadata
-        gone = {a.model_id for a in decision.actions if a.kind == "unload"}
-        order = [h for h in eviction_order(self._ledger_view().holdings, exclude=meta.id) if h.model_id not in gone]
-        if not order:
-            raise PlacementRefused(Refusal(meta.id, decision.placement.level, None, 0, 0,
-                                           f"{cap} models are loaded (the cap) and all are pinned or busy",
-                                           ("unload one, or raise max_loaded_models",)))
-        h = order[0]
-        action = Action("unload", h.model_id, h.name, h.bytes_by_device[0][0] if h.bytes_by_device else "",
-                        None, h.total_bytes, f"the cap of {cap} loaded models was reached and {meta.name} was "
-                        "asked for; chosen as the least valuable")
-        return Decision(decision.placement, (action, *decision.actions))
+        outcome = apply_cap(req, decision, self._settings.max_loaded_models, self.loaded_count(),
+                            lambda: self._ledger_view().holdings)
+        if isinstance(outcome, Refusal):
+            raise PlacementRefused(outcome)
+        return outcome
 
     def loaded_count(self) -> int:
-        return sum(1 for r in self._life.records.values() if r.state in _LIVE)
+        return sum(1 for r in self._life.records.values() if r.state in LIVE_STATES)
 
     def restore_room(self, req: PlacementRequest, allowed: bool) -> Callable[[Placement], Any]:
         """For a restore: the actions that make room for the model's own placement again, a refusal, or None."""
@@ -87,6 +78,27 @@ class Admission:
                 return answer.actions
             return answer if isinstance(answer, Refusal) else None
         return make_room
+
+
+def apply_cap(req: PlacementRequest, decision: Decision, cap: int | None, loaded: int,
+              holdings: Callable[[], tuple[Holding, ...]]) -> Decision | Refusal:
+    """The cap on loaded models, on top of the planner's decision: with ``loaded`` models at the cap,
+    unloading the least valuable idle, unpinned one comes first; a refusal when every one is pinned or
+    busy. Pure: the manager applies it to its own holdings, the cluster view to a node's."""
+    if cap is None or loaded < cap:
+        return decision
+    meta = req.metadata
+    gone = {a.model_id for a in decision.actions if a.kind == "unload"}
+    order = [h for h in eviction_order(holdings(), exclude=meta.id) if h.model_id not in gone]
+    if not order:
+        return Refusal(meta.id, decision.placement.level, None, 0, 0,
+                       f"{cap} models are loaded (the cap) and all are pinned or busy",
+                       ("unload one, or raise max_loaded_models",))
+    h = order[0]
+    action = Action("unload", h.model_id, h.name, h.bytes_by_device[0][0] if h.bytes_by_device else "",
+                    None, h.total_bytes, f"the cap of {cap} loaded models was reached and {meta.name} was "
+                    "asked for; chosen as the least valuable")
+    return Decision(decision.placement, (action, *decision.actions))
 
 
 class SyncGuard:

@@ -60,6 +60,10 @@ class LedgerQueries:
         """Every booking, per model and device, with its bytes by category (immutable)."""
         return self._allocator.reservations()
 
+    def ledgers_and_bookings(self) -> tuple[tuple[DeviceLedger, ...], tuple[Reservation, ...]]:
+        """Every device's ledger and every booking, consistent with each other."""
+        return self._allocator.snapshot_with_bookings()
+
     def safety_margin(self, device: str) -> int:
         """Bytes kept free on ``device`` (never booked)."""
         return self._settings.margins.for_device(device)
