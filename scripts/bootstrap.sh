@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ModelDeck in ./.venv on a Debian/Ubuntu machine that has only python3.
 #   scripts/bootstrap.sh          the application
-#   scripts/bootstrap.sh test     the application and its test tools
+#   scripts/bootstrap.sh test     the application, its test tools and the llama.cpp runtime
+#   scripts/bootstrap.sh llama    the application with the llama.cpp runtime
 # Installs the system libraries Qt needs where they are missing (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,9 @@ if [ "$extra" = "test" ]; then  # the desktop entry and AppStream metadata are v
   # alert rules with promtool (both in Debian's and Ubuntu's prometheus package).
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 fi
+if [ "$extra" = "test" ] || [ "$extra" = "llama" ]; then  # llama-cpp-python builds from source (cmake comes from PyPI)
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -55,7 +59,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 spec="."
-[ "$extra" = "test" ] && spec=".[test]"
+# The tests hold ModelDeck's estimates against real llama.cpp loads, so they install its runtime too.
+[ "$extra" = "test" ] && spec=".[test,llama]"
+[ "$extra" = "llama" ] && spec=".[llama]"
 stamp=".venv/.modeldeck-installed-${extra:-app}"
 digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then

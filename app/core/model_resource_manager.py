@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from app.core.estimation import UnknownQuantizationError
 from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.hardware_profiler import HardwareProfiler
@@ -55,6 +56,7 @@ from app.core.quantization_strategy import (
     QuantizationConfig,
     QuantizationLevel,
     QuantizationStrategy,
+    file_level,
     level_name,
 )
 from app.core.units import format_gib, gib
@@ -233,9 +235,21 @@ class ModelResourceManager:
     def request(self, model_id: str, level: QuantizationLevel | str | None = None, device: str | None = None, *,
                 context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
                 explain: bool = False) -> PlacementRequest:
-        """A placement request with the manager's defaults (``make_room``: the settings' auto_swap)."""
-        return PlacementRequest(self._resolve(model_id), level_name(level) if level is not None else None, device,
-                                context, make_room=self.settings.auto_swap if make_room is None else make_room,
+        """A placement request with the manager's defaults (``make_room``: the settings' auto_swap).
+
+        A GGUF file is planned at its own level: a runtime loads the file as it is, so another level
+        is refused here with what to do instead."""
+        metadata = self._resolve(model_id)
+        name = level_name(level) if level is not None else None
+        own = file_level(metadata)
+        if own is not None:
+            if name is not None and name != own:
+                raise UnknownQuantizationError(
+                    f"{metadata.name} is a {own} file ({metadata.path}); it loads at {own} only. Quantize it to "
+                    f"{name} with llama.cpp's llama-quantize and scan the new file, or load it at {own}")
+            name = own
+        return PlacementRequest(metadata, name, device, context,
+                                make_room=self.settings.auto_swap if make_room is None else make_room,
                                 allow_cpu=allow_cpu, explain=explain)
 
     def decide(self, request: PlacementRequest) -> Decision | Refusal:

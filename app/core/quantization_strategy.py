@@ -34,6 +34,7 @@ from app.core.model_spec import ModelMetadata, ModelType
 from app.core.units import GiB, format_gib, gib
 
 __all__ = [
+    "file_level",
     "QuantizationLevel",
     "QuantizationConfig",
     "QuantizationPlan",
@@ -280,6 +281,17 @@ def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | 
 
         est = replace(est, approximate=True)
     return est
+
+
+def file_level(metadata: ModelMetadata) -> str | None:
+    """The level a model's GGUF file is stored at (a runtime loads it as it is); None for a catalog
+    model or a format that is quantized at load time."""
+    if not metadata.path or not metadata.file_type or metadata.preferred_runtime_format != "gguf":
+        return None
+    try:
+        return resolve_quantization(metadata.file_type).name
+    except UnknownQuantizationError:
+        return None
 
 
 def _same_level(file_type: str, spec: QuantSpec) -> bool:

@@ -70,12 +70,25 @@ class LoadedModel:
     last_used: float
     reason: str | None = None
     placement: Placement | None = None
+    #: What the runtime reported it allocated, (device, category, bytes); empty while not known.
+    measured: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def measured_bytes(self) -> dict[str, int] | None:
+        """Bytes the runtime allocated per device (None when the loader does not measure)."""
+        if not self.measured:
+            return None
+        out: dict[str, int] = {}
+        for device, _, nbytes in self.measured:
+            out[device] = out.get(device, 0) + nbytes
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "name": self.name, "model_type": self.model_type.value,
                 "state": self.state.value, "device": self.device, "quantization": self.quantization,
                 "reserved_bytes": self.reserved_bytes, "gpu_layers": self.gpu_layers, "pinned": self.pinned,
-                "keep_alive_s": self.keep_alive_s, "reason": self.reason}
+                "keep_alive_s": self.keep_alive_s, "reason": self.reason,
+                "measured_bytes": self.measured_bytes}
 
 
 @dataclass
@@ -95,6 +108,8 @@ class Record:
     reason: str | None = None
     #: Where the model is now: the placement's devices, or "cpu" once offloaded.
     device: str = ""
+    #: What the runtime reported it allocated: (device, category, bytes).
+    measured: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def model_id(self) -> str:

@@ -95,7 +95,37 @@ class Lifecycle:
         p = r.placement
         return LoadedModel(r.model_id, r.metadata.name, r.metadata.model_type, r.state, r.device, r.level,
                            self.held_bytes(r.model_id), p.gpu_layers if p else None, r.pinned, r.keep_alive_s,
-                           None if never else r.last_used + r.keep_alive_s, r.last_used, r.reason, p)
+                           None if never else r.last_used + r.keep_alive_s, r.last_used, r.reason, p, r.measured)
+
+    def take_measurement(self, record: Record, state: str = "loaded") -> None:
+        """Ask the loader what the runtime allocated (loaders that measure, such as llama.cpp's) and
+        book that instead of the estimate: the ledger then holds what is really held. Under the lock."""
+        measured = getattr(self.loader, "measured", None)
+        if measured is None:
+            return
+        try:
+            figures = measured(record.handle)
+        except Exception as err:  # noqa: BLE001 - a loader's report is never worth a failed load
+            _log.warning("%s: the loader could not say what it allocated: %r", record.model_id, err)
+            return
+        if not figures:
+            return
+        mid = record.model_id
+        booked = {r.device: r for r in self.allocator.reservations(model_id=mid)}
+        rows: list[tuple[str, str, int]] = []
+        for device, parts in figures.items():
+            parts = {c: max(0, int(b)) for c, b in parts.items()}
+            rows += [(device, c, b) for c, b in sorted(parts.items())]
+            old = booked.pop(device, None)
+            book = {"weights": parts.get("weights", 0), "kv_cache": parts.get("kv_cache", 0),
+                    "compute": parts.get("compute", 0) + parts.get("output", 0),
+                    "overhead": old.runtime_bytes if old is not None else 0}
+            self.allocator.reserve(mid, device, book, state=state, force=True)
+        for device in booked:  # booked where the runtime put nothing
+            self.allocator.release(mid, device)
+        if state == "loaded":
+            self.allocator.set_state(mid, "loaded")
+        record.measured = tuple(rows)
 
     # --- load ---------------------------------------------------------------------------------------
     def load(self, metadata: ModelMetadata, decide: Callable[[], Decision | Refusal], *, level: str | None,
@@ -136,6 +166,7 @@ class Lifecycle:
             record.handle = value
             record.last_used = self.clock()
             self.allocator.set_state(mid, "loaded")
+            self.take_measurement(record)
             news.transitions.append(record.set_state(S.LOADED, placement.reason))
             return self.snapshot(record)
 

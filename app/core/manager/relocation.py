@@ -60,6 +60,8 @@ class Relocation:
                     self.life.allocator.release(model_id, r.device)
             self.life.allocator.set_state(model_id, "offloaded", "cpu")
             record.device = "cpu"
+            record.measured = ()
+            self.life.take_measurement(record, "offloaded")  # a runtime that reloaded it in RAM says what it holds
             news.transitions.append(record.set_state(S.OFFLOADED, reason))
             if policy:
                 news.evictions.append((model_id, reason))
@@ -111,6 +113,8 @@ class Relocation:
             self.life.allocator.set_state(model_id, "loaded")
             record.device = placement.device
             record.last_used = self.life.clock()
+            record.measured = ()
+            self.life.take_measurement(record)
             news.transitions.append(record.set_state(S.LOADED, f"restored to {placement.device}"))
             return self.life.snapshot(record)
 
