@@ -533,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exporter_parser(sub, simulate_help, interval)
 
+    from app.cli_calibration import add_calibration_parser
+
+    add_calibration_parser(sub)
+
     est = sub.add_parser("estimate", help="memory for a model described by numbers")
     est.add_argument("--params", type=_in_range(int, MIN_PARAMETERS, MAX_PARAMETERS, "a parameter count",
                                                 " (a count, not billions: 8B is 8e9)"),
