@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # PySide6 before qasync, so qasync binds to it (QT_NOTES.md).
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QIcon, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
 
@@ -318,10 +318,12 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
     sampler = Sampler(profiler, interval_s=interval_s)
     registry = ModelRegistry()
     # Simulated GPUs get the simulated runtime: a load shows in their measured memory.
+    loader = SimulatedLoader.for_profiler(profiler) or _runtime_loader()
     manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings(),
-                                   loader=SimulatedLoader.for_profiler(profiler))
+                                   loader=loader)
     sampler.sampled.connect(manager.tick)  # measurements feed the ledger; keep-alive runs on each sample
     window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
+    _show_load_progress(loader, window)
     for problem in manager.preload():
         window.statusBar().showMessage(f"preload {problem}")
     if not window.restored_geometry:  # first run: a comfortable size that fits the screen
@@ -363,6 +365,39 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
         sampler.stop()
         manager.stop()
         profiler.close()
+
+
+def _runtime_loader() -> Any:
+    """Real GGUF loads through llama.cpp when the ``modeldeck[llama]`` extra is installed (other models
+    are booked for their runtime to load); None otherwise (booking only)."""
+    from app.core.llama_cpp_runtime import LlamaCppLoader, RuntimeRouter, availability
+    from app.core.manager.loaders import ReservationLoader
+
+    ok, _ = availability()
+    return RuntimeRouter(LlamaCppLoader(), ReservationLoader()) if ok else None
+
+
+class _Progress(QObject):
+    """Carries llama.cpp's load progress from the loading thread to the status bar."""
+
+    sigText = Signal(str)
+
+
+def _show_load_progress(loader: Any, window: MainWindow) -> None:
+    llama = getattr(loader, "llama", None)
+    if llama is None:
+        return
+    relay = _Progress(window)
+    relay.sigText.connect(lambda text: window.statusBar().showMessage(text, 5_000))
+    shown: dict[str, int] = {}
+
+    def progress(model_id: str, fraction: float) -> None:
+        step = int(fraction * 10)
+        if shown.get(model_id) != step:  # every 10 %, not every tensor
+            shown[model_id] = step
+            relay.sigText.emit(f"loading {model_id} with llama.cpp: {step * 10} %")
+
+    llama.progress = progress
 
 
 def render_window(window: QWidget, size: tuple[int, int]) -> bytes:

@@ -177,6 +177,9 @@ def candidate_levels(metadata: ModelMetadata) -> tuple[str, ...]:
 
 
 def _candidate_levels(metadata: ModelMetadata) -> tuple[str, ...]:
+    own = file_level(metadata)
+    if own is not None:  # a GGUF file loads as it is stored
+        return (own,)
     runtime = (metadata.runtime_backend or "").lower()
     fmt = (metadata.preferred_runtime_format or "").lower()
     if metadata.model_type in (ModelType.LLM,):

@@ -25,7 +25,7 @@ from app.core.units import format_gib
 
 __all__ = ["LoadedModelsModel", "LoadedModelsTable", "format_countdown"]
 
-COLUMNS = ("Model", "Device", "Level", "Booked", "State", "Keep-alive")
+COLUMNS = ("Model", "Device", "Level", "Booked", "Measured", "State", "Keep-alive")
 _TIPS = (
     "The model's name (its id is in the tooltip of each row)",
     "Where it is loaded: cuda:N, cpu, or cuda:N+cpu when its layers are split",
@@ -98,12 +98,20 @@ class LoadedModelsModel(QAbstractTableModel):
                 return m.quantization
             if col == 3:
                 return format_gib(m.reserved_bytes, 2)
-            if col == 4:
+            if col == 4:  # what the runtime reported it allocated (llama.cpp); "–" when it does not say
+                measured = m.measured_bytes
+                return format_gib(sum(measured.values()), 2) if measured else "–"
+            if col == 5:
                 return m.state.value
             return format_countdown(m.expires_at, self._clock(), m.state, m.pinned)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == 4:
+                if not m.measured:
+                    return "The runtime did not report what it allocated: Booked is ModelDeck's estimate."
+                return "Allocated, as the runtime reported it (booked in place of the estimate):\n" + "\n".join(
+                    f"{device} {category}: {format_gib(nbytes, 2)}" for device, category, nbytes in m.measured)
             return f"{m.model_id}\n{m.reason or ''}".strip()
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (3, 5):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (3, 4, 6):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 

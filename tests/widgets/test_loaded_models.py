@@ -43,6 +43,25 @@ def cells(table, row):
     return [table.model.data(table.model.index(row, c)) for c in range(len(COLUMNS))]
 
 
+def test_what_the_runtime_allocated_shows_beside_what_was_booked(qtbot, manager, views):
+    """A loader that measures (llama.cpp's) reports its buffers: the ledger books them and the tab says so."""
+    from app.core.manager.loaders import ReservationLoader
+    from app.core.units import MiB
+
+    class Measuring(ReservationLoader):
+        def measured(self, handle):
+            return {"cuda:0": {"weights": 4400 * MiB, "kv_cache": 512 * MiB, "output": 1 * MiB, "compute": 300 * MiB}}
+
+    manager.loader = Measuring()
+    _, table, _ = views
+    manager.load(LLM, "Q4_K_M", "cuda:0")
+    qtbot.waitUntil(lambda: table.model.rowCount() == 1)
+    row = cells(table, 0)
+    assert row[4] == "5.09 GiB" and row[3] == "5.09 GiB"  # booked is now what was allocated
+    tip = table.model.data(table.model.index(0, 4), 0x03)  # ToolTipRole
+    assert "cuda:0 weights: 4.30 GiB" in tip and "cuda:0 kv_cache: 0.50 GiB" in tip
+
+
 def test_rows_follow_the_manager(qtbot, manager, views):
     _, table, _ = views
     manager.load(LLM, "Q4_K_M", "cuda:0")
@@ -50,9 +69,10 @@ def test_rows_follow_the_manager(qtbot, manager, views):
     qtbot.waitUntil(lambda: table.model.rowCount() == 2)
     rows = {cells(table, r)[0]: cells(table, r) for r in range(2)}
     llm = rows["Ministral 8B Instruct 2410"]
-    assert llm[1:3] == ["cuda:0", "Q4_K_M"] and llm[3].endswith("GiB") and llm[4] == "loaded"
-    assert llm[5] == "5:00"
-    assert rows["Stable Diffusion 1.5"][5] == "pinned"
+    assert llm[1:3] == ["cuda:0", "Q4_K_M"] and llm[3].endswith("GiB") and llm[5] == "loaded"
+    assert llm[4] == "–"  # booked only: no runtime reported what it allocated
+    assert llm[6] == "5:00"
+    assert rows["Stable Diffusion 1.5"][6] == "pinned"
     assert "cuda:0: booked" in table.summary.text()
     manager.unload(LLM)
     qtbot.waitUntil(lambda: table.model.rowCount() == 1)
