@@ -36,7 +36,10 @@ def user_manager(profiler: Any, *, preload: bool = True) -> Any:
         settings = load_settings()
     except SettingsError as err:
         raise CliError(str(err)) from err
-    manager = ModelResourceManager(profiler=profiler, registry=user_registry(), settings=settings.manager_settings())
+    from app.core.calibration import CalibrationStore
+
+    manager = ModelResourceManager(profiler=profiler, registry=user_registry(), settings=settings.manager_settings(),
+                                   calibration=CalibrationStore())
     for problem in manager.preload() if preload else ():
         print(f"modeldeck: warning: preload {problem}", file=sys.stderr)
     return manager

@@ -319,8 +319,11 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
     registry = ModelRegistry()
     # Simulated GPUs get the simulated runtime: a load shows in their measured memory.
     loader = SimulatedLoader.for_profiler(profiler) or _runtime_loader()
+    from app.core.calibration import CalibrationStore
+
+    # Simulated loads measure nothing; real ones (llama.cpp) are kept, and later plans use them.
     manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings(),
-                                   loader=loader)
+                                   loader=loader, calibration=None if simulate else CalibrationStore())
     sampler.sampled.connect(manager.tick)  # measurements feed the ledger; keep-alive runs on each sample
     window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
     _show_load_progress(loader, window)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from app.core.estimation import UnknownQuantizationError
+from app.core.calibration import Calibration, CalibrationError, CalibrationStore, calibrate
+from app.core.estimation import MemoryEstimate, UnknownQuantizationError
 from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.hardware_profiler import HardwareProfiler
@@ -60,6 +61,9 @@ from app.core.quantization_strategy import (
     level_name,
 )
 from app.core.units import format_gib, gib
+
+#: The context a plan without one assumes (the estimator's default), and so what a load measured is kept under.
+DEFAULT_CONTEXT = 4096
 
 __all__ = [
     "Booking", "Decision", "EnsembleItem", "EnsemblePlan", "InsufficientMemoryError", "InvalidTransitionError",
@@ -110,7 +114,9 @@ class ModelResourceManager:
     def __init__(self, *, profiler: HardwareProfiler | None = None, registry: ModelRegistry | None = None,
                  strategy: QuantizationStrategy | None = None, allocator: MemoryAllocator | None = None,
                  loader: ModelLoader | None = None, settings: ManagerSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, calibration: CalibrationStore | None = None) -> None:
+        """``calibration``: where real loads' measurements are kept (the user's store in the dashboard
+        and the CLI); plans then use what was measured. None: nothing is recorded or read."""
         if getattr(self, "_initialized", False):
             return
         self.logger = _log
@@ -131,7 +137,11 @@ class ModelResourceManager:
         self.quantization_proposed: Signal[Callable[[QuantizationProposal], None]] = Signal("quantization_proposed")
         self.allocation_changed = self.memory_allocator.allocation_changed
         self.pressure_changed = self.memory_allocator.pressure_changed
-        self._policy = Policy(self.settings.type_priority, self.settings.quality_floor_ppl)
+        self._calibration = calibration
+        self._measured: tuple[Calibration, ...] = tuple(calibration.entries()) if calibration is not None else ()
+        self._policy = Policy(self.settings.type_priority, self.settings.quality_floor_ppl, calibrate=self._calibrate)
+        if calibration is not None:
+            self._life.on_measured = self._record_measurement
         self._upkeep = Upkeep(self, self._life)
         self._guard = SyncGuard()
         self._admission = Admission(self._life, self.settings, self.decide, self.ledger_view,
@@ -267,6 +277,34 @@ class ModelResourceManager:
         return answer
 
     # --- the query API for views ----------------------------------------------------------------
+    # --- calibration: what real loads measured ------------------------------------------------------
+    def _calibrate(self, estimate: MemoryEstimate, model_id: str, level: str, context: int | None) -> MemoryEstimate:
+        entries = self._measured
+        if not entries:
+            return estimate
+        return calibrate(entries, estimate, model_id, level, DEFAULT_CONTEXT if context is None else context)[0]
+
+    def _record_measurement(self, metadata: ModelMetadata, placement: Placement,
+                            figures: Mapping[str, Mapping[str, int]]) -> None:
+        """Keep what the runtime allocated beside what was predicted, per device (after the lock)."""
+        store = self._calibration
+        if store is None:
+            return
+        context = DEFAULT_CONTEXT if placement.context is None else placement.context
+        for device, measured in figures.items():
+            share = placement.share_on(device)
+            if share is None or not measured:
+                continue
+            predicted = {"weights": share.weights_bytes, "kv_cache": share.kv_cache_bytes,
+                         "compute": share.compute_bytes, "runtime": share.runtime_bytes}
+            try:
+                store.record(Calibration(model_id=metadata.id, level=placement.level, context=context,
+                                         device=device, predicted=predicted, measured=dict(measured)))
+            except CalibrationError as err:  # a full disk never fails a load
+                self.logger.warning("could not keep the measurement of %s: %s", metadata.id, err)
+        self._measured = tuple(store.entries())
+        self._life.version += 1  # plans made from now on see it
+
     def ledger_view(self, exclude: Iterable[str] = ()) -> LedgerView:
         """The planner's view of the ledger (``exclude``: models whose bytes count as free)."""
         return self._queries.ledger_view(exclude)

@@ -185,3 +185,32 @@ def test_without_the_extra_a_load_says_how_to_add_it(monkeypatch, rig):
 ])
 def test_buffer_lines(line, parsed):
     assert parse_buffer_line(line) == parsed
+
+
+def test_a_real_load_is_kept_and_the_next_plan_uses_what_was_measured(gguf_q8, tmp_path):
+    from app.core.calibration import CalibrationStore
+
+    registry = ModelRegistry(user_store=None)
+    meta = registry.register_scanned(read_gguf(str(gguf_q8)), persist=False)
+    store = CalibrationStore(tmp_path / "calibration.json")
+
+    def manager() -> ModelResourceManager:
+        return ModelResourceManager(profiler=HardwareProfiler(backends=[], host=HostBackend()), registry=registry,
+                                    loader=LlamaCppLoader(threads=1), calibration=store)
+
+    first = manager()
+    before = first.plan(meta.id, context=2048)
+    loaded = first.load(meta.id, context=2048)
+    first.unload(meta.id)
+    first.stop()
+    (entry,) = store.entries()
+    assert (entry.model_id, entry.level, entry.context, entry.device) == (meta.id, "Q8_0", 2048, "cpu")
+    assert entry.measured["kv_cache"] == dict((c, b) for _, c, b in loaded.measured)["kv_cache"]
+    # A new process (a new manager over the same store) plans with the measured figures.
+    second = manager()
+    after = second.plan(meta.id, context=2048)
+    second.stop()
+    est = after.placement.estimate
+    assert est.kv_cache.bytes == entry.measured["kv_cache"] and "measured by llama.cpp" in est.kv_cache.explanation
+    assert est.compute.bytes == entry.measured["compute"] + entry.measured.get("output", 0)
+    assert before.placement.estimate.compute.bytes != est.compute.bytes  # it was an estimate before

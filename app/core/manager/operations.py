@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from app.core.manager.calls import Call, News, Op, Signals, run_async, run_sync
 from app.core.manager.errors import LoaderError, PinnedModelError, PlacementRefused, UnknownModelError
@@ -66,6 +66,8 @@ class Lifecycle:
         self.signals = signals
         self.lock = threading.RLock()
         self.records: dict[str, Record] = {}
+        #: Told (after the lock) what a runtime allocated for a model: (metadata, placement, figures).
+        self.on_measured: Callable[[ModelMetadata, Placement, Mapping[str, Mapping[str, int]]], None] | None = None
         #: Bumped whenever a record changes in a way the planner sees.
         self.version = 0
         self.relocation = Relocation(self)
@@ -97,7 +99,7 @@ class Lifecycle:
                            self.held_bytes(r.model_id), p.gpu_layers if p else None, r.pinned, r.keep_alive_s,
                            None if never else r.last_used + r.keep_alive_s, r.last_used, r.reason, p, r.measured)
 
-    def take_measurement(self, record: Record, state: str = "loaded") -> None:
+    def take_measurement(self, record: Record, state: str = "loaded", news: News | None = None) -> None:
         """Ask the loader what the runtime allocated (loaders that measure, such as llama.cpp's) and
         book that instead of the estimate: the ledger then holds what is really held. Under the lock."""
         measured = getattr(self.loader, "measured", None)
@@ -126,6 +128,9 @@ class Lifecycle:
         if state == "loaded":
             self.allocator.set_state(mid, "loaded")
         record.measured = tuple(rows)
+        hook, placement = self.on_measured, record.placement
+        if hook is not None and news is not None and placement is not None:
+            news.later.append(lambda: hook(record.metadata, placement, figures))
 
     # --- load ---------------------------------------------------------------------------------------
     def load(self, metadata: ModelMetadata, decide: Callable[[], Decision | Refusal], *, level: str | None,
@@ -166,7 +171,7 @@ class Lifecycle:
             record.handle = value
             record.last_used = self.clock()
             self.allocator.set_state(mid, "loaded")
-            self.take_measurement(record)
+            self.take_measurement(record, news=news)
             news.transitions.append(record.set_state(S.LOADED, placement.reason))
             return self.snapshot(record)
 

@@ -250,6 +250,8 @@ class Policy:
     type_priority: Mapping[ModelType, int]
     quality_floor_ppl: float = 0.3
     allow_partial: bool = True
+    #: (estimate, model id, level, context) → the estimate corrected by what real loads measured.
+    calibrate: Callable[[MemoryEstimate, str, str, int | None], MemoryEstimate] | None = None
 
 
 class DeviceRoom(NamedTuple):

@@ -95,9 +95,12 @@ class _Planner:
         est = self._estimates.get(key)
         if est is None:
             req = self.req
-            est = self._estimates[key] = estimate_model(self.meta, level, context=req.context, device_kind=kind,
-                                                        kv_dtype=req.kv_dtype, batch=req.batch, width=req.width,
-                                                        height=req.height)
+            est = estimate_model(self.meta, level, context=req.context, device_kind=kind, kv_dtype=req.kv_dtype,
+                                 batch=req.batch, width=req.width, height=req.height)
+            calibrate = self.policy.calibrate
+            if calibrate is not None:  # what real loads of it (or of others) measured
+                est = calibrate(est, self.meta.id, level, req.context)
+            self._estimates[key] = est
         return est
 
     @staticmethod

@@ -114,7 +114,7 @@ class Relocation:
             record.device = placement.device
             record.last_used = self.life.clock()
             record.measured = ()
-            self.life.take_measurement(record)
+            self.life.take_measurement(record, news=news)
             news.transitions.append(record.set_state(S.LOADED, f"restored to {placement.device}"))
             return self.life.snapshot(record)
 
