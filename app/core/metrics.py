@@ -258,6 +258,9 @@ class MetricsCollector(Collector):
         idle = f(out, "modeldeck_model_idle_seconds", "Seconds since the model was last used.")
         left = f(out, "modeldeck_model_keep_alive_remaining_seconds",
                  "Seconds until keep-alive unloads the model if it stays idle.")
+        measured = f(out, "modeldeck_model_measured_bytes",
+                     "What the runtime reported it allocated for a model, by device and category (llama.cpp: weights, "
+                     "kv_cache, output, compute); absent when the runtime does not say.")
         context = f(out, "modeldeck_model_runtime_context_bytes",
                     "The runtime context a model needs on a device (booked once per device, shared: see "
                     "modeldeck_device_runtime_context_bytes).")
@@ -273,6 +276,8 @@ class MetricsCollector(Collector):
             idle.add(lm, max(0.0, now - m.last_used))
             if m.expires_at is not None:
                 left.add(lm, max(0.0, m.expires_at - now))
+            for device, category, nbytes in m.measured:
+                measured.add(f'{lm},{_labels((("device", device), ("category", category)))}', nbytes)
         for r in bookings:
             lm = ids.get(r.model_id) or _labels((("model", r.model_id),))
             on = f'{lm},device="{_escape(r.device)}"'

@@ -347,6 +347,13 @@ class ModelResourceManager:
         with self._life.lock:
             return tuple(self._life.snapshot(r) for r in self._life.records.values())
 
+    def handle(self, model_id: str) -> Any:
+        """What the loader returned for ``model_id`` (the llama.cpp runtime: a handle whose ``.llama``
+        is the ``llama_cpp.Llama`` to run); None when it is not loaded."""
+        with self._life.lock:
+            record = self._life.records.get(self._id(model_id))
+            return record.handle if record is not None else None
+
     def state_of(self, model_id: str) -> ModelState:
         with self._life.lock:
             record = self._life.find(self._id(model_id))

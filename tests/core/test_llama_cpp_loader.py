@@ -101,7 +101,7 @@ def test_a_gguf_file_really_loads_and_the_ledger_books_what_llama_cpp_allocated(
     loaded = manager.load(meta.id, context=8192)
     grew = psutil.Process().memory_info().rss - rss
     assert loaded.quantization == "Q8_0" and loaded.device == "cpu"  # the file's own level, on this GPU-less box
-    handle = manager._life.records[meta.id].handle
+    handle = manager.handle(meta.id)
     assert handle.llama is not None and handle.llama.n_ctx() == 8192
     measured = dict((c, b) for d, c, b in loaded.measured if d == "cpu")
     # 2 layers × 8192 tokens × 1 KV head × 64 × 2 (K, V) × 2 bytes (f16)

@@ -237,3 +237,21 @@ def test_a_figure_the_driver_cannot_read_is_one_series_whatever_its_message(rig)
         sampler._latest = replace(profile, gpus=(gpu, *profile.gpus[1:]))
         gpus.append([lab for lab, _ in scrape(manager, sampler)["modeldeck_gpu_field_unavailable"]])
     assert gpus[0] == gpus[1] == gpus[2] and gpus[0][0]["field"] == "power_w" and "reason" not in gpus[0][0]
+
+
+def test_what_a_runtime_measured_is_exported_per_model(rig):
+    manager, sampler, _, _ = rig
+    from app.core.manager.loaders import ReservationLoader
+    from app.core.units import MiB
+
+    class Measuring(ReservationLoader):
+        def measured(self, handle):
+            return {"cuda:0": {"weights": 4400 * MiB, "kv_cache": 512 * MiB, "output": MiB, "compute": 300 * MiB}}
+
+    manager.loader = Measuring()
+    manager.load(LLAMA, "Q4_K_M", "cuda:0")
+    m = scrape(manager, sampler)
+    assert one(m["modeldeck_model_measured_bytes"], model=LLAMA, category="kv_cache", device="cuda:0") == 512 * MiB
+    assert one(m["modeldeck_model_measured_bytes"], model=LLAMA, category="output") == MiB
+    # the ledger books what was measured: weights booked = weights measured
+    assert one(m["modeldeck_model_booked_bytes"], model=LLAMA, category="weights") == 4400 * MiB
