@@ -60,6 +60,9 @@ def test_what_the_runtime_allocated_shows_beside_what_was_booked(qtbot, manager,
     assert row[4] == "5.09 GiB" and row[3] == "5.09 GiB"  # booked is now what was allocated
     tip = table.model.data(table.model.index(0, 4), 0x03)  # ToolTipRole
     assert "cuda:0 weights: 4.30 GiB" in tip and "cuda:0 kv_cache: 0.50 GiB" in tip
+    # the graph's band for it is labelled as measured
+    (band,) = [b for b in manager.bookings("cuda:0") if b.model_id == LLM]
+    assert band.label == "Ministral 8B Instruct 2410 (measured)" and band.bytes == 5213 * 2**20
 
 
 def test_rows_follow_the_manager(qtbot, manager, views):

@@ -48,7 +48,9 @@ class LedgerQueries:
 
     def bookings(self, device: str) -> tuple[Booking, ...]:
         """What is booked on ``device``: one entry per model, and the shared runtime context."""
-        names = {mid: r.metadata.name for mid, r in list(self._life.records.items())}
+        # A booking that is what the runtime reported allocating (llama.cpp) says so on the graph's band.
+        names = {mid: r.metadata.name + (" (measured)" if r.measured else "")
+                 for mid, r in list(self._life.records.items())}
         out = [Booking(device, r.model_id, names.get(r.model_id, r.model_id), r.total_bytes, r.state)
                for r in self._allocator.reservations(device)]
         runtime = self._allocator.runtime_bytes(device)
