@@ -10,7 +10,9 @@ Where each number comes from:
   layers caching only their window and MLA caching its compressed latent.
 - LLM compute buffer: Ollama's graph-size formula for llama-like models (fs/ggml/ggml.go,
   ``GraphSize``); with flash attention the attention scores are not materialised and the output
-  logits dominate: 4 × batch × (hidden + vocab) bytes.
+  logits dominate: 4 × batch × (hidden + vocab) bytes; the FFN's working set (MoE experts) where larger.
+- Weights, KV cache and compute are checked against llama.cpp itself by tests/oracle
+  (``python -m tests.oracle.report`` prints the comparison).
 - Per-GPU runtime overhead: 457 MiB, Ollama's CUDA minimum (discover/gpu.go ``CudaMinimumMemory``).
 - Diffusion activations: ComfyUI's ``memory_required`` (comfy/model_base.py): latent area ×
   dtype size × 0.01 × memory_usage_factor MiB with efficient attention.
@@ -84,10 +86,12 @@ def _row_bytes(ggml_type: str, ncols: int) -> int:
     return (ncols // block) * size
 
 
-# A k-quant needs rows whose length is a multiple of 256; llama.cpp falls back otherwise.
+# A k-quant needs rows whose length is a multiple of 256; llama.cpp falls back otherwise
+# (``tensor_type_fallback`` in src/llama-quant.cpp: Q2_K and Q3_K to Q4_0, which older versions
+# labelled IQ4_NL, the same 18 bytes per 32 weights).
 _FALLBACK = {
     "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL",
-    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL",
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "IQ4_XS": "IQ4_NL",
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
 }
 
@@ -383,6 +387,17 @@ class Architecture:
         return cls(**kwargs)
 
 
+def _norms_per_layer(a: Architecture) -> int:
+    """Hidden-wide norm vectors per layer: attn_norm and ffn_norm, plus Gemma 2/3's post_attention_norm
+    and post_ffw_norm (llama.cpp's LLM_ARCH_GEMMA2/GEMMA3 tensor lists)."""
+    return 4 if (a.family or "").startswith(("gemma2", "gemma3")) else 2
+
+
+def _has_qk_norm(a: Architecture) -> bool:
+    """Qwen3 and Gemma 3 normalise each head's Q and K: two head_dim-wide vectors per layer."""
+    return (a.family or "").startswith(("qwen3", "gemma3"))
+
+
 def _tensor_groups(a: Architecture) -> list[tuple[str, int, int, int, bool]]:
     """(group, rows, ncols, count, quantizable) for each kind of tensor in a llama-like model.
 
@@ -414,8 +429,11 @@ def _tensor_groups(a: Architecture) -> list[tuple[str, int, int, int, bool]]:
     else:
         ff = a.intermediate_size or 4 * h
         groups += [("ffn_gate", ff, h, L, True), ("ffn_up", ff, h, L, True), ("ffn_down", h, ff, L, True)]
-    # 1-D tensors stay F32: two norms per layer and the final norm, plus q/k/v biases where present.
-    groups.append(("norms", 1, h, 2 * L + 1, False))
+    # 1-D tensors stay F32: two norms per layer (four in Gemma 2 and 3, which add post-attention and
+    # post-FFN norms) and the final norm, plus q/k/v biases where present.
+    groups.append(("norms", 1, h, _norms_per_layer(a) * L + 1, False))
+    if _has_qk_norm(a):  # Qwen3, Gemma 3: per-head RMS norms on Q and K (attn_q_norm, attn_k_norm)
+        groups.append(("qk_norms", 1, hd, 2 * L, False))
     if a.attention_bias:
         groups.append(("attn_bias", 1, q_dim + 2 * kv_dim, L, False))
     return groups
@@ -456,9 +474,17 @@ def _split(count: int, rules: Iterable[tuple[int, str]], default: str) -> list[t
     return out
 
 
-def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base: str) -> list[tuple[int, str]]:
-    """llama.cpp's per-tensor choice for one group: [(how many tensors, ggml type)]."""
+def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base: str,
+                      qkv_as_v: bool = False) -> list[tuple[int, str]]:
+    """llama.cpp's per-tensor choice for one group: [(how many tensors, ggml type)].
+
+    ``qkv_as_v``: a fused attn_qkv takes attn_v's rules, as llama.cpp's quantizer does since its
+    tensor-category refactor (``category_is_attn_v``; the build in llama-cpp-python 0.3.36). Before it,
+    and so in the published files (Phi-3, Phi-3.5, Phi-4-mini), attn_qkv had a rule of its own.
+    """
     p = preset
+    if group == "attn_qkv" and qkv_as_v:
+        group = "attn_v"
     L = a.layers
     eight = a.n_experts == 8
     iq_low = p in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
@@ -568,7 +594,7 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
             return [(count, base)]
         return [(count, {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K",
                          "IQ3_M": "Q4_K"}.get(p, base))]
-    if group == "attn_qkv":
+    if group == "attn_qkv":  # the rule of the published files (qkv_as_v=False)
         return [(count, {"Q3_K_M": "Q4_K", "Q3_K_L": "Q4_K", "IQ3_M": "Q4_K", "Q4_K_M": "Q5_K",
                          "Q5_K_M": "Q6_K"}.get(p, base))]
     if group.startswith(("ffn_gate", "ffn_up")) and p == "IQ3_XS":
@@ -578,7 +604,8 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
 
 
 @lru_cache(maxsize=4096)
-def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16") -> tuple[tuple[str, int], ...]:
+def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16",
+                     qkv_as_v: bool = False) -> tuple[tuple[str, int], ...]:
     """Bytes per storage type for a whole model. Cached: the architecture and level are immutable."""
     totals: dict[str, int] = {}
 
@@ -609,7 +636,7 @@ def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16") ->
             if base in ("F32", "F16", "BF16"):
                 add(base, _row_bytes(base, ncols) * rows * count)
                 continue
-            for n, t in _gguf_group_types(a, quant.name, group, count, base):
+            for n, t in _gguf_group_types(a, quant.name, group, count, base, qkv_as_v):
                 t = _compatible(t, ncols)
                 add(t, _row_bytes(t, ncols) * rows * n)
     return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
@@ -634,16 +661,19 @@ def weight_bytes(
     parameters: int | None = None,
     architecture: Architecture | None = None,
     native_dtype: str | None = None,
+    qkv_as_v: bool = False,
 ) -> tuple[int, tuple[tuple[str, int], ...], str, bool]:
     """(bytes, bytes by storage type, explanation, approximate) for a model's weights.
 
     With an architecture the bytes are modelled per tensor group; with only a parameter count,
     the level's effective bits on a typical model are used and the result is marked approximate.
+    ``qkv_as_v``: model a fused attn_qkv (Phi-3) as current llama.cpp quantizes it (attn_v's rules)
+    instead of as the published files were quantized; see ``_gguf_group_types``.
     """
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     _check_parameters(parameters)
     if architecture is not None:
-        by_type = _weights_by_type(architecture, q, _native_label(native_dtype))
+        by_type = _weights_by_type(architecture, q, _native_label(native_dtype), qkv_as_v)
         total = sum(b for _, b in by_type)
         modelled = architecture.parameter_count()
         extra = (parameters or 0) - modelled
@@ -696,10 +726,48 @@ def _pad(n: int, to: int) -> int:
     return -(-n // to) * to if to > 1 else n
 
 
+#: Families whose config may name a sliding window that llama.cpp does not use: it caches the whole
+#: context for every layer. Phi-3: "Phi SWA is currently disabled" (src/llama-model.cpp); llama.cpp's
+#: llama (Mistral, Ministral, Mixtral), qwen2 and qwen3 architectures read no window at all.
+_FULL_CACHE_FAMILIES = frozenset({"phi3", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe"})
+
+
+def _cached_window(a: Architecture) -> int | None:
+    """The sliding window the KV cache is sized by, or None where every layer caches the whole context."""
+    if (a.family or "") in _FULL_CACHE_FAMILIES:
+        return None
+    return a.sliding_window
+
+
+def _window_cells(a: Architecture, ctx: int, batch: int, pad_to: int) -> int:
+    """Cells of a sliding-window layer's cache: the window plus one micro-batch, padded, at most ctx."""
+    window = _cached_window(a) or ctx
+    return min(ctx, _pad(window + (batch if pad_to > 1 else 0), pad_to))
+
+
+def _layer_split(a: Architecture) -> tuple[int, int]:
+    """(global layers, sliding-window layers); every Nth layer is global with a pattern N > 1."""
+    if not _cached_window(a):
+        return a.layers, 0
+    if a.sliding_window_pattern and a.sliding_window_pattern > 1:
+        n_global = a.layers // a.sliding_window_pattern
+    else:
+        n_global = 0
+    return n_global, a.layers - n_global
+
+
 def kv_cache_bytes(
-    a: Architecture, context: int, kv_dtype: str = "f16", *, pad_to: int = 1, batch: int = 512, sequences: int = 1
+    a: Architecture, context: int, kv_dtype: str = "f16", *, pad_to: int = 1, batch: int = 512, sequences: int = 1,
+    swa_full: bool = False,
 ) -> tuple[int, str]:
-    """(bytes, explanation) of the K and V cache for ``context`` tokens (× ``sequences``)."""
+    """(bytes, explanation) of the K and V cache for ``context`` tokens (× ``sequences``).
+
+    Sliding-window layers cache their window plus one micro-batch (``batch``), padded to 256 under
+    llama.cpp (``llama_kv_cache_iswa``: ``GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256)``), as llama-server
+    and llama-cli do by default. ``swa_full``: every layer caches the whole context instead, as with
+    ``--swa-full`` and with llama.cpp's library default (``llama_context_default_params``, which
+    llama-cpp-python's ``Llama`` keeps unless given ``swa_full=False``).
+    """
     _check_tokens("context", context)
     _check_tokens("batch", batch)
     _check_tokens("sequence count", sequences)
@@ -715,13 +783,10 @@ def kv_cache_bytes(
             f"× {per:g} B ({kv_dtype}) = {format_gib(total, 2)}"
         )
     width = 2 * a.n_kv_heads * a.n_head_dim  # K and V
-    if a.sliding_window and a.sliding_window < ctx:
-        if a.sliding_window_pattern and a.sliding_window_pattern > 1:
-            n_global = a.layers // a.sliding_window_pattern
-        else:
-            n_global = 0
-        n_local = a.layers - n_global
-        window = min(ctx, _pad(a.sliding_window + (batch if pad_to > 1 else 0), pad_to))
+    window_size = _cached_window(a)
+    if window_size and window_size < ctx and not swa_full:
+        n_global, n_local = _layer_split(a)
+        window = _window_cells(a, ctx, batch, pad_to)
         tokens = n_global * ctx + n_local * window
         total = int(tokens * width * per) * sequences
         return total, (
@@ -738,17 +803,44 @@ def kv_cache_bytes(
 def llm_compute_bytes(
     a: Architecture, context: int, batch: int = 512, *, flash_attention: bool = True
 ) -> tuple[int, str]:
-    """(bytes, explanation) of llama.cpp's compute buffer for one micro-batch."""
+    """(bytes, explanation) of llama.cpp's compute buffer for one micro-batch.
+
+    The buffer holds the largest working set of the graph, so the estimate is the largest of its phases
+    (checked against llama.cpp's own figures by tests/oracle, which reports the error):
+    - output: f32 logits and hidden state for the batch, 4 × batch × (hidden + vocab), which dominates
+      models with large vocabularies;
+    - attention without flash attention: f32 scores for every head and the mask, batch × context × (heads + 1);
+    - FFN: the residual and normed input plus, per active expert (1 for a dense model), gate, up and
+      their product (3 × FFN width) and the expert's output (hidden), with the attention mask (f16 under
+      flash attention, f32 without) still alive; this dominates MoE models and small vocabularies.
+    llama.cpp never runs a micro-batch larger than the context, so the batch is capped at it.
+    """
     _check_tokens("context", context)
     _check_tokens("batch", batch)
     b = max(1, batch)
+    if context > 0:
+        b = min(b, context)
     e, v = a.hidden_size, a.vocab_size or 32000
     ctx = max(context, 1)
     logits = 4 * b * (e + v)
+    moe = a.n_experts > 1
+    ff = (a.expert_intermediate_size or a.intermediate_size or 4 * e) if moe else (a.intermediate_size or 4 * e)
+    active = (a.active_experts or min(2, a.n_experts)) if moe else 1
+    n_global, n_local = _layer_split(a)
+    mask_cells = (ctx if n_global else 0) + (_window_cells(a, ctx, b, 256) if n_local else 0)
+    mask = (2 if flash_attention else 4) * b * mask_cells
+    ffn = 4 * b * (2 * e + active * (3 * ff + e)) + mask
+    ffn_text = (f"FFN working set for {b} tokens ({active} × {ff}-wide {'experts' if moe else 'FFN'}) "
+                f"and the attention mask")
     if flash_attention:
-        total = max(logits, 4 * b * (1 + 4 * e))
+        total = max(logits, 4 * b * (1 + 4 * e), ffn)
+        if total == ffn and ffn > logits:
+            return total, f"compute buffer (flash attention): {ffn_text}"
         return total, f"compute buffer (flash attention): f32 logits and activations for a {b}-token batch"
-    total = max(4 * b * (1 + 4 * e + ctx * (1 + a.heads)), logits)
+    scores = 4 * b * (1 + 4 * e + ctx * (1 + a.heads))
+    total = max(scores, logits, ffn)
+    if total == ffn and ffn > max(scores, logits):
+        return total, f"compute buffer (no flash attention): {ffn_text}"
     return total, (f"compute buffer (no flash attention): attention scores for {b} tokens × {ctx} context "
                    f"× {a.heads} heads")
 
@@ -851,22 +943,30 @@ def estimate_llm(
     flash_attention: bool = True,
     device_kind: str = "gpu",
     native_dtype: str | None = None,
+    qkv_as_v: bool = False,
+    swa_full: bool = False,
 ) -> MemoryEstimate:
     """Weights + KV cache + compute buffer + runtime overhead for a language model.
 
     Raises ValueError (naming the number and its limit) for a parameter count, context or batch
     out of range; an ``Architecture`` refuses out-of-range numbers when it is built.
+    ``batch`` is llama.cpp's micro-batch (n_ubatch). ``qkv_as_v`` and ``swa_full``: see
+    ``weight_bytes`` and ``kv_cache_bytes``.
     """
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     _check_tokens("context", context)
     _check_tokens("batch", batch)
     w, by_type, w_text, approx = weight_bytes(q, parameters=parameters, architecture=architecture,
-                                              native_dtype=native_dtype)
+                                              native_dtype=native_dtype, qkv_as_v=qkv_as_v)
     notes: list[str] = []
     if architecture is not None:
-        pad = 256 if q.is_gguf else 1  # llama.cpp pads the context to 256 with flash attention
-        kv, kv_text = kv_cache_bytes(architecture, context, kv_dtype, pad_to=pad, batch=batch)
-        comp, comp_text = llm_compute_bytes(architecture, context, batch, flash_attention=flash_attention)
+        pad = 256 if q.is_gguf else 1  # llama.cpp pads the context to 256 (with or without flash attention)
+        kv, kv_text = kv_cache_bytes(architecture, context, kv_dtype, pad_to=pad, batch=batch, swa_full=swa_full)
+        if context > 0:  # the graph sees the padded cache
+            comp, comp_text = llm_compute_bytes(architecture, _pad(context, pad), batch,
+                                                flash_attention=flash_attention)
+        else:
+            comp, comp_text = 0, "no context: no compute buffer"
         if not q.is_gguf and context:  # transformers keeps activations per generated sequence
             comp_text += " (transformers: similar order)"
     else:

@@ -249,3 +249,67 @@ def test_more_parameters_never_shrink_weights(p, extra, q):
 def test_kv_types_order(a, ctx):
     sizes = [kv_cache_bytes(a, ctx, t)[0] for t in ("q4_0", "q8_0", "f16", "f32")]
     assert sizes == sorted(sizes)
+
+
+# --- Rules checked against llama.cpp itself by tests/oracle (llama-cpp-python 0.3.36) ------------------------
+
+
+def test_gemma_norms_and_qk_norms_are_counted():
+    """Gemma 2/3 add post-attention and post-FFN norms (4 per layer); Gemma 3 and Qwen3 normalise Q and K
+    per head (2 × head_dim per layer). llama.cpp's parameter count for the oracle's tiny models agrees."""
+    base = dict(layers=8, hidden_size=256, heads=4, kv_heads=1, head_dim=160, vocab_size=1000,
+                intermediate_size=512, tie_word_embeddings=True)
+    plain = Architecture(**base).parameter_count()
+    assert Architecture(**base, family="gemma2").parameter_count() == plain + 2 * 8 * 256
+    assert Architecture(**base, family="gemma3").parameter_count() == plain + 2 * 8 * 256 + 2 * 8 * 160
+    assert Architecture(**base, family="qwen3").parameter_count() == plain + 2 * 8 * 160
+
+
+def test_k_quant_fallback_for_q2_k_and_q3_k_is_q4_0():
+    """llama.cpp's tensor_type_fallback: Q2_K and Q3_K rows that 256 does not divide become Q4_0."""
+    a = tiny(hidden_size=320, heads=5, kv_heads=1, head_dim=64, intermediate_size=512)
+    types = dict(weight_bytes("Q3_K_S", architecture=a)[1])
+    assert "Q4_0" in types and "IQ4_NL" not in types
+
+
+def test_fused_qkv_rule_published_and_current():
+    """Phi-3's attn_qkv: published files (older llama.cpp) Q5_K for Q4_K_M; current llama.cpp gives it
+    attn_v's rule (Q6_K on use_more_bits layers, else Q4_K)."""
+    a = tiny(family="phi3", kv_heads=4, head_dim=64, intermediate_size=512)
+    qkv = 3 * 256 * 256  # (q + k + v rows) × hidden, per layer
+    published = dict(weight_bytes("Q4_K_M", architecture=a)[1])
+    current = dict(weight_bytes("Q4_K_M", architecture=a, qkv_as_v=True)[1])
+    assert published.get("Q5_K") == 8 * qkv // 256 * 176
+    assert "Q5_K" not in current
+    assert current["Q6_K"] - published["Q6_K"] == 4 * qkv // 256 * 210  # 4 of 8 layers use more bits
+
+
+def test_sliding_window_sizes_and_swa_full():
+    """Gemma 2: global layers cache the context, window layers GGML_PAD(min(ctx, window + ubatch), 256);
+    with swa_full (llama.cpp's library default) every layer caches the context."""
+    g = Architecture(layers=8, hidden_size=256, heads=4, kv_heads=2, head_dim=96, vocab_size=1000,
+                     family="gemma2", sliding_window=128, sliding_window_pattern=2)
+    row = 2 * 2 * 96 * 2  # K and V, f16
+    assert kv_cache_bytes(g, 2048, pad_to=256, batch=512)[0] == (4 * 2048 + 4 * 768) * row
+    assert kv_cache_bytes(g, 2048, pad_to=256, batch=256)[0] == (4 * 2048 + 4 * 512) * row
+    assert kv_cache_bytes(g, 2048, pad_to=256, batch=512, swa_full=True)[0] == 8 * 2048 * row
+    assert estimate_llm("Q4_K_M", architecture=g, context=2048, swa_full=True).kv_cache_bytes == 8 * 2048 * row
+
+
+@pytest.mark.parametrize("family", ["phi3", "llama", "mistral", "qwen2", "qwen3"])
+def test_windows_llama_cpp_ignores_are_not_cached_as_windows(family):
+    a = tiny(family=family, sliding_window=2047)
+    assert kv_cache_bytes(a, 8192)[0] == kv_cache_bytes(tiny(family=family), 8192)[0]
+
+
+def test_compute_buffer_moe_and_micro_batch():
+    """Mixtral-8x7B's shape: llama.cpp (CPU) reports 204.01 MiB with flash attention at 4096 tokens, the FFN
+    of two experts plus the f16 mask; the logits-only estimate said 70.5 MiB. A micro-batch never exceeds the
+    context, and no context means no compute buffer."""
+    mixtral = Architecture(layers=32, hidden_size=4096, heads=32, kv_heads=8, head_dim=128, vocab_size=32000,
+                           experts=8, active_experts=2, expert_intermediate_size=14336)
+    fa, _ = llm_compute_bytes(mixtral, 4096, 512, flash_attention=True)
+    assert fa == 4 * 512 * (2 * 4096 + 2 * (3 * 14336 + 4096)) + 2 * 512 * 4096
+    assert abs(fa / (204.01 * 2**20) - 1) < 0.001
+    assert llm_compute_bytes(LLAMA_31_8B, 256, 512)[0] == llm_compute_bytes(LLAMA_31_8B, 256, 256)[0]
+    assert estimate_llm("Q4_K_M", architecture=LLAMA_31_8B, context=0).compute_bytes == 0
