@@ -271,6 +271,8 @@ class LlamaCppLoader:
             "n_ctx": placement.context or 4096, "n_batch": self.batch, "flash_attn": self.flash_attention,
             "type_k": getattr(lib, _KV_TYPES[self.kv_type]), "type_v": getattr(lib, _KV_TYPES[self.kv_type]),
             "verbose": False,
+            # Sliding-window layers cache their window only, as llama-server does (and as the estimate assumes).
+            "swa_full": False,
         }
         if self.threads:
             kwargs["n_threads"] = self.threads
