@@ -360,3 +360,7 @@ class RuntimeRouter:
     def measured(self, handle: Any) -> Mapping[str, Mapping[str, int]] | None:
         measure = getattr(self._for(handle), "measured", None)
         return measure(handle) if measure is not None else None
+
+    def cancel(self, model_id: str) -> None:
+        """Stop a llama.cpp load in progress (the other loader's loads run to the end)."""
+        self.llama.cancel(model_id)

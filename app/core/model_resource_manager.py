@@ -347,6 +347,20 @@ class ModelResourceManager:
         with self._life.lock:
             return tuple(self._life.snapshot(r) for r in self._life.records.values())
 
+    def cancel_load(self, model_id: str) -> None:
+        """Stop loading ``model_id`` where the runtime can (llama.cpp); the load then fails and books nothing.
+        Raises ``InvalidTransitionError`` when it is not loading, ``LoaderError`` when the runtime cannot."""
+        mid = self._id(model_id)
+        with self._life.lock:
+            record = self._life.records.get(mid)
+            if record is None or record.state != ModelState.LOADING:
+                state = record.state.value if record is not None else "not loaded"
+                raise InvalidTransitionError(f"{mid} is {state}; only a load in progress can be cancelled")
+        cancel = getattr(self.loader, "cancel", None)
+        if not callable(cancel):
+            raise LoaderError(f"this runtime cannot stop a load in progress; {mid} will finish loading")
+        cancel(mid)
+
     def handle(self, model_id: str) -> Any:
         """What the loader returned for ``model_id`` (the llama.cpp runtime: a handle whose ``.llama``
         is the ``llama_cpp.Llama`` to run); None when it is not loaded."""

@@ -214,7 +214,12 @@ class LoadedModelsTable(QWidget):
         sel = self._selected()
         allowed = self._allowed()
         any_allows = lambda action: any(action in a for a in allowed.values())  # noqa: E731
-        self.evict_button.setEnabled(any_allows("unload"))
+        # A load in progress that the runtime can stop: the same button cancels it.
+        cancelling = bool(allowed) and any_allows("cancel") and not any_allows("unload")
+        self.evict_button.setText("Cancel load" if cancelling else "Evict")
+        self.evict_button.setToolTip("Stop loading the selected models: nothing stays booked" if cancelling
+                                     else "Unload the selected models and release their memory")
+        self.evict_button.setEnabled(any_allows("unload") or cancelling)
         self.offload_button.setEnabled(any_allows("offload"))
         self.restore_button.setEnabled(any_allows("restore"))
         self.pin_button.setEnabled(bool(sel))
@@ -241,6 +246,9 @@ class LoadedModelsTable(QWidget):
         self.refresh()
 
     def evict_selected(self) -> None:
+        if self.evict_button.text() == "Cancel load":
+            self._each("Cancelling", "cancel", self._manager.cancel_load)
+            return
         self._each("Evicted", "unload", lambda mid: self._manager.unload(mid, reason="evicted from the dashboard"))
 
     def offload_selected(self) -> None:

@@ -65,6 +65,62 @@ def test_what_the_runtime_allocated_shows_beside_what_was_booked(qtbot, manager,
     assert band.label == "Ministral 8B Instruct 2410 (measured)" and band.bytes == 5213 * 2**20
 
 
+def test_a_load_in_progress_can_be_cancelled_from_the_loaded_tab(qtbot, manager, views):
+    import threading
+
+    from app.core.manager.errors import LoaderError
+    from app.core.manager.loaders import ReservationLoader
+
+    class Slow(ReservationLoader):
+        """Loads until released; cancel() stops it, as llama.cpp's progress callback does."""
+
+        def __init__(self):
+            self.started, self.stop = threading.Event(), threading.Event()
+            self.cancelled = []
+
+        def load(self, metadata, placement):
+            self.started.set()
+            self.stop.wait(10)
+            if self.cancelled:
+                raise LoaderError(f"{metadata.id}: loading was cancelled")
+
+        def cancel(self, model_id):
+            self.cancelled.append(model_id)
+            self.stop.set()
+
+    loader = Slow()
+    manager.loader = loader
+    _, table, _ = views
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            manager.load(LLM, "Q4_K_M", "cuda:0")
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - checked below
+            outcome.append(err)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    assert loader.started.wait(5)
+    table.refresh()
+    qtbot.waitUntil(lambda: table.model.rowCount() == 1)
+    table.view.selectRow(0)
+    assert table.evict_button.text() == "Cancel load" and table.evict_button.isEnabled()
+    from PySide6.QtCore import Qt
+
+    qtbot.mouseClick(table.evict_button, Qt.MouseButton.LeftButton)
+    worker.join(5)
+    assert loader.cancelled == [LLM] and not worker.is_alive()
+    assert isinstance(outcome[0], LoaderError) and "cancelled" in str(outcome[0])
+    assert manager.reservations() == () and manager.state_of(LLM).value == "failed"
+    table.refresh()
+    table.view.selectRow(0)
+    assert table.evict_button.text() == "Evict"  # a failed load is evicted, not cancelled
+    with pytest.raises(Exception, match="only a load in progress can be cancelled"):
+        manager.cancel_load(LLM)
+
+
 def test_rows_follow_the_manager(qtbot, manager, views):
     _, table, _ = views
     manager.load(LLM, "Q4_K_M", "cuda:0")

@@ -78,7 +78,7 @@ class LedgerQueries:
         return self._allocator.available_bytes(device)
 
     def allowed_actions(self, model_id: str) -> frozenset[str]:
-        """What a user may do to a model now: unload, offload, restore, move, pin, unpin."""
+        """What a user may do to a model now: unload, offload, restore, move, pin, unpin, cancel (a load)."""
         with self._life.lock:
             r = self._life.records.get(model_id)
             if r is None:
@@ -99,6 +99,8 @@ class LedgerQueries:
                 out |= {"restore", "unload"}
             elif r.state == ModelState.FAILED:
                 out.add("unload")
+            elif r.state == ModelState.LOADING and callable(getattr(self._life.loader, "cancel", None)):
+                out.add("cancel")  # the runtime can stop a load in progress (llama.cpp's)
             return frozenset(out)
 
     # --- the planner's view ---------------------------------------------------------------------
