@@ -200,8 +200,9 @@ class Lifecycle:
         if record is None:
             return None
         if record.state in (S.LOADED, S.BUSY, S.LOADING, S.RESTORING, S.MOVING, S.OFFLOADING):
-            held = record.placement.devices if record.placement else ()
-            if device is not None and device not in held:  # an explicit device is honoured or refused
+            where = record.placement.device if record.placement else record.device
+            # An explicit device is honoured or refused: "cuda:1" is not "partly on cuda:1, partly in RAM".
+            if device is not None and device != where:
                 raise InvalidTransitionError(
                     f"{record.model_id} is already {record.state.value} on {record.device}, not {device}; "
                     f"move() it to {device}, or unload it first")
