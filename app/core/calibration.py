@@ -289,10 +289,12 @@ def learn_corrections(entries: Iterable[Calibration], *, runtime: str | None = R
 
 
 def calibrate(entries: Iterable[Calibration], estimate: MemoryEstimate, model_id: str, level: str, context: int,
-              device: str | None = None, *, runtime: str = RUNTIME) -> tuple[MemoryEstimate, str]:
+              device: str | None = None, *, runtime: str = RUNTIME,
+              corrections: Mapping[str, Correction] | None = None) -> tuple[MemoryEstimate, str]:
     """``estimate`` calibrated, and how: "measured" (that exact load was seen: its figures, terms it did not
     measure as estimated), "corrected" (terms with a correction of at least ``MIN_LOADS`` loads scaled by it)
-    or "estimated" (unchanged)."""
+    or "estimated" (unchanged). ``corrections``: ``learn_corrections(entries)`` computed once by a caller
+    that calibrates many estimates against the same entries."""
     entries = list(entries)
     seen = latest_measurement(entries, model_id, level, context, device, runtime=runtime)
     terms = {name: getattr(estimate, name) for name in TERMS}
@@ -306,7 +308,8 @@ def calibrate(entries: Iterable[Calibration], estimate: MemoryEstimate, model_id
         note = f"measured by {seen.runtime} on {seen.date}: {seen.level} at {seen.context:,} tokens on {seen.device}"
         return _with_terms(estimate, {**terms, **measured}, len(measured) == len(terms), note), "measured"
     corrected = {}
-    for name, c in learn_corrections(entries, runtime=runtime).items():
+    learned = corrections if corrections is not None else learn_corrections(entries, runtime=runtime)
+    for name, c in learned.items():
         term = terms[name]
         if c.usable and term.bytes > 0:
             corrected[name] = EstimateTerm(round(term.bytes * c.factor),

@@ -49,7 +49,7 @@ def parse_buffer_line(line: str) -> tuple[str, str, int] | None:
         return None
     where = m["where"]
     gpu = _GPU.match(where)
-    device = f"{'rocm' if gpu['kind'] in ('ROCm', 'HIP') else 'cuda'}:{gpu['index']}" if gpu else "cpu"
+    device = f"cuda:{gpu['index']}" if gpu else "cpu"  # ModelDeck names every GPU cuda:N (AMD's too)
     return device, _CATEGORY[m["what"]], int(round(float(m["mib"]) * MiB))
 
 
@@ -73,8 +73,8 @@ def availability() -> tuple[bool, str]:
         import llama_cpp
     except ImportError as err:
         return False, f"the llama.cpp runtime is not installed ({err.name or err}); {INSTALL_HINT}"
-    except OSError as err:  # the shared library is there but does not load
-        return False, f"llama-cpp-python is installed but its library does not load: {err}"
+    except Exception as err:  # noqa: BLE001 - the library is there but does not load (RuntimeError, OSError)
+        return False, f"llama-cpp-python is installed but its library does not load: {err}; reinstall it"
     return True, str(getattr(llama_cpp, "__version__", "?"))
 
 
@@ -86,6 +86,7 @@ class _LogTap:
     def __init__(self, lib: Any) -> None:
         self._lock = threading.Lock()
         self._active: Buffers | None = None
+        self._thread: int | None = None
         self._partial = ""
 
         @lib.llama_log_callback
@@ -103,7 +104,8 @@ class _LogTap:
             text = self._partial + text
             lines = text.split("\n")
             self._partial = lines.pop()
-            active = self._active
+            # Only the loading thread's lines: a host loading its own model meanwhile is not ours.
+            active = self._active if self._thread == threading.get_ident() else None
         for line in lines:
             _log.debug("llama.cpp: %s", line)
             found = parse_buffer_line(line)
@@ -114,15 +116,16 @@ class _LogTap:
     def capture(self) -> Iterator[Buffers]:
         buffers = Buffers()
         with self._lock:
-            self._active = buffers
+            self._active, self._thread = buffers, threading.get_ident()
         try:
             yield buffers
         finally:
             with self._lock:
-                self._active = None
+                self._active, self._thread = None, None
 
 
 _TAP: _LogTap | None = None
+_TAP_LOCK = threading.Lock()
 #: One llama.cpp load at a time in a process: the log callback and the progress hook are global.
 _LOAD_LOCK = threading.Lock()
 
@@ -134,8 +137,9 @@ def _llama() -> Any:
     import llama_cpp
 
     global _TAP
-    if _TAP is None:
-        _TAP = _LogTap(llama_cpp)
+    with _TAP_LOCK:
+        if _TAP is None:
+            _TAP = _LogTap(llama_cpp)
     return llama_cpp
 
 
@@ -143,8 +147,12 @@ def _llama() -> Any:
 def _progress_hook(lib: Any, report: Callable[[float], bool]) -> Iterator[None]:
     """llama-cpp-python's ``Llama`` takes no progress callback; its model parameters do. For the
     duration of one load (under :data:`_LOAD_LOCK`), the default parameters it starts from carry ours."""
+    loading = threading.get_ident()
+
     @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_float, ctypes.c_void_p)
     def progress(fraction: float, user_data: Any) -> bool:
+        if threading.get_ident() != loading:  # a host's own load meanwhile: not ours to report or stop
+            return True
         try:
             return bool(report(float(fraction)))
         except Exception:  # noqa: BLE001 - never let an exception cross into C
@@ -176,6 +184,8 @@ class LlamaHandle:
     placement: Placement
     llama: Any
     buffers: Buffers
+    #: The model's trained context: a longer one asked for is capped to it, as the estimate caps it.
+    max_context: int | None = None
 
     def close(self) -> None:
         llama, self.llama = self.llama, None
@@ -205,13 +215,23 @@ class LlamaCppLoader:
         self.threads = threads
         self.progress = progress
         self._cancelled: set[str] = set()
+        self._loading: set[str] = set()
         self._lock = threading.Lock()
 
     # --- ModelLoader --------------------------------------------------------------------------------
     def load(self, metadata: ModelMetadata, placement: Placement) -> LlamaHandle:
         path = self._path_of(metadata)
-        llama, buffers = self._open(metadata.id, path, placement)
-        return LlamaHandle(metadata.id, path, placement, llama, buffers)
+        arch = metadata.estimation_architecture
+        max_context = arch.max_context if arch is not None else None
+        with self._lock:
+            self._loading.add(metadata.id)
+        try:
+            llama, buffers = self._open(metadata.id, path, placement, max_context, cancellable=True)
+        finally:
+            with self._lock:
+                self._loading.discard(metadata.id)
+                self._cancelled.discard(metadata.id)
+        return LlamaHandle(metadata.id, path, placement, llama, buffers, max_context)
 
     def unload(self, model_id: str, handle: Any) -> None:
         if isinstance(handle, LlamaHandle):
@@ -220,9 +240,7 @@ class LlamaCppLoader:
     def offload(self, model_id: str, handle: Any) -> None:
         """Reload with every layer in RAM (llama.cpp cannot move a loaded model's tensors)."""
         h = self._handle(model_id, handle)
-        cpu = _on_cpu(h.placement)
-        h.close()
-        h.llama, h.buffers = self._open(model_id, h.path, cpu)
+        self._reopen(h, _on_cpu(h.placement))
 
     def restore(self, model_id: str, handle: Any, device: str) -> None:
         """Reload with the placement's GPU layers, on ``device``."""
@@ -232,8 +250,7 @@ class LlamaCppLoader:
             from app.core.manager.planner import retarget
 
             placement = retarget(placement, device, placement.reason)
-        h.close()
-        h.llama, h.buffers = self._open(model_id, h.path, placement)
+        self._reopen(h, placement)
         h.placement = placement
 
     # --- what it measured -----------------------------------------------------------------------------
@@ -243,10 +260,15 @@ class LlamaCppLoader:
             return None
         return {d: dict(row) for d, row in handle.buffers.by_device.items()}
 
-    def cancel(self, model_id: str) -> None:
-        """Stop loading ``model_id`` (effective at llama.cpp's next progress report)."""
+    def cancel(self, model_id: str) -> bool:
+        """Stop loading ``model_id`` (at llama.cpp's next progress report); False when no load of it is
+        in progress (nothing is remembered for a later one, and a reload for offload or restore is never
+        cancelled)."""
         with self._lock:
+            if model_id not in self._loading:
+                return False
             self._cancelled.add(model_id)
+            return True
 
     # --- internals -------------------------------------------------------------------------------------
     @staticmethod
@@ -265,10 +287,34 @@ class LlamaCppLoader:
             raise LoaderError(f"{model_id} was not loaded by the llama.cpp runtime")
         return handle
 
-    def _kwargs(self, lib: Any, placement: Placement) -> dict[str, Any]:
+    def _reopen(self, h: LlamaHandle, placement: Placement) -> None:
+        """Close and load again as ``placement`` says; if that fails, load as it was, so a failed offload or
+        restore leaves the model where the manager says it stays."""
+        old = h.placement
+        h.close()
+        try:
+            h.llama, h.buffers = self._open(h.model_id, h.path, placement, h.max_context)
+        except LoaderError as err:
+            try:
+                h.llama, h.buffers = self._open(h.model_id, h.path, old, h.max_context)
+            except LoaderError as again:
+                raise LoaderError(f"{err}; and it could not be loaded again as it was ({again}): unload it") \
+                    from again
+            raise
+
+    def _kwargs(self, lib: Any, placement: Placement, max_context: int | None) -> dict[str, Any]:
         gpus = [s for s in placement.shares if s.device != "cpu"]
+        if gpus and not lib.llama_supports_gpu_offload():
+            raise LoaderError(
+                f"this llama.cpp build runs on the CPU only, and the placement puts layers on "
+                f"{', '.join(s.device for s in gpus)}; reinstall it with GPU support "
+                "(CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-cache-dir llama-cpp-python), "
+                "or load the model on the CPU")
+        context = 4096 if placement.context is None else placement.context
+        if max_context:
+            context = min(context, max_context)  # as the estimate caps it
         kwargs: dict[str, Any] = {
-            "n_ctx": placement.context or 4096, "n_batch": self.batch, "flash_attn": self.flash_attention,
+            "n_ctx": max(1, context), "n_batch": self.batch, "flash_attn": self.flash_attention,
             "type_k": getattr(lib, _KV_TYPES[self.kv_type]), "type_v": getattr(lib, _KV_TYPES[self.kv_type]),
             "verbose": False,
             # Sliding-window layers cache their window only, as llama-server does (and as the estimate assumes).
@@ -287,13 +333,14 @@ class LlamaCppLoader:
             kwargs.update(n_gpu_layers=layers, main_gpu=index, split_mode=lib.LLAMA_SPLIT_MODE_NONE)
         return kwargs
 
-    def _open(self, model_id: str, path: str, placement: Placement) -> tuple[Any, Buffers]:
+    def _open(self, model_id: str, path: str, placement: Placement, max_context: int | None, *,
+              cancellable: bool = False) -> tuple[Any, Buffers]:
         lib = _llama()
-        kwargs = self._kwargs(lib, placement)
+        kwargs = self._kwargs(lib, placement, max_context)
 
         def report(fraction: float) -> bool:
             with self._lock:
-                if model_id in self._cancelled:
+                if cancellable and model_id in self._cancelled:
                     return False
             if self.progress is not None:
                 self.progress(model_id, fraction)
@@ -305,13 +352,10 @@ class LlamaCppLoader:
                 llama = lib.Llama(model_path=path, **kwargs)
             except (ValueError, RuntimeError, OSError) as err:
                 with self._lock:
-                    cancelled = model_id in self._cancelled
+                    cancelled = cancellable and model_id in self._cancelled
                 if cancelled:
                     raise LoaderError(f"{model_id}: loading was cancelled") from err
                 raise LoaderError(f"llama.cpp could not load {path}: {err}") from err
-            finally:
-                with self._lock:
-                    self._cancelled.discard(model_id)
         return llama, buffers
 
 
@@ -361,6 +405,6 @@ class RuntimeRouter:
         measure = getattr(self._for(handle), "measured", None)
         return measure(handle) if measure is not None else None
 
-    def cancel(self, model_id: str) -> None:
+    def cancel(self, model_id: str) -> bool:
         """Stop a llama.cpp load in progress (the other loader's loads run to the end)."""
-        self.llama.cancel(model_id)
+        return self.llama.cancel(model_id)

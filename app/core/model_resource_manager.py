@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from app.core.calibration import Calibration, CalibrationError, CalibrationStore, calibrate
+from app.core.calibration import Calibration, CalibrationError, CalibrationStore, calibrate, learn_corrections
 from app.core.estimation import MemoryEstimate, UnknownQuantizationError
 from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
@@ -138,7 +138,9 @@ class ModelResourceManager:
         self.allocation_changed = self.memory_allocator.allocation_changed
         self.pressure_changed = self.memory_allocator.pressure_changed
         self._calibration = calibration
-        self._measured: tuple[Calibration, ...] = tuple(calibration.entries()) if calibration is not None else ()
+        self._measured: tuple[Calibration, ...] = ()
+        self._calib_state: tuple[frozenset[str], Mapping[str, Any], dict[Any, Any]] = (frozenset(), {}, {})
+        self._set_measured(tuple(calibration.entries()) if calibration is not None else ())
         self._policy = Policy(self.settings.type_priority, self.settings.quality_floor_ppl, calibrate=self._calibrate)
         if calibration is not None:
             self._life.on_measured = self._record_measurement
@@ -279,30 +281,52 @@ class ModelResourceManager:
     # --- the query API for views ----------------------------------------------------------------
     # --- calibration: what real loads measured ------------------------------------------------------
     def _calibrate(self, estimate: MemoryEstimate, model_id: str, level: str, context: int | None) -> MemoryEstimate:
-        entries = self._measured
-        if not entries:
+        """The estimate as real loads corrected it (memoised per estimate until a new load is kept)."""
+        seen, corrections, memo = self._calib_state
+        if model_id not in seen and not any(c.usable for c in corrections.values()):
             return estimate
-        return calibrate(entries, estimate, model_id, level, DEFAULT_CONTEXT if context is None else context)[0]
+        key = (id(estimate), model_id, level, context)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is estimate:
+            return hit[1]
+        ctx = DEFAULT_CONTEXT if context is None else context
+        mine = [e for e in self._measured if e.model_id == model_id]  # the rest only teach the corrections
+        out = calibrate(mine, estimate, model_id, level, ctx, corrections=corrections)[0]
+        memo[key] = (estimate, out)
+        return out
+
+    def _set_measured(self, entries: tuple[Calibration, ...]) -> None:
+        self._measured = entries
+        self._calib_state = (frozenset(e.model_id for e in entries), learn_corrections(entries) if entries else {}, {})
 
     def _record_measurement(self, metadata: ModelMetadata, placement: Placement,
                             figures: Mapping[str, Mapping[str, int]]) -> None:
-        """Keep what the runtime allocated beside what was predicted, per device (after the lock)."""
+        """Keep what the runtime allocated beside what was predicted, for the whole model (after the lock)."""
         store = self._calibration
         if store is None:
             return
+        predicted = {"weights": sum(s.weights_bytes for s in placement.shares),
+                     "kv_cache": sum(s.kv_cache_bytes for s in placement.shares),
+                     "compute": sum(s.compute_bytes for s in placement.shares),
+                     "runtime": max((s.runtime_bytes for s in placement.shares), default=0)}
+        measured: dict[str, int] = {}
+        for parts in figures.values():
+            for category, nbytes in parts.items():
+                measured[category] = measured.get(category, 0) + int(nbytes)
+        if len(placement.shares) > 1:
+            # Split or partial: each device holds a compute buffer of its own, so their sum is no
+            # whole-model compute term; weights and KV cache add up, and are what is kept.
+            measured = {c: b for c, b in measured.items() if c in ("weights", "kv_cache")}
+            predicted = {c: b for c, b in predicted.items() if c in ("weights", "kv_cache")}
+        if not measured:
+            return
         context = DEFAULT_CONTEXT if placement.context is None else placement.context
-        for device, measured in figures.items():
-            share = placement.share_on(device)
-            if share is None or not measured:
-                continue
-            predicted = {"weights": share.weights_bytes, "kv_cache": share.kv_cache_bytes,
-                         "compute": share.compute_bytes, "runtime": share.runtime_bytes}
-            try:
-                store.record(Calibration(model_id=metadata.id, level=placement.level, context=context,
-                                         device=device, predicted=predicted, measured=dict(measured)))
-            except CalibrationError as err:  # a full disk never fails a load
-                self.logger.warning("could not keep the measurement of %s: %s", metadata.id, err)
-        self._measured = tuple(store.entries())
+        try:  # one entry per load, under the placement's devices ("cuda:0+cuda:1" for a split)
+            store.record(Calibration(model_id=metadata.id, level=placement.level, context=context,
+                                     device=placement.device, predicted=predicted, measured=measured))
+        except CalibrationError as err:  # a full disk never fails a load
+            self.logger.warning("could not keep the measurement of %s: %s", metadata.id, err)
+        self._set_measured(tuple(store.entries()))
         self._life.version += 1  # plans made from now on see it
 
     def ledger_view(self, exclude: Iterable[str] = ()) -> LedgerView:
@@ -359,7 +383,9 @@ class ModelResourceManager:
         cancel = getattr(self.loader, "cancel", None)
         if not callable(cancel):
             raise LoaderError(f"this runtime cannot stop a load in progress; {mid} will finish loading")
-        cancel(mid)
+        if cancel(mid) is False:
+            raise InvalidTransitionError(f"{mid} is not being loaded by the runtime now (not started yet, or "
+                                         "finished); nothing was cancelled")
 
     def handle(self, model_id: str) -> Any:
         """What the loader returned for ``model_id`` (the llama.cpp runtime: a handle whose ``.llama``

@@ -129,10 +129,14 @@ def test_a_gguf_file_really_loads_and_the_ledger_books_what_llama_cpp_allocated(
 
 def test_a_cancelled_load_books_nothing(rig):
     manager, loader, meta, _ = rig
-    loader.cancel(meta.id)
+    assert loader.cancel(meta.id) is False  # no load in progress: nothing is remembered for a later one
+    assert manager.load(meta.id).measured
+    manager.unload(meta.id)
+    loader.progress = lambda model_id, fraction: loader.cancel(model_id)  # cancelled at the first report
     with pytest.raises(LoaderError, match="cancelled"):
         manager.load(meta.id)
     assert manager.reservations() == () and manager.state_of(meta.id).value == "failed"
+    loader.progress = None
     assert manager.load(meta.id).measured  # the next load is not cancelled
 
 
@@ -180,7 +184,7 @@ def test_without_the_extra_a_load_says_how_to_add_it(monkeypatch, rig):
     ("load_tensors:        CUDA0 model buffer size =  4403.49 MiB", ("cuda:0", "weights", round(4403.49 * MiB))),
     ("llama_kv_cache:      CUDA1 KV buffer size =   512.00 MiB", ("cuda:1", "kv_cache", 512 * MiB)),
     ("llama_context:  CUDA_Host  output buffer size =     0.49 MiB", ("cpu", "output", round(0.49 * MiB))),
-    ("sched_reserve:        ROCm0 compute buffer size =   296.01 MiB", ("rocm:0", "compute", round(296.01 * MiB))),
+    ("sched_reserve:        ROCm0 compute buffer size =   296.01 MiB", ("cuda:0", "compute", round(296.01 * MiB))),
     ("print_info: file type   = Q4_K - Medium", None),
 ])
 def test_buffer_lines(line, parsed):
@@ -214,3 +218,81 @@ def test_a_real_load_is_kept_and_the_next_plan_uses_what_was_measured(gguf_q8, t
     assert est.kv_cache.bytes == entry.measured["kv_cache"] and "measured by llama.cpp" in est.kv_cache.explanation
     assert est.compute.bytes == entry.measured["compute"] + entry.measured.get("output", 0)
     assert before.placement.estimate.compute.bytes != est.compute.bytes  # it was an estimate before
+
+
+def test_only_the_loading_threads_log_lines_are_counted(gguf_q8):
+    import threading
+
+    from app.core import llama_cpp_runtime as runtime
+
+    runtime._llama()  # the process's log tap
+    tap = runtime._TAP
+    line = "load_tensors:   CPU_Mapped model buffer size =     1.00 MiB\n"
+    with tap.capture() as ours:
+        other = threading.Thread(target=tap._line, args=(line,))  # a host's own load, meanwhile
+        other.start()
+        other.join()
+        assert ours.by_device == {}
+        tap._line(line)
+    assert ours.by_device == {"cpu": {"weights": MiB}}
+
+
+def test_a_build_without_gpu_support_refuses_a_gpu_placement(gguf_q8):
+    from app.core.hardware.simulated import SimulatedBackend
+
+    registry = ModelRegistry(user_store=None)
+    meta = registry.register_scanned(read_gguf(str(gguf_q8)), persist=False)
+    simulated = ModelResourceManager(profiler=HardwareProfiler(backends=[SimulatedBackend.from_spec("rtx3060")]),
+                                     registry=registry)
+    decision = simulated.plan(meta.id)
+    simulated.stop()
+    assert decision.placement.device == "cuda:0"
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build has GPU support")
+    with pytest.raises(LoaderError, match="runs on the CPU only.*cuda:0.*GGML_CUDA=on"):
+        LlamaCppLoader().load(meta, decision.placement)
+
+
+def test_a_context_past_the_models_own_is_capped_as_the_estimate_caps_it(rig):
+    manager, _, meta, _ = rig
+    loaded = manager.load(meta.id, context=65536)  # the tiny model was trained for 16,384
+    assert manager.handle(meta.id).llama.n_ctx() == 16384
+    kv = dict((c, b) for _, c, b in loaded.measured)["kv_cache"]
+    assert kv == 2 * 16384 * 64 * 2 * 2 == loaded.placement.estimate.kv_cache.bytes
+
+
+def test_a_split_load_is_kept_whole_and_plans_again_as_a_split(tmp_path):
+    """One entry per load, for the whole model: a split's two shares never stand for the model."""
+    from app.core.calibration import CalibrationStore
+    from app.core.manager.loaders import ReservationLoader
+
+    class Exact(ReservationLoader):
+        """A runtime that allocates exactly what was estimated, per device."""
+
+        def load(self, metadata, placement):
+            return placement
+
+        def measured(self, placement):
+            return {s.device: {"weights": s.weights_bytes, "kv_cache": s.kv_cache_bytes, "compute": s.compute_bytes}
+                    for s in placement.shares}
+
+    registry = ModelRegistry(user_store=None)
+    store = CalibrationStore(tmp_path / "calibration.json")
+    manager = ModelResourceManager(profiler=HardwareProfiler(simulate="2xrtx3060"), registry=registry, loader=Exact(),
+                                   calibration=store)
+    model = "mistralai/Mistral-Small-24B-Instruct-2501"
+    first = manager.plan(model, "Q5_K_M", allow_cpu=False)
+    assert first.placement.kind == "split"
+    manager.load(model, "Q5_K_M", allow_cpu=False)
+    manager.unload(model)
+    (entry,) = store.entries()
+    assert entry.device == first.placement.device and "+" in entry.device  # the whole placement
+    # weights and KV add up across devices; each device's compute buffer is its own, so it is not kept
+    assert set(entry.measured) == {"weights", "kv_cache"}
+    assert entry.measured["weights"] == sum(s.weights_bytes for s in first.placement.shares)
+    again = manager.plan(model, "Q5_K_M", allow_cpu=False)
+    manager.stop()
+    assert again.placement.kind == "split" and again.placement.own_bytes == first.placement.own_bytes
+    assert "measured" in again.placement.estimate.weights.explanation

@@ -164,6 +164,8 @@ class Relocation:
             self.life.allocator.release(model_id, source)
             self.life.allocator.set_state(model_id, "loaded")
             record.placement, record.device = moved, target
+            record.measured = ()
+            self.life.take_measurement(record, news=news)
             news.transitions.append(record.set_state(S.LOADED, moved.reason))
             if policy:
                 news.evictions.append((model_id, reason))
