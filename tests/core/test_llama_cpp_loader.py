@@ -296,3 +296,14 @@ def test_a_split_load_is_kept_whole_and_plans_again_as_a_split(tmp_path):
     manager.stop()
     assert again.placement.kind == "split" and again.placement.own_bytes == first.placement.own_bytes
     assert "measured" in again.placement.estimate.weights.explanation
+
+
+def test_swapping_to_a_level_the_file_does_not_have_moves_nothing(rig):
+    manager, _, meta, _ = rig
+    from app.core.estimation import UnknownQuantizationError
+
+    manager.load(meta.id)
+    handle = manager.handle(meta.id)
+    with pytest.raises(UnknownQuantizationError, match="Q8_0 file"):
+        manager.swap(meta.id, meta.id, level="Q4_K_M")
+    assert manager.handle(meta.id) is handle and handle.llama is not None  # never unloaded

@@ -83,6 +83,7 @@ class Upkeep:
     def swap(self, old_id: str, new_id: str, *, level: QuantizationLevel | str | None = None,
              device: str | None = None, context: int | None = None) -> LoadedModel:
         m = self._m
+        m.request(new_id, level, device, context=context)  # a level it cannot have is refused before anything moves
         with self._life.lock:
             old = self._life.require(old_id)
             if old.pinned:
