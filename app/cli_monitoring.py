@@ -96,10 +96,10 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cluster_status(args: argparse.Namespace) -> int:
-    """``modeldeck status --prometheus URL`` / ``--exporter URL``: every node, its GPUs and models."""
-    from app.cli_common import EXIT_FAILURE, EXIT_OK, CliError
-    from app.core.cluster import ClusterError, cluster_document, fetch_nodes, sources_from
+def _read_nodes(args: argparse.Namespace) -> tuple[Any, tuple[str, ...]]:
+    """The nodes of ``--prometheus`` / ``--exporter``; a source that cannot be read is one line on stderr."""
+    from app.cli_common import CliError
+    from app.core.cluster import ClusterError, fetch_nodes, sources_from
 
     try:
         sources = sources_from(prometheus=args.prometheus or [], exporters=args.exporter or [])
@@ -108,6 +108,15 @@ def cluster_status(args: argparse.Namespace) -> int:
     nodes, errors = fetch_nodes(sources)
     for error in errors:
         print(f"modeldeck: {error}", file=sys.stderr)
+    return nodes, errors
+
+
+def cluster_status(args: argparse.Namespace) -> int:
+    """``modeldeck status --prometheus URL`` / ``--exporter URL``: every node, its GPUs and models."""
+    from app.cli_common import EXIT_FAILURE, EXIT_OK
+    from app.core.cluster import cluster_document
+
+    nodes, errors = _read_nodes(args)
     doc = cluster_document(nodes, errors)
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -156,15 +165,9 @@ def render_cluster(doc: dict[str, Any]) -> str:
 def cluster_plan(args: argparse.Namespace, model: Any, request: Any) -> int:
     """``modeldeck plan MODEL --prometheus URL``: the planner's answer on every node, best first."""
     from app.cli_common import EXIT_NO_FIT, EXIT_OK, CliError
-    from app.core.cluster import ClusterError, fetch_nodes, fit_document, sources_from, where_fits
+    from app.core.cluster import fit_document, where_fits
 
-    try:
-        sources = sources_from(prometheus=args.prometheus or [], exporters=args.exporter or [])
-    except ClusterError as err:
-        raise CliError(str(err)) from err
-    nodes, errors = fetch_nodes(sources)
-    for error in errors:
-        print(f"modeldeck: {error}", file=sys.stderr)
+    nodes, errors = _read_nodes(args)
     try:
         answers = where_fits(nodes, request)
     except ValueError as err:  # a model that cannot be estimated at all (no size): the same on every node

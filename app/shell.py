@@ -373,11 +373,15 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
 def _runtime_loader() -> Any:
     """Real GGUF loads through llama.cpp when the ``modeldeck[llama]`` extra is installed (other models
     are booked for their runtime to load); None otherwise (booking only)."""
-    from app.core.llama_cpp_runtime import LlamaCppLoader, RuntimeRouter, availability
+    import importlib.util
+
+    from app.core.llama_cpp_runtime import LlamaCppLoader, RuntimeRouter
     from app.core.manager.loaders import ReservationLoader
 
-    ok, _ = availability()
-    return RuntimeRouter(LlamaCppLoader(), ReservationLoader()) if ok else None
+    # Only whether it is installed: importing llama.cpp (~0.2 s) waits for the first GGUF load, and a
+    # library that does not load is then that load's one-line error, not a failed start.
+    installed = importlib.util.find_spec("llama_cpp") is not None
+    return RuntimeRouter(LlamaCppLoader(), ReservationLoader()) if installed else None
 
 
 class _Progress(QObject):
