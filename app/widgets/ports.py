@@ -1,0 +1,107 @@
+"""The typed faces of the core objects the views take (structural Protocols, the napari way).
+
+A view is handed a sampler, a registry and (optionally) a manager; it renders what they push to it
+and asks them questions. It never reaches past these methods into the allocator, and never
+repeats a rule the core owns (pressure thresholds, which actions a state allows, placements):
+those are answers it asks for. Any object with these methods fits: ``Sampler``,
+``ModelRegistry`` and ``ModelResourceManager`` do, and so does a host's own facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from app.core.events import Signal as CoreSignal
+from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.lifecycle import LoadedModel, ModelState
+from app.core.manager.placement import Decision, Refusal
+from app.core.manager.queries import Booking
+from app.core.memory_allocator import DeviceLedger, PressureLevel
+from app.core.model_registry import ModelMetadata
+
+__all__ = ["SamplerPort", "RegistryPort", "ManagerPort"]
+
+
+@runtime_checkable
+class SamplerPort(Protocol):
+    """Hardware samples: the newest profile, its histories, and an event per sample."""
+
+    sampled: CoreSignal[Callable[[HardwareProfile], None]]
+
+    @property
+    def latest(self) -> HardwareProfile | None: ...
+
+    def window(self, key: str | None, metric: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
+class RegistryPort(Protocol):
+    """The model catalog and the user's own models."""
+
+    registry_changed: CoreSignal[Callable[[], None]]
+
+    def get_model(self, model_id: str) -> ModelMetadata | None: ...
+
+    def list_models(self, *args: Any, **kwargs: Any) -> list[ModelMetadata]: ...
+
+    def search(self, query: str, limit: int = 20) -> list[ModelMetadata]: ...
+
+    def register_model(self, metadata: ModelMetadata, *, persist: bool = True) -> ModelMetadata: ...
+
+    def remove_model(self, model_id: str) -> None: ...
+
+
+@runtime_checkable
+class ManagerPort(Protocol):
+    """The resource manager's query API and the actions a view may ask for."""
+
+    model_state_changed: CoreSignal[Any]
+    allocation_changed: CoreSignal[Any]
+    pressure_changed: CoreSignal[Any]
+    evicted: CoreSignal[Any]
+    plan_ready: CoreSignal[Any]
+    quantization_proposed: CoreSignal[Any]
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    # --- questions ---
+    def devices(self) -> list[str]: ...
+
+    def ledgers(self) -> tuple[DeviceLedger, ...]: ...
+
+    def bookings(self, device: str) -> tuple[Booking, ...]: ...
+
+    def loaded_models(self) -> tuple[LoadedModel, ...]: ...
+
+    def state_of(self, model_id: str) -> ModelState: ...
+
+    def allowed_actions(self, model_id: str) -> frozenset[str]: ...
+
+    def pressure(self, device: str) -> PressureLevel: ...
+
+    def safety_margin(self, device: str) -> int: ...
+
+    def observe(self, profile: HardwareProfile) -> None: ...
+
+    def decide(self, request: Any) -> Decision | Refusal: ...
+
+    # --- actions ---
+    def load(self, model_id: str, level: Any = None, device: str | None = None, **kwargs: Any) -> LoadedModel: ...
+
+    async def aload(self, model_id: str, level: Any = None, device: str | None = None, **kwargs: Any) -> LoadedModel: ...
+
+    def unload(self, model_id: str, *, reason: str = ...) -> None: ...
+
+    def offload(self, model_id: str, *, reason: str = ...) -> LoadedModel: ...
+
+    def restore(self, model_id: str, *, make_room: bool | None = None) -> LoadedModel: ...
+
+    def pin(self, model_id: str, pinned: bool = True) -> None: ...
+
+    def cancel_load(self, model_id: str) -> None: ...
+
+    def free_memory(self, model_ids: Iterable[str], *, offload: bool = False) -> list[tuple[str, str]]: ...
