@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.widgets._screens import ScreenshotChecker
 from tests.widgets._support import make_sampler
 
 os.environ.setdefault("QT_SCALE_FACTOR", "1")
@@ -19,11 +20,26 @@ os.environ.setdefault("QT_ENABLE_HIGHDPI_SCALING", "0")
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "fonts"
 FONT_FAMILY = "DejaVu Sans"
-#: Mean per-pixel difference (percent of 255) a screenshot may show before it fails. Renders are
-#: deterministic here (bundled fonts, Fusion, fixed sizes: unchanged views differ by 0.000), and one
-#: changed figure in a 1200×760 panel moves it by about 0.003, so the bar sits below that
-#: (test_screenshot_threshold.py proves a changed figure or a red cell turning green fails).
+#: Kept for the call shape ``image_regression.check(png, diff_threshold=DIFF_THRESHOLD)``; ModelDeck's
+#: checker (_screens.py) ignores it and fails as soon as one 32×32 px tile differs (TILE_TOLERANCE).
 DIFF_THRESHOLD = 0.001
+
+
+def pytest_addoption(parser):
+    parser.getgroup("modeldeck screenshots").addoption(
+        "--approve-screenshots", action="store_true", default=False,
+        help="write each selected screenshot test's render over its reference where it differs (the test "
+             "fails once, saying so); see tests/widgets/README.md. --force-regen does the same.")
+
+
+@pytest.fixture
+def image_regression(request):
+    """ModelDeck's screenshot checker in place of pytest-regressions': tile by tile, pending renders
+    beside the reference, approval an explicit step (tests/widgets/README.md, _screens.py)."""
+    config = request.config
+    approve = bool(config.getoption("--approve-screenshots", default=False)
+                   or config.getoption("--force-regen", default=False))
+    return ScreenshotChecker(request.path, request.node.name, approve=approve, root=config.rootpath)
 
 
 @pytest.fixture(scope="session", autouse=True)
