@@ -112,7 +112,8 @@ class Comparison:
 
     def describe(self) -> str:
         if not self.same_size:
-            return f"size {self.size[0]}×{self.size[1]} px, the reference is {self.reference_size[0]}×{self.reference_size[1]}"
+            (w, h), (rw, rh) = self.size, self.reference_size
+            return f"size {w}×{h} px, the reference is {rw}×{rh}"
         if not self.tiles:
             return "identical within the tolerance"
         regions = self.regions()
