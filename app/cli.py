@@ -386,7 +386,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from app.core.importers import scan_path
+    from app.core.importers import ImportErrorKind, scan_path
 
     registry = _registry()
     found: list[Any] = []
@@ -402,6 +402,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         models, errors = scan_path(path, progress=progress)
         found.extend(models)
         problems.extend(errors)
+    # Files that are no model (a pickle-named file outside a model's folder) are ignored, not failures.
+    ignored = [e for e in problems if getattr(e, "kind", None) == ImportErrorKind.NOT_A_MODEL]
+    problems = [e for e in problems if getattr(e, "kind", None) != ImportErrorKind.NOT_A_MODEL]
     registered = [registry.register_scanned(m) for m in found]
     if args.json:
         _dump({
@@ -411,6 +414,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             "errors": [{"path": str(e.path), "kind": str(getattr(e.kind, "value", e.kind)),
                         "message": str(getattr(e, "message", e))}
                        for e in problems],
+            "ignored": [{"path": str(e.path), "message": str(e.message)} for e in ignored],
         })
     else:
         from app.core.units import format_gib
@@ -421,7 +425,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                   f"{format_gib(m.weight_bytes, 2):>11} ({exact})  {meta.id}")
         for e in problems:
             print(f"modeldeck: skipped {e.path}: {getattr(e, 'message', e)}", file=sys.stderr)
-        print(f"{len(registered)} model(s) registered, {len(problems)} file(s) skipped")
+        shown = ", ".join(str(e.path) for e in ignored[:3]) + (", …" if len(ignored) > 3 else "")
+        print(f"{len(registered)} model(s) registered, {len(problems)} file(s) skipped"
+              + (f", {len(ignored)} file(s) ignored as not models ({shown})" if ignored else ""))
     return EXIT_OK if registered or not problems else EXIT_FAILURE
 
 

@@ -66,6 +66,11 @@ _MAX_CHUNK = 16 * 1024 * 1024
 _INT64_MAX = 2**63 - 1
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+#: The first note of every pickle registered: its contents were never read, only its size.
+UNVERIFIED_PICKLE = "unverified (pickle: not read)"
+#: What torch.save writes first: a zip archive whose first entry is ``<name>/data.pkl`` (PyTorch 1.6+),
+#: or the legacy format's magic number pickled at protocol 2.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 # Pickles that trainers leave next to weights; they are not the model.
 _NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt"})
 _GENERIC_STEMS = frozenset(
@@ -85,6 +90,8 @@ class ImportErrorKind(str, Enum):
     UNSUPPORTED = "unsupported"
     NOT_FOUND = "not_found"
     PERMISSION = "permission"
+    #: Not a model at all (a pickle-named file outside a model folder): skipped, never registered.
+    NOT_A_MODEL = "not_a_model"
 
 
 _ADVICE = {
@@ -99,6 +106,7 @@ _ADVICE = {
     ImportErrorKind.NOT_FOUND: "Check the path, or finish downloading every part of the model.",
     ImportErrorKind.PERMISSION: "Give your user read access (for example `chmod a+r`), or run ModelDeck as "
     "a user who can read it.",
+    ImportErrorKind.NOT_A_MODEL: "If it is a model, put its config.json beside it, or scan the file itself.",
 }
 
 
@@ -269,6 +277,27 @@ def _stat_size(path: str) -> int:
         raise _os_error(path, exc) from None
     _require_regular(path, info.st_mode)
     return info.st_size
+
+
+def _torch_checkpoint(path: str) -> bool:
+    """True when a pickle-named file starts as torch.save writes (its first bytes only: nothing is
+    unpickled); valgrind's or firmware's ``.bin`` files and vim's ``tutor.pt`` do not."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | _EXTRA_OPEN_FLAGS)
+        try:
+            head = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return True
+    if not head.startswith(b"PK\x03\x04") or len(head) < 30:
+        return False
+    name_len = int.from_bytes(head[26:28], "little")
+    return head[30:30 + name_len].endswith(b"data.pkl")
 
 
 _EXTRA_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
@@ -1167,7 +1196,7 @@ class _Group:
         for file in self.files:
             sizes.append(_stat_size(file))
             on_file(file)
-        notes.insert(0, "pickle file not opened: size only (loading a pickle can run code; "
+        notes.insert(0, f"{UNVERIFIED_PICKLE}: file not opened, size only (loading a pickle can run code; "
                         "convert to safetensors for exact figures)")
         return ScannedModel(
             path=self.path, name=self.name(), format="pytorch-pickle", files=tuple(self.files),
@@ -1219,8 +1248,14 @@ def _weight_groups(folder: str, names: list[str], kind: str, suffixes: tuple[str
     return groups
 
 
-def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportError]) -> list[_Group]:
-    """Every model in one folder (not its subfolders), each as the files it is made of."""
+def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportError], *,
+                   model_folder: bool = False) -> list[_Group]:
+    """Every model in one folder (not its subfolders), each as the files it is made of.
+
+    Pickles (.bin/.pt/.pth/.ckpt) count only where the folder looks like a model's (``model_folder``:
+    a Hugging Face snapshot; or a config.json beside them) or the file starts as torch.save writes;
+    any other is skipped with a NOT_A_MODEL error (a valgrind ``.bin``, a firmware blob, vim's tutor.pt).
+    """
     names = sorted(names)
     here = set(names)
     groups: list[_Group] = []
@@ -1241,6 +1276,8 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
     tensors = _weight_groups(folder, names, "safetensors", (".safetensors",), ".safetensors.index.json", errors)
     pickle_names = [n for n in names if n not in _NOT_WEIGHTS and not n.startswith("rng_state")]
     pickles = _weight_groups(folder, pickle_names, "pytorch-pickle", PICKLE_SUFFIXES, ".bin.index.json", errors)
+    if not (model_folder or "config.json" in here):
+        pickles = _model_pickles(pickles, errors)
     if tensors and "config.json" in here:
         # A Hugging Face folder often ships the same weights twice; transformers loads the safetensors.
         duplicates = [g for g in pickles if os.path.basename((g.files or g.missing)[0]).startswith("pytorch_model")]
@@ -1256,6 +1293,23 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
         else:
             group.path = group.index or (group.files or group.missing)[0]
     return groups
+
+
+def _model_pickles(groups: list[_Group], errors: list[ModelImportError]) -> list[_Group]:
+    """The pickle groups of a folder without config.json that are torch checkpoints; the rest are skipped."""
+    kept: list[_Group] = []
+    for group in groups:
+        first = (group.files or group.missing)[0]
+        if group.index is not None or (group.files and all(_torch_checkpoint(f) for f in group.files)):
+            kept.append(group)
+            continue
+        for file in group.files:
+            errors.append(_fail(file, ImportErrorKind.NOT_A_MODEL,
+                                "not registered: a pickle-named file with no config.json beside it that does not "
+                                "start as a PyTorch checkpoint"))
+        if not group.files:
+            errors.append(_fail(first, ImportErrorKind.NOT_FOUND, "not found"))
+    return kept
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> ScannedModel:
@@ -1362,7 +1416,7 @@ def _revision_jobs(repo_id: str, revision: Any, errors: list[ModelImportError]) 
         by_folder.setdefault(os.fspath(cached.file_path.parent), []).append(cached.file_name)
     groups: list[_Group] = []
     for folder in sorted(by_folder):
-        found = _folder_groups(folder, by_folder[folder], errors)
+        found = _folder_groups(folder, by_folder[folder], errors, model_folder=True)
         if any(g.kind == "safetensors" and g.index for g in found):  # e.g. Mistral's consolidated.safetensors
             extra = [g for g in found if g.kind == "safetensors" and not g.index]
             for g in extra:
@@ -1522,7 +1576,9 @@ def scan_path(path: str | os.PathLike[str],
     """Every model under a file or folder (recursive), and every file that could not be read.
 
     GGUF (split parts counted once), safetensors (an index or shard set counted once, config.json
-    beside it read), pickles (.bin/.pt/.pth/.ckpt: registered by size, never opened) and Hugging Face
+    beside it read), pickles (.bin/.pt/.pth/.ckpt: registered by size, never unpickled, labelled
+    "unverified (pickle: not read)"; only beside a config.json, in a Hugging Face snapshot, when the
+    file starts as torch.save writes, or when asked for by name: others are NOT_A_MODEL errors) and Hugging Face
     hub caches. Errors are collected so one bad file does not stop a scan; `progress(done, total,
     file)` is called once per file, and may raise to cancel the scan.
     """
@@ -1543,7 +1599,8 @@ def scan_path(path: str | os.PathLike[str],
             return [], [_os_error(folder, exc)]
         groups = [g for g in _folder_groups(folder, names, errors) if full in g.files]
         errors = [e for e in errors if e.path == full]
-        if not groups and name.lower().endswith(PICKLE_SUFFIXES):  # asked for by name: register it
+        if not groups and name.lower().endswith(PICKLE_SUFFIXES):  # asked for by name: register it (unverified)
+            errors = [e for e in errors if e.kind != ImportErrorKind.NOT_A_MODEL]
             groups = [_Group("pytorch-pickle", folder, [full], path=full)]
         if not groups:
             errors.append(_fail(full, ImportErrorKind.UNSUPPORTED, "not a model file ModelDeck knows",

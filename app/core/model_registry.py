@@ -47,7 +47,10 @@ __all__ = [
     "ModelMetadata",
     "ModelRegistry",
     "RegistryError",
+    "BuiltinConflict",
+    "InvalidModel",
     "UserModelStore",
+    "validate_user_model",
     "normalize_alias",
     "Origin",
 ]
@@ -68,6 +71,28 @@ USER_FILE_VERSION = 1
 
 class RegistryError(Exception):
     """A registry operation that cannot be done, with what to do instead."""
+
+
+class InvalidModel(RegistryError):
+    """A user model the registry will not save: ``field`` names what is wrong (``model_id``,
+    ``parameters``); the message says what to do, in one line."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class BuiltinConflict(RegistryError):
+    """A user entry whose id is a built-in model's: registering it would replace the built-in
+    everywhere. ``builtin`` is the built-in entry; ``suggested_id`` a free id for a copy."""
+
+    def __init__(self, builtin: ModelMetadata, suggested_id: str) -> None:
+        self.builtin = builtin
+        self.suggested_id = suggested_id
+        super().__init__(
+            f"{builtin.id!r} is the built-in model {builtin.name!r}; saving under that id would replace it "
+            f"everywhere. Save it as a copy under another id (e.g. {suggested_id!r}), or override the built-in "
+            "explicitly (register_model(..., override=True); deleting the override brings the built-in back)")
 
 
 class RegistryWriteError(RegistryError, OSError):
@@ -610,6 +635,54 @@ def load_catalog(path: Path | str | None = None) -> list[ModelMetadata]:
 
 
 # ------------------------------------------------------------------------------------------------
+# What a user model must be
+# ------------------------------------------------------------------------------------------------
+
+
+def _repo_id_problem(model_id: str) -> str | None:
+    """Why ``model_id`` is not a Hugging Face ``org/name`` (Hugging Face's own rules), or None."""
+    if model_id.count("/") != 1:
+        return "it is not of the form org/name"
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) else "it has characters a repository id cannot have"
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError as err:
+        return str(err).split(":")[0].rstrip(".").lower().replace("repo id", "a repository id")
+    return None
+
+
+def validate_user_model(metadata: ModelMetadata) -> None:
+    """Raise :class:`InvalidModel` (field and what to do) unless ``metadata`` is a user model ModelDeck can
+    plan: its id a Hugging Face ``org/name`` or an existing file or folder, and a size to estimate from
+    (a parameter count over 0, or an architecture complete enough to model the weights)."""
+    model_id = metadata.id.strip()
+    if model_id != metadata.id or not model_id:
+        raise InvalidModel("model_id", "the id must not be empty or start or end with spaces")
+    local = model_id.removeprefix("file:")
+    if not os.path.exists(os.path.expanduser(local)):
+        problem = _repo_id_problem(model_id)
+        if problem:
+            raise InvalidModel("model_id", f"{model_id!r} is not a Hugging Face id ({problem}) nor an existing file "
+                                           "or folder; use org/name (letters, digits, '-', '_', '.') or a model's path")
+    if not metadata.parameter_count and metadata.estimation_architecture is None:
+        raise InvalidModel("parameters", "give the parameter count (more than 0), or read the architecture from the "
+                                         "model's config.json or GGUF file")
+
+
+def copy_id(model_id: str, taken: Callable[[str], bool]) -> str:
+    """A free id for a copy of ``model_id``: ``<id>-copy``, then ``<id>-copy2`` …"""
+    base = f"{model_id}-copy"
+    candidate, n = base, 1
+    while taken(candidate):
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
+
+
+# ------------------------------------------------------------------------------------------------
 # The registry
 # ------------------------------------------------------------------------------------------------
 
@@ -693,10 +766,16 @@ class ModelRegistry:
             models = [m for m in models if fits(m)]
         return models
 
-    def register_model(self, metadata: ModelMetadata, *, persist: bool = True) -> ModelMetadata:
-        """Register (or replace) a model. User and scanned models are saved to the user's file."""
+    def register_model(self, metadata: ModelMetadata, *, persist: bool = True,
+                       override: bool = False) -> ModelMetadata:
+        """Register (or replace) a model. User and scanned models are saved to the user's file, and
+        checked first (:func:`validate_user_model`: raises :class:`InvalidModel`). A user entry
+        never replaces a built-in silently: its id must not be a built-in's (raises
+        :class:`BuiltinConflict`) unless ``override`` asks for exactly that (deleting the override
+        brings the built-in back). Re-registering one's own user id simply replaces it."""
         with self._lock:
-            # A user entry for a built-in id overrides it, and is what gets saved.
+            if metadata.origin != "builtin":
+                self._check_user_entry(metadata, persist=persist, override=override)
             before = self._models.get(metadata.id)
             self._add(metadata)
             if persist and metadata.origin != "builtin":
@@ -705,8 +784,9 @@ class ModelRegistry:
         self.registry_changed.emit()
         return metadata
 
-    def update_model(self, model_id: str, **changes: Any) -> ModelMetadata:
-        """Change fields of a user or scanned model (validated); built-ins are copied as user entries."""
+    def update_model(self, model_id: str, *, override: bool = False, **changes: Any) -> ModelMetadata:
+        """Change fields of a user or scanned model (validated; a new ``model_id`` renames it, never onto
+        another model or, unless ``override``, a built-in); a built-in is copied as a user override."""
         with self._lock:
             current = self.get_model(model_id)
             if current is None:
@@ -716,6 +796,12 @@ class ModelRegistry:
             if current.origin == "builtin":
                 data["origin"] = "user"
             updated = ModelMetadata.model_validate(data)
+            if updated.id != current.id:  # renamed: never onto another model, nor a built-in's id unasked
+                if updated.id in self._models and self._models[updated.id].origin != "builtin":
+                    raise RegistryError(f"{updated.id!r} is already a model of yours; choose another id")
+                self._check_user_entry(updated, persist=True, override=override)
+            elif updated.origin == "user":
+                validate_user_model(updated)
             replaced = self._models.get(updated.id)
 
             def undo() -> None:
@@ -741,6 +827,36 @@ class ModelRegistry:
             self._drop_user(current.id)
             self._save(undo=lambda: self._restore(current.id, current))
         self.registry_changed.emit()
+
+    # --- built-ins and their overrides ------------------------------------------------------------
+    def builtin(self, model_id: str) -> ModelMetadata | None:
+        """The built-in entry a user entry with this id would shadow (by id, Hugging Face id or alias,
+        case and punctuation ignored), or None."""
+        if model_id in self._builtins:
+            return self._builtins[model_id]
+        wanted = normalize_alias(model_id)
+        for b in self._builtins.values():
+            if wanted in {normalize_alias(a) for a in (b.id, b.huggingface_id, *b.aliases) if a}:
+                return b
+        return None
+
+    def is_override(self, model_id: str) -> bool:
+        """True when ``model_id`` is a user entry standing in for a built-in (delete it to revert)."""
+        with self._lock:
+            current = self._models.get(model_id)
+            return current is not None and current.origin != "builtin" and model_id in self._builtins
+
+    def _check_user_entry(self, metadata: ModelMetadata, *, persist: bool, override: bool) -> None:
+        if persist and metadata.origin == "user":
+            validate_user_model(metadata)
+        shadowed = self.builtin(metadata.id)
+        if shadowed is None or override:
+            return
+        current = self._models.get(shadowed.id)
+        if shadowed.id == metadata.id and current is not None and current.origin != "builtin":
+            return  # already overridden, explicitly: this replaces the override
+        raise BuiltinConflict(shadowed, copy_id(metadata.id, lambda i: self.get_model(i) is not None
+                                                or self.builtin(i) is not None))
 
     # --- hardware ------------------------------------------------------------------------------
     def fits(self, metadata: ModelMetadata, hardware: Any, strategy: Any = None) -> bool:
@@ -775,6 +891,11 @@ class ModelRegistry:
     def register_scanned(self, scanned: Any, *, persist: bool = True) -> ModelMetadata:
         """Register a model read from disk (an ``app.core.importers.ScannedModel``)."""
         metadata = fill_requirements(metadata_from_scan(scanned))
+        shadowed = self.builtin(metadata.id)
+        current = self._models.get(metadata.id)
+        if shadowed is not None and not (current is not None and current.origin != "builtin"):
+            # A cached copy of a built-in model: registered beside it, by its path, never over it.
+            metadata = metadata.model_copy(update={"model_id": f"file:{metadata.path}"})
         return self.register_model(metadata, persist=persist)
 
     # --- search ---------------------------------------------------------------------------------
@@ -803,33 +924,13 @@ class ModelRegistry:
         return [models[mid] for mid in self._fuzzy(joined, limit)]
 
     def _fuzzy(self, query: str, limit: int) -> list[str]:
-        """Ids whose normalized name or id is closest to ``query``: candidates share trigrams with
-        it, then difflib ranks the few best (typos such as ``whispr`` still find ``whisper``)."""
+        """Ids whose normalized name or id is closest to ``query`` (typos such as ``whispr`` still find
+        ``whisper``); the trigram index is built once per change."""
         with self._lock:
             if self._trigrams is None:
-                index: dict[str, set[int]] = {}
-                keys: list[tuple[str, str]] = []
-                for mid, m in self._models.items():
-                    for text in {normalize_alias(m.name), normalize_alias(mid.split("/")[-1])}:
-                        keys.append((text, mid))
-                        for i in range(len(text) - 2):
-                            index.setdefault(text[i:i + 3], set()).add(len(keys) - 1)
-                self._trigrams = (index, keys)
+                self._trigrams = _trigram_index(self._models)
             index, keys = self._trigrams
-        counts: dict[int, int] = {}
-        for i in range(len(query) - 2):
-            for k in index.get(query[i:i + 3], ()):
-                counts[k] = counts.get(k, 0) + 1
-        if not counts:
-            return []
-        top = sorted(counts, key=counts.__getitem__, reverse=True)[:50]
-        scored = sorted(((difflib.SequenceMatcher(None, query, keys[k][0]).ratio(), keys[k][1]) for k in top),
-                        reverse=True)
-        out: list[str] = []
-        for ratio, mid in scored:
-            if ratio >= 0.5 and mid not in out:
-                out.append(mid)
-        return out[:limit]
+        return _closest(query, index, keys, limit)
 
     # --- internals ------------------------------------------------------------------------------
     def _add(self, metadata: ModelMetadata) -> None:
@@ -888,6 +989,36 @@ class ModelRegistry:
     def user_models(self) -> list[ModelMetadata]:
         with self._lock:
             return [m for m in self._models.values() if m.origin != "builtin"]
+
+
+def _trigram_index(models: dict[str, ModelMetadata]) -> tuple[dict[str, set[int]], list[tuple[str, str]]]:
+    """Every model's normalized name and id tail, and the trigrams each holds."""
+    index: dict[str, set[int]] = {}
+    keys: list[tuple[str, str]] = []
+    for mid, m in models.items():
+        for text in {normalize_alias(m.name), normalize_alias(mid.split("/")[-1])}:
+            keys.append((text, mid))
+            for i in range(len(text) - 2):
+                index.setdefault(text[i:i + 3], set()).add(len(keys) - 1)
+    return index, keys
+
+
+def _closest(query: str, index: dict[str, set[int]], keys: list[tuple[str, str]], limit: int) -> list[str]:
+    """Candidates share trigrams with ``query``; difflib ranks the few best."""
+    counts: dict[int, int] = {}
+    for i in range(len(query) - 2):
+        for k in index.get(query[i:i + 3], ()):
+            counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        return []
+    top = sorted(counts, key=counts.__getitem__, reverse=True)[:50]
+    scored = sorted(((difflib.SequenceMatcher(None, query, keys[k][0]).ratio(), keys[k][1]) for k in top),
+                    reverse=True)
+    out: list[str] = []
+    for ratio, mid in scored:
+        if ratio >= 0.5 and mid not in out:
+            out.append(mid)
+    return out[:limit]
 
 
 _FAMILY_PROVIDERS = {

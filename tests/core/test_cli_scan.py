@@ -49,7 +49,11 @@ def test_scan_registers_exact_models_and_reports_bad_files(tmp_path):
     save_file({"embeddings.weight": np.zeros((100, 32), dtype=np.float32)}, str(st / "model.safetensors"))
     (st / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 32,
                                                 "num_attention_heads": 2, "vocab_size": 100}))
-    (models / "old.ckpt").write_bytes(b"\x80\x04not really a pickle")
+    old = models / "old-finetune"  # a pickle counts in a model's folder (config.json beside it), unverified
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    (old / "old.ckpt").write_bytes(b"\x80\x04not really a pickle")
+    (models / "valgrind.bin").write_bytes(bytes(range(256)) * 4)  # a pickle-named file that is no model
     (models / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
     home = tmp_path / "data"
 
@@ -62,6 +66,8 @@ def test_scan_registers_exact_models_and_reports_bad_files(tmp_path):
     assert by_format["safetensors"]["weight_bytes"] == 100 * 32 * 4
     assert by_format["safetensors"]["model_type"] == "embedding"
     assert by_format["pytorch-pickle"]["exact"] is False
+    assert by_format["pytorch-pickle"]["notes"][0].startswith("unverified (pickle: not read)")
+    assert [Path(e["path"]).name for e in doc["ignored"]] == ["valgrind.bin"]
     assert [e["path"].endswith("cut.gguf") for e in doc["errors"]] == [True]
     assert "incomplete" in doc["errors"][0]["message"]
 

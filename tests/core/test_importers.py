@@ -589,6 +589,7 @@ def test_pickles_are_registered_by_size_and_never_opened(tmp_path, monkeypatch):
     marker = tmp_path / "PWNED"
     folder = tmp_path / "sd15"
     folder.mkdir()
+    (folder / "config.json").write_text("{}")  # a model's folder: its pickle counts (unverified)
     evil = folder / "v1-5-pruned.ckpt"
     evil.write_bytes(pickle.dumps(_Boom(marker)) + b"\0" * 1000)
     opened: list[str] = []
@@ -611,8 +612,8 @@ def test_pickles_are_registered_by_size_and_never_opened(tmp_path, monkeypatch):
     (model,) = models
     assert model.format == "pytorch-pickle" and not model.exact and model.parameters is None
     assert model.weight_bytes == model.file_bytes == evil.stat().st_size
-    assert model.name == "v1-5-pruned" and model.bytes_by_type == () and model.file_type is None
-    assert "not opened" in model.notes[0]
+    assert model.name == "sd15" and model.bytes_by_type == () and model.file_type is None
+    assert model.notes[0].startswith("unverified (pickle: not read)") and "not opened" in model.notes[0]
     assert str(evil) not in opened and not marker.exists()
     assert "torch" not in sys.modules
 
@@ -735,7 +736,11 @@ def test_scan_path_mixed_folder_collects_models_errors_and_progress(tmp_path, sh
     (sharded / "pytorch_model.bin").write_bytes(b"\0" * 10)  # duplicate of the safetensors: not counted
     (root / "bad.gguf").write_bytes(b"GGUF\3\0\0\0" + struct.pack("<QQ", 1, 0) + b"\xff" * 4)
     (root / "bad.safetensors").write_bytes(struct.pack("<Q", 2**62))
-    (root / "old.pt").write_bytes(b"\0" * 123)
+    # torch.save's zip layout (first entry <name>/data.pkl): a checkpoint even with no config.json beside it
+    entry = b"old/data.pkl"
+    (root / "old.pt").write_bytes(b"PK\x03\x04" + b"\0" * 22 + len(entry).to_bytes(2, "little") + b"\0\0" + entry
+                                  + b"\0" * 85)
+    (root / "tutor.pt").write_text("===== Welcome to the VIM Tutor =====\n")  # a .pt that is no model
     (root / "lonely-00001-of-00002.gguf").write_bytes((root / "good.gguf").read_bytes())
     (root / "readme.txt").write_text("not a model")
     calls: list[tuple[int, int, str]] = []
@@ -751,7 +756,8 @@ def test_scan_path_mixed_folder_collects_models_errors_and_progress(tmp_path, sh
     assert len(sharded_model.files) == 2 and any("pytorch_model" in n for n in sharded_model.notes)
     kinds = {Path(e.path).name: e.kind for e in errors}
     assert kinds == {"bad.gguf": ImportErrorKind.TRUNCATED, "bad.safetensors": ImportErrorKind.OVERSIZED_HEADER,
-                     "lonely-00002-of-00002.gguf": ImportErrorKind.NOT_FOUND}
+                     "lonely-00002-of-00002.gguf": ImportErrorKind.NOT_FOUND,
+                     "tutor.pt": ImportErrorKind.NOT_A_MODEL}
     assert all(isinstance(e, ModelImportError) and e.message for e in errors)
 
     total = calls[0][1]
