@@ -111,9 +111,18 @@ def checker(tmp_path):
                                                    approve=approve, root=tmp_path)
 
 
+def _reference(tmp_path, png: bytes | None = None):
+    """The checker fixture's reference path, holding ``png`` if given."""
+    reference = tmp_path / "test_views" / "test_screenshot_view.png"
+    if png is not None:
+        reference.parent.mkdir()
+        reference.write_bytes(png)
+    return reference
+
+
 def test_a_new_screenshot_waits_for_approval(qtbot, tmp_path, checker):
     png = _table(qtbot, "5.39 GiB", GREEN)
-    reference = tmp_path / "test_views" / "test_screenshot_view.png"
+    reference = _reference(tmp_path)
     with pytest.raises(pytest.fail.Exception, match="no reference yet"):
         checker().check(png, diff_threshold=0.001)
     assert not reference.exists()
@@ -128,9 +137,7 @@ def test_a_new_screenshot_waits_for_approval(qtbot, tmp_path, checker):
 def test_a_changed_screenshot_never_overwrites_the_reference(qtbot, tmp_path, checker):
     before = _table(qtbot, "5.39 GiB", GREEN)
     after = _table(qtbot, "5.39 GiB", RED)
-    reference = tmp_path / "test_views" / "test_screenshot_view.png"
-    reference.parent.mkdir()
-    reference.write_bytes(before)
+    reference = _reference(tmp_path, before)
     with pytest.raises(pytest.fail.Exception, match=r"differs from its reference(.|\n)*x \d+–\d+, y \d+–\d+"):
         checker().check(after, diff_threshold=0.001)
     assert reference.read_bytes() == before
@@ -152,9 +159,7 @@ def test_a_changed_screenshot_never_overwrites_the_reference(qtbot, tmp_path, ch
 def test_approving_from_pytest_replaces_the_reference_and_fails_once(qtbot, tmp_path, checker):
     before = _table(qtbot, "5.39 GiB", GREEN)
     after = _table(qtbot, "10.78 GiB", GREEN)
-    reference = tmp_path / "test_views" / "test_screenshot_view.png"
-    reference.parent.mkdir()
-    reference.write_bytes(before)
+    reference = _reference(tmp_path, before)
     with pytest.raises(pytest.fail.Exception, match="replaced"):
         checker(approve=True).check(after)
     assert reference.read_bytes() == after
