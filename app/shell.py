@@ -14,9 +14,10 @@ from typing import Any
 # PySide6 before qasync, so qasync binds to it (QT_NOTES.md).
 from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QIcon, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox, QWidget
 
 from app.widgets.memory_graph import TIME_WINDOWS
+from app.widgets.quit_guard import ask_before_quitting, held_models
 from app.widgets.resource_panel import ResourcePanel
 
 __all__ = ["MainWindow", "run_gui", "screenshot", "bundled_fonts_dir", "register_bundled_fonts",
@@ -133,7 +134,18 @@ class MainWindow(QMainWindow):
             saved = settings.value("cluster/sources", [])
             self.panel.cluster.set_sources([saved] if isinstance(saved, str) else list(saved or []))
             self.panel.cluster.sigSourcesChanged.connect(lambda specs: self.save_setting("cluster/sources", specs))
-        self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(text, 10_000))
+        # The status bar is there from the start (it never appears with the first message and shifts
+        # the layout); the panel's own line says the same, so the bar keeps news for 10 s.
+        self.setStatusBar(self.statusBar())
+        self.statusBar().setSizeGripEnabled(True)
+        self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(" ".join(text.split()), 10_000))
+        self.panel.sigWindowChanged.connect(lambda seconds: self.save_setting("panel/window_s", seconds))
+        #: Ask before quitting while models are loaded (quitting unloads them).
+        self.confirm_quit = True
+        if settings is not None:
+            self.confirm_quit = str(settings.value("confirm/quit", "true")).lower() != "false"
+        self.quit_box: QMessageBox | None = None
+        self._quitting = False
         self._build_menus()
         for problem in getattr(registry, "problems", []):
             self.statusBar().showMessage(problem)
@@ -148,12 +160,12 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
         add = file_menu.addAction("&Add model…", self.panel.browser.open_add_dialog)
-        add.setShortcut(QKeySequence.StandardKey.New)
+        _set_keys(add, QKeySequence.StandardKey.New, "Ctrl+N")
         scan = file_menu.addAction("&Scan folder…", self.panel.browser.scan_button.click)
-        scan.setShortcut(QKeySequence.StandardKey.Open)
+        _set_keys(scan, QKeySequence.StandardKey.Open, "Ctrl+O")
         file_menu.addSeparator()
         quit_action = file_menu.addAction("&Quit", self.close)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        _set_keys(quit_action, QKeySequence.StandardKey.Quit, "Ctrl+Q")
 
         view = self.menuBar().addMenu("&View")
         history = view.addMenu("&History")
@@ -170,12 +182,23 @@ class MainWindow(QMainWindow):
         self._sync_window_actions()
 
         help_menu = self.menuBar().addMenu("&Help")
+        keys = help_menu.addAction("&Keyboard shortcuts", self.show_shortcuts)
+        keys.setShortcut(QKeySequence("F1"))
         help_menu.addAction("&About ModelDeck", self._about)
 
     def _sync_window_actions(self, *_: Any) -> None:
         action = self._window_actions.get(self.panel.window_s)
         if action is not None:
             action.setChecked(True)
+
+    def show_shortcuts(self) -> QDialog:
+        """Help › Keyboard shortcuts: every key the window answers to, read from the window itself."""
+        from app.widgets.shortcuts_dialog import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
 
     def _about(self) -> None:
         from app import __version__
@@ -212,9 +235,33 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802
+        held = held_models(self.panel.manager)
+        if held and self.confirm_quit and not self._quitting:
+            event.ignore()
+            if self.quit_box is None:
+                self.quit_box = ask_before_quitting(self, held, self._quit_now, self._never_ask_quit)
+                self.quit_box.finished.connect(self._forget_quit_box)
+            return
         self.save_settings()
         self.panel.shutdown()
         super().closeEvent(event)
+
+    def _quit_now(self) -> None:
+        self._quitting = True
+        self.close()
+
+    def _never_ask_quit(self) -> None:
+        self.confirm_quit = False
+        self.save_setting("confirm/quit", False)
+
+    def _forget_quit_box(self, *_: Any) -> None:
+        self.quit_box = None
+
+
+def _set_keys(action: QAction, standard: QKeySequence.StandardKey, fallback: str) -> None:
+    """The platform's keys for ``standard``, or ``fallback`` where the platform has none (some have no Quit)."""
+    keys = QKeySequence.keyBindings(standard)
+    action.setShortcuts(keys or [QKeySequence(fallback)])
 
 
 # --- entry points -------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ import numpy as np
 
 from app.core.events import Signal as CoreSignal
 from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.booking_history import BookingInterval
 from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.manager.placement import Decision, Refusal
 from app.core.manager.queries import Booking
+from app.core.manager.settings import ManagerSettings
 from app.core.memory_allocator import DeviceLedger, PressureLevel
 from app.core.model_registry import ModelMetadata
 
@@ -33,6 +35,9 @@ class SamplerPort(Protocol):
 
     @property
     def latest(self) -> HardwareProfile | None: ...
+
+    @property
+    def interval_s(self) -> float: ...
 
     def window(self, key: str | None, metric: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -65,6 +70,8 @@ class ManagerPort(Protocol):
     plan_ready: CoreSignal[Any]
     quantization_proposed: CoreSignal[Any]
 
+    settings: ManagerSettings
+
     @property
     def clock(self) -> Callable[[], float]: ...
 
@@ -85,6 +92,8 @@ class ManagerPort(Protocol):
 
     def safety_margin(self, device: str) -> int: ...
 
+    def booking_history(self, device: str, since: float | None = None) -> tuple[BookingInterval, ...]: ...
+
     def observe(self, profile: HardwareProfile) -> None: ...
 
     def decide(self, request: Any) -> Decision | Refusal: ...
@@ -92,7 +101,8 @@ class ManagerPort(Protocol):
     # --- actions ---
     def load(self, model_id: str, level: Any = None, device: str | None = None, **kwargs: Any) -> LoadedModel: ...
 
-    async def aload(self, model_id: str, level: Any = None, device: str | None = None, **kwargs: Any) -> LoadedModel: ...
+    async def aload(self, model_id: str, level: Any = None, device: str | None = None,
+                    **kwargs: Any) -> LoadedModel: ...
 
     def unload(self, model_id: str, *, reason: str = ...) -> None: ...
 
@@ -103,5 +113,7 @@ class ManagerPort(Protocol):
     def pin(self, model_id: str, pinned: bool = True) -> None: ...
 
     def cancel_load(self, model_id: str) -> None: ...
+
+    def update_settings(self, settings: ManagerSettings) -> None: ...
 
     def free_memory(self, model_ids: Iterable[str], *, offload: bool = False) -> list[tuple[str, str]]: ...

@@ -16,7 +16,8 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout,
+    QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -26,9 +27,11 @@ from app.core.sampler import device_key
 from app.widgets.bridge import CoreBridge
 from app.widgets.cluster_view import ClusterView
 from app.widgets.device_card import DeviceCard
+from app.widgets.elided_label import ElidedLabel
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
 from app.widgets.load_flow import LoadFlow
 from app.widgets.planning import ViewPlanner
+from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.registry_browser import RegistryBrowser
 
@@ -70,13 +73,17 @@ class ResourcePanel(QWidget):
     sigPlacementChosen = Signal(object)
     sigConfirmMovesChanged = Signal(bool)
     sigStatus = Signal(str)
+    #: The user chose another history window (seconds): a shell keeps it for the next start.
+    sigWindowChanged = Signal(int)
 
     MAX_COLUMNS = 3
+    #: The device area's least height; taller content scrolls.
+    CELLS_MIN_HEIGHT = 150
     #: The width one device cell needs; narrower panels stack their cells.
     CELL_MIN_WIDTH = 280
 
-    def __init__(self, sampler: Any, registry: Any, strategy: QuantizationStrategy | None = None,
-                 manager: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(self, sampler: SamplerPort, registry: RegistryPort, strategy: QuantizationStrategy | None = None,
+                 manager: ManagerPort | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._sampler = sampler
         self._registry = registry
@@ -107,11 +114,11 @@ class ResourcePanel(QWidget):
             self.window_combo.addItem(label, seconds)
         self.window_combo.setCurrentIndex(self.window_combo.findData(self._window_s))
         self.window_combo.currentIndexChanged.connect(lambda _i: self.set_window(self.window_combo.currentData()))
-        self.status_label = QLabel()
-        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.status_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        # A long message must never widen the panel (or the host's window): it is cut, whole in the tooltip.
-        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # A long message must never widen the panel (or the host's window): its end is cut ("…"), and
+        # it is whole in the tooltip; its start, which says what happened, always shows.
+        self.status_label = ElidedLabel()
+        self.status_label.setObjectName("ModelDeckPanelStatus")
+        self.status_label.setAccessibleName("Latest news")
         self.sigStatus.connect(self._show_status)
         self.notice_card = DeviceCard()
         self.notice_card.setVisible(False)
@@ -137,7 +144,15 @@ class ResourcePanel(QWidget):
         ml.setSpacing(4)
         ml.addLayout(head)
         ml.addWidget(self.notice_card)
-        ml.addWidget(self._cells_box, 1)
+        # More devices than the height holds scroll (a 600 px window, a short dock): nothing is squeezed.
+        self.cells_scroll = QScrollArea()
+        self.cells_scroll.setObjectName("ModelDeckDeviceCells")
+        self.cells_scroll.setWidget(self._cells_box)
+        self.cells_scroll.setWidgetResizable(True)
+        self.cells_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.cells_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.cells_scroll.setMinimumHeight(self.CELLS_MIN_HEIGHT)
+        ml.addWidget(self.cells_scroll, 1)
 
         self.browser = RegistryBrowser(registry, self.planner)
         self.browser.sigLoadRequested.connect(self.open_picker)
@@ -169,17 +184,25 @@ class ResourcePanel(QWidget):
 
     # --- public ------------------------------------------------------------------------------------
     @property
+    def manager(self) -> ManagerPort | None:
+        """The manager the panel acts through (None: a monitor that only plans)."""
+        return self._manager
+
+    @property
     def window_s(self) -> int:
         return self._window_s
 
     def set_window(self, seconds: int) -> None:
         """The history window of every graph (60, 600, 3600 or 86400 seconds)."""
+        changed = int(seconds) != self._window_s
         self._window_s = int(seconds)
         i = self.window_combo.findData(self._window_s)
         if i >= 0 and i != self.window_combo.currentIndex():
             self.window_combo.setCurrentIndex(i)
         for cell in self._cells.values():
             cell.graph.set_window(self._window_s)
+        if changed:
+            self.sigWindowChanged.emit(self._window_s)
 
     def cards(self) -> dict[str, DeviceCard]:
         """Cards by device key (``device_key(gpu)``, or ``HOST_KEY`` for RAM)."""
@@ -311,8 +334,12 @@ class ResourcePanel(QWidget):
             (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
         ]
         entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
+        names = {device_key(g): f"{g.device_id} {g.name}" for g in gpus} | {HOST_KEY: "cpu RAM"}
         for cell_key, sampler_key, device, reserve in entries:
-            self._cells[cell_key] = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
+            cell = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
+            cell.card.setAccessibleName(f"{names[cell_key]}: memory card")
+            cell.graph.setAccessibleName(f"{names[cell_key]}: memory over time")
+            self._cells[cell_key] = cell
             self._device_ids[cell_key] = device
         self._columns = 0
         self._place_cells()
@@ -330,7 +357,7 @@ class ResourcePanel(QWidget):
 
     def _place_cells(self) -> None:
         # Before the panel is shown its width means nothing: lay out as wide, and reflow on the first resize.
-        columns = self._columns_for(self._cells_box.width() if self.isVisible() else 1 << 20)
+        columns = self._columns_for(self.cells_scroll.viewport().width() if self.isVisible() else 1 << 20)
         if columns == self._columns:
             return
         self._columns = columns
@@ -416,7 +443,6 @@ class ResourcePanel(QWidget):
     # --- helpers -------------------------------------------------------------------------------------
     def _show_status(self, text: str) -> None:
         self.status_label.setText(text)
-        self.status_label.setToolTip(text)
 
     def _name_of(self, model_id: str) -> str:
         meta = self._registry.get_model(model_id)
