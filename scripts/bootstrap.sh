@@ -33,15 +33,30 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_install "python${v}-venv" || apt_install python3-venv
 fi
 
-# Shared libraries the Qt wheels load (offscreen and xcb platforms, fonts).
+# Shared libraries the Qt wheels load: the offscreen platform and fonts ...
+qt_libs=(libEGL.so.1:libegl1 libGL.so.1:libgl1 libxkbcommon.so.0:libxkbcommon0 libfontconfig.so.1:libfontconfig1
+         libdbus-1.so.3:libdbus-1-3 libglib-2.0.so.0:libglib2.0-0)
+# ... and the xcb platform plugin, the window on an X11 desktop (`ldd` of PySide6/Qt/plugins/platforms/
+# libqxcb.so and Qt/lib/libQt6XcbQpa.so.6): without them `modeldeck` on a fresh desktop stops with
+# "Could not load the Qt platform plugin "xcb"".
+xcb_libs=(libxcb.so.1:libxcb1 libX11.so.6:libx11-6 libX11-xcb.so.1:libx11-xcb1 libxcb-cursor.so.0:libxcb-cursor0
+          libxcb-icccm.so.4:libxcb-icccm4 libxcb-image.so.0:libxcb-image0 libxcb-keysyms.so.1:libxcb-keysyms1
+          libxcb-randr.so.0:libxcb-randr0 libxcb-render.so.0:libxcb-render0 libxcb-render-util.so.0:libxcb-render-util0
+          libxcb-shape.so.0:libxcb-shape0 libxcb-shm.so.0:libxcb-shm0 libxcb-sync.so.1:libxcb-sync1
+          libxcb-util.so.1:libxcb-util1 libxcb-xfixes.so.0:libxcb-xfixes0 libxcb-xkb.so.1:libxcb-xkb1
+          libxkbcommon-x11.so.0:libxkbcommon-x11-0)
 missing=()
-for pair in libEGL.so.1:libegl1 libGL.so.1:libgl1 libxkbcommon.so.0:libxkbcommon0 \
-            libfontconfig.so.1:libfontconfig1 libdbus-1.so.3:libdbus-1-3 libglib-2.0.so.0:libglib2.0-0; do
+for pair in "${qt_libs[@]}" "${xcb_libs[@]}"; do
   lib="${pair%%:*}"; pkg="${pair##*:}"
-  ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$pkg")
+  ldconfig -p 2>/dev/null | grep -qF "$lib (" || missing+=("$pkg")
 done
 command -v fc-list >/dev/null 2>&1 || missing+=(fontconfig)
-if [ "$extra" = "test" ]; then  # the desktop entry and AppStream metadata are validated by the tests
+if [ "$extra" = "test" ]; then
+  # tests/gui_xcb opens the dashboard in a real X server (Xvfb) and drives it with xdotool.
+  command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+  command -v xauth >/dev/null 2>&1 || missing+=(xauth)
+  command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
+  # the desktop entry and AppStream metadata are validated by the tests
   command -v desktop-file-validate >/dev/null 2>&1 || missing+=(desktop-file-utils)
   command -v appstreamcli >/dev/null 2>&1 || missing+=(appstream)
   # The monitoring tests scrape `modeldeck exporter` with a real Prometheus and check the shipped
@@ -64,7 +79,15 @@ spec="."
 [ "$extra" = "llama" ] && spec=".[llama]"
 stamp=".venv/.modeldeck-installed-${extra:-app}"
 digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+# A fuller install of the same pyproject.toml serves too: `test` holds the app and llama, `llama` the app.
+covering=("$stamp")
+[ -z "$extra" ] && covering+=(.venv/.modeldeck-installed-llama .venv/.modeldeck-installed-test)
+[ "$extra" = "llama" ] && covering+=(.venv/.modeldeck-installed-test)
+installed=""
+for s in "${covering[@]}"; do
+  if [ -f "$s" ] && [ "$(cat "$s")" = "$digest" ]; then installed=1; fi
+done
+if [ -z "$installed" ]; then
   say "installing ModelDeck ${extra:+with $extra tools }into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e "$spec"
