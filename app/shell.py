@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, Q
 from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox, QWidget
 
 from app.widgets.memory_graph import TIME_WINDOWS
+from app.widgets.focus import return_focus_after
 from app.widgets.quit_guard import ask_before_quitting, held_models
 from app.widgets.resource_panel import ResourcePanel
 
@@ -197,6 +198,7 @@ class MainWindow(QMainWindow):
 
         dialog = ShortcutsDialog(self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        return_focus_after(dialog, self.panel)
         dialog.open()
         return dialog
 

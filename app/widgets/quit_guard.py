@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QCheckBox, QMessageBox, QWidget
 
 from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
+from app.widgets.focus import return_focus_after
 from app.widgets.ports import ManagerPort
 
 __all__ = ["held_models", "describe_held", "ask_before_quitting"]
@@ -57,5 +58,6 @@ def ask_before_quitting(parent: QWidget, models: tuple[LoadedModel, ...], quit_n
             quit_now()
 
     box.finished.connect(done)
+    return_focus_after(box, parent)
     box.open()
     return box

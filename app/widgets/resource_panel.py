@@ -28,6 +28,7 @@ from app.widgets.bridge import CoreBridge
 from app.widgets.cluster_view import ClusterView
 from app.widgets.device_card import DeviceCard
 from app.widgets.elided_label import ElidedLabel
+from app.widgets.focus import return_focus_after
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
 from app.widgets.load_flow import LoadFlow
 from app.widgets.planning import ViewPlanner
@@ -271,6 +272,7 @@ class ResourcePanel(QWidget):
         dialog.accepted.connect(lambda: self._on_picked(model_id, dialog))
         dialog.destroyed.connect(lambda *_: self._forget_picker(dialog))
         self.picker = dialog
+        return_focus_after(dialog, self.browser)
         dialog.open()
         return dialog
 

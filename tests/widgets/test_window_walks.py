@@ -147,3 +147,23 @@ def test_the_history_window_is_kept_as_soon_as_it_is_chosen(qtbot, window, sampl
     qtbot.addWidget(again)
     assert again.panel.window_s == 3600
     again.panel.shutdown()
+
+
+def test_focus_comes_back_to_the_table_when_the_picker_closes(qtbot, window):
+    table = window.panel.browser.view
+    window.activateWindow()
+    table.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is table)
+    picker = window.panel.open_picker(LLM)
+    qtbot.waitUntil(lambda: picker.isVisible())
+    picker.reject()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is table)
+
+
+def test_focus_comes_back_after_the_shortcuts_dialog(qtbot, window):
+    combo = window.panel.window_combo
+    window.activateWindow()
+    combo.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is combo)
+    window.show_shortcuts().reject()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is combo)
