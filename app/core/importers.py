@@ -30,9 +30,11 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 __all__ = [
+    "ArchitectureFile",
     "ImportErrorKind",
     "ModelImportError",
     "ScannedModel",
+    "read_architecture",
     "read_gguf",
     "read_safetensors",
     "scan_hf_cache",
@@ -1545,6 +1547,51 @@ def scan_hf_cache(cache_dir: str | os.PathLike[str] | None = None, *,
     elif collected:
         raise collected[0]
     return models
+
+
+# ------------------------------------------------------------------------------ one model's facts
+
+
+@dataclass(frozen=True, slots=True)
+class ArchitectureFile:
+    """What a model's own file says of its architecture: the fields, the parameter count where the
+    file holds the weights (a GGUF or safetensors header), and the file read."""
+
+    path: str
+    architecture: dict[str, int | str | bool | None]
+    parameters: int | None
+    notes: tuple[str, ...] = ()
+
+
+def read_architecture(path: str | os.PathLike[str]) -> ArchitectureFile:
+    """The architecture a GGUF header, a Hugging Face config.json (or the folder holding it) or a
+    safetensors file (with config.json beside it) states, through the same readers a scan uses.
+    Raises :class:`ModelImportError` (what is wrong and what to do) for anything else."""
+    full = os.path.abspath(os.fspath(path))
+    if os.path.isdir(full) and os.path.isfile(os.path.join(full, "config.json")):
+        full = os.path.join(full, "config.json")
+    if full.lower().endswith(".gguf"):
+        model = read_gguf(full)
+        arch, params, notes = model.architecture, model.parameters, list(model.notes)
+    elif full.lower().endswith((".safetensors", ".safetensors.index.json")) or os.path.isdir(full):
+        model = read_safetensors(full)
+        arch, params, notes = model.architecture, model.parameters, list(model.notes)
+    elif os.path.basename(full) == "config.json":
+        _stat_size(full)
+        config = _read_json(full, "config.json")
+        if not isinstance(config, dict):
+            raise _fail(full, ImportErrorKind.MALFORMED, "is not a JSON object",
+                        "Pick the model's Hugging Face config.json.")
+        notes = []
+        arch, params = _config_architecture(config, (), notes), None
+    else:
+        _refuse_pickle(full)
+        raise _fail(full, ImportErrorKind.UNSUPPORTED, "is not a GGUF file, a safetensors file or a config.json",
+                    "Pick the model's .gguf file, or the config.json of its Hugging Face folder.")
+    if not arch.get("layers"):
+        raise _fail(full, ImportErrorKind.MALFORMED, "does not state the number of layers",
+                    "Pick the language model's own config.json or GGUF file.")
+    return ArchitectureFile(full, dict(arch), params, tuple(notes))
 
 
 # ----------------------------------------------------------------------------------------- scanning

@@ -784,7 +784,7 @@ class ModelRegistry:
         self.registry_changed.emit()
         return metadata
 
-    def update_model(self, model_id: str, *, override: bool = False, **changes: Any) -> ModelMetadata:
+    def update_model(self, model_id: str, /, *, override: bool = False, **changes: Any) -> ModelMetadata:
         """Change fields of a user or scanned model (validated; a new ``model_id`` renames it, never onto
         another model or, unless ``override``, a built-in); a built-in is copied as a user override."""
         with self._lock:
