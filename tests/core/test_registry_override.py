@@ -7,7 +7,12 @@ import json
 import pytest
 
 from app.core.model_registry import (
-    BuiltinConflict, InvalidModel, ModelMetadata, ModelRegistry, RegistryError, validate_user_model,
+    BuiltinConflict,
+    InvalidModel,
+    ModelMetadata,
+    ModelRegistry,
+    RegistryError,
+    validate_user_model,
 )
 from app.core.quantization_strategy import estimate_model
 
