@@ -81,6 +81,9 @@ class AllocatorSettings:
     elevated: float = 0.80
     high: float = 0.90
     critical: float = 0.97
+    #: Hysteresis: a level is entered at its threshold but left only below threshold minus this share
+    #: of the device (3 %), so a device hovering at a threshold does not flip levels every sample.
+    hysteresis: float = 0.03
 
     @property
     def margins(self) -> SafetyMargins:
@@ -89,7 +92,16 @@ class AllocatorSettings:
     def reserve_for(self, device: str) -> int:
         return self.margins.for_device(device)
 
-    def level(self, fraction: float) -> PressureLevel:
+    def level(self, fraction: float, previous: PressureLevel | None = None) -> PressureLevel:
+        """The level of a device ``fraction`` in use or booked. With the ``previous`` level, a fall is
+        held until the fraction is ``hysteresis`` below the threshold it fell under."""
+        rising = self._threshold_level(fraction)
+        if previous is None or rising.rank >= previous.rank:
+            return rising
+        held = self._threshold_level(fraction + self.hysteresis)
+        return held if held.rank < previous.rank else previous
+
+    def _threshold_level(self, fraction: float) -> PressureLevel:
         if fraction >= self.critical:
             return PressureLevel.CRITICAL
         if fraction >= self.high:
@@ -273,6 +285,16 @@ class MemoryAllocator:
         for device, level in changes:
             self.pressure_changed.emit(device, level)
 
+    def configure(self, settings: AllocatorSettings) -> None:
+        """New reserves and thresholds at runtime: every device is re-evaluated (and announced)."""
+        with self._lock:
+            self.settings = settings
+            self._version += 1
+            self._raw.clear()
+            devices = self._devices_locked()
+            changes = self._pressure_changes_locked(devices)
+        self._announce(devices, changes)
+
     def claim_pid(self, pid: int) -> None:
         """Count a process's GPU memory as ours (a loader that runs models in a child process)."""
         with self._lock:
@@ -425,16 +447,18 @@ class MemoryAllocator:
             available = free + ours - max(booked, ours) - reserve
         return (name, total, free, used, ours, booked, unreflected, reserve, available, False, runtime)
 
-    def _level_of(self, total: int, available: int, reserve: int, lost: bool) -> PressureLevel:
+    def _level_of(self, device: str, total: int, available: int, reserve: int, lost: bool) -> PressureLevel:
+        """The device's level, with hysteresis from the level last announced for it."""
         if lost:
             return PressureLevel.CRITICAL
         fraction = 1.0 if total <= 0 else min(1.0, max(0.0, 1 - (available + reserve) / total))
-        return self.settings.level(fraction)
+        return self.settings.level(fraction, self._pressure.get(device))
 
     def _ledger_locked(self, device: str) -> DeviceLedger:
         name, total, free, used, ours, booked, unreflected, reserve, available, lost, runtime = self._raw_locked(device)
+        level = self._level_of(device, total, available, reserve, lost)
         return DeviceLedger(device, name, total, free, used, ours, booked, unreflected, reserve, max(0, available),
-                            self._level_of(total, available, reserve, lost), lost, 0 if lost else available, runtime)
+                            level, lost, 0 if lost else available, runtime)
 
     def _available_locked(self, device: str) -> int:
         return max(0, self._raw_locked(device)[8])
@@ -459,7 +483,7 @@ class MemoryAllocator:
         changes = []
         for device in devices:
             raw = self._raw_locked(device)
-            level = self._level_of(raw[1], raw[8], raw[7], raw[9])
+            level = self._level_of(device, raw[1], raw[8], raw[7], raw[9])
             if self._pressure.get(device) != level:
                 previous = self._pressure.get(device)
                 self._pressure[device] = level

@@ -22,6 +22,7 @@ from app.core.events import Signal
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.hardware_profiler import HardwareProfiler
 from app.core.manager.admission import Admission, SyncGuard
+from app.core.manager.booking_history import BookingHistory, BookingInterval
 from app.core.manager.ensemble import EnsembleItem, EnsemblePlan, plan_ensemble
 from app.core.manager.errors import (
     InsufficientMemoryError,
@@ -149,6 +150,8 @@ class ModelResourceManager:
         self._admission = Admission(self._life, self.settings, self.decide, self.ledger_view,
                                     lambda decision: self.plan_ready.emit(decision))
         self._queries = LedgerQueries(self.memory_allocator, self._life, self.settings)
+        self._history = BookingHistory()
+        self.allocation_changed.connect(self._record_bookings)
         self._initialized = True
         self.logger.info("hardware: %d GPU(s), %s RAM available", len(profile.gpus),
                          format_gib(profile.host.available_bytes))
@@ -351,6 +354,24 @@ class ModelResourceManager:
     def ledgers_and_bookings(self) -> tuple[tuple[DeviceLedger, ...], tuple[Reservation, ...]]:
         """Every device's ledger and every booking, taken together (for exporters)."""
         return self._queries.ledgers_and_bookings()
+
+    def booking_history(self, device: str, since: float | None = None) -> tuple[BookingInterval, ...]:
+        """What was booked on ``device`` and when (on :attr:`clock`), from ``since`` on: one interval
+        per booking, open while it lasts; a booking whose bytes changed is a new interval (a step)."""
+        return self._history.intervals(device, since)
+
+    def _record_bookings(self, device: str) -> None:
+        self._history.record(device, ((b.model_id or b.label, b.label, b.bytes) for b in self.bookings(device)),
+                             self._clock())
+
+    def update_settings(self, settings: ManagerSettings) -> None:
+        """Use ``settings`` from now on (the dashboard's settings dialog): keep-alive and the load cap
+        apply to the next loads, reserves and thresholds re-evaluate every device at once."""
+        self.settings = settings
+        self._admission._settings = settings
+        self._queries._settings = settings
+        self._policy = Policy(settings.type_priority, settings.quality_floor_ppl, calibrate=self._calibrate)
+        self.memory_allocator.configure(settings.allocator)
 
     def safety_margin(self, device: str) -> int:
         """Bytes never booked on ``device``."""

@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.hardware.snapshot import GpuDevice, HardwareProfile
+
+__all__ = ["GpuProcessRow", "gpu_processes", "status_document"]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcessRow:
+    """One process holding memory on one GPU, as ``modeldeck status`` and the dashboard list it.
+
+    ``used_bytes`` is ``None`` when the driver does not say (WDDM, MIG); ``own`` marks ModelDeck's
+    processes, and ``models`` the models ModelDeck runs in it on that device.
+    """
+
+    device: str
+    gpu_index: int
+    gpu_name: str
+    pid: int
+    name: str
+    used_bytes: int | None
+    kind: str
+    own: bool = False
+    models: tuple[str, ...] = ()
+
+
+def gpu_processes(profile: HardwareProfile, *, own_pids: Iterable[int] = (),
+                  models: Mapping[str, Sequence[str]] | None = None) -> tuple[GpuProcessRow, ...]:
+    """Every process on every GPU of ``profile`` (lost GPUs have none), largest first per GPU.
+
+    ``models``: device (``cuda:N``) -> names of the models ModelDeck holds there, shown on its own
+    process's row. Reads the profile only: the driver was asked when it was sampled.
+    """
+    own = frozenset(own_pids)
+    rows: list[GpuProcessRow] = []
+    for gpu in profile.gpus:
+        rows += sorted(_rows_of(gpu, own, models or {}), key=lambda r: -(r.used_bytes or 0))
+    return tuple(rows)
+
+
+def _rows_of(gpu: GpuDevice, own: frozenset[int], models: Mapping[str, Sequence[str]]) -> list[GpuProcessRow]:
+    return [GpuProcessRow(gpu.device_id, gpu.index, gpu.name, p.pid, p.name, p.used_bytes, p.kind, p.pid in own,
+                          tuple(models.get(gpu.device_id, ())) if p.pid in own else ())
+            for p in gpu.processes]
 
 
 def _gpu_document(gpu: GpuDevice) -> dict[str, Any]:
@@ -39,7 +81,7 @@ def _gpu_document(gpu: GpuDevice) -> dict[str, Any]:
                 "used_known": p.used_bytes is not None,
                 "kind": p.kind,
             }
-            for p in gpu.processes
+            for p in _rows_of(gpu, frozenset(), {})
         ],
         "unavailable": {name: reason for name, reason in gpu.unavailable},
     }

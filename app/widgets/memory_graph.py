@@ -1,8 +1,10 @@
 """MemoryGraph: one device's used memory over time, against its total and safety reserve.
 
-It reads the sampler's ring buffers (never the driver) and updates one curve with ``setData``.
-What ModelDeck has reserved per model is drawn as stacked bands from the bottom, so the gap
-between "the allocator thinks" (bands) and "the card says" (the curve) is visible at a glance.
+It draws the profile it is handed (:meth:`MemoryGraph.refresh`) with the sampler's ring buffers
+for the history (never the driver), updating one curve with ``setData``. What ModelDeck booked per
+model is drawn as stacked bands from the bottom, *as history*: a band starts when a model is booked
+and ends when it goes, a changed booking is a step, and the past stays when a model expires. So the
+gap between "the allocator booked" (bands) and "the card says" (the curve) is visible at any time.
 Values are bytes inside; the plot's y axis is GiB, labelled.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,7 +20,11 @@ from PySide6.QtCore import QEvent, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from app.core.hardware.snapshot import HardwareProfile
+from app.core.manager.booking_history import BookingHistory, BookingInterval, StackedBookings, stack
+from app.core.sampler import device_key
 from app.core.units import GiB, format_gib
+from app.widgets.ports import ManagerPort, SamplerPort
 
 __all__ = ["MemoryGraph", "TIME_WINDOWS", "DEFAULT_WINDOW_S"]
 
@@ -83,12 +89,129 @@ def _peak_decimate(x: np.ndarray, y: np.ndarray, width_px: int) -> tuple[np.ndar
     return out_x, out_y
 
 
-class MemoryGraph(QWidget):
-    """Used memory of one device over a time window, with total, safety reserve and reserved bands.
+def _blend(color: QColor, base: QColor, alpha: float) -> QColor:
+    """``color`` over ``base`` at ``alpha``, as one opaque colour: stacked fills then never mix."""
+    mix = [round(alpha * a + (1 - alpha) * b) for a, b in
+           zip((color.red(), color.green(), color.blue()), (base.red(), base.green(), base.blue()), strict=True)]
+    return QColor(*mix)
 
-    ``key`` is a GPU's :func:`app.core.sampler.device_key`, or ``None`` for the host's RAM.
-    Call :meth:`refresh` when a sample arrives (the panel connects it to the bridge); a hidden
-    graph only notes that it is stale and catches up when shown.
+
+class _BookingBands:
+    """The stacked booking bands of one plot: per booking, one filled step curve and one label.
+
+    Each band's curve is the *cumulative* top of the stack, filled down to zero with an opaque colour
+    and drawn behind the bands below it, so each visible area is one booking's own bytes.
+    """
+
+    LABEL_MIN_PX = 13
+
+    def __init__(self, item: pg.PlotItem) -> None:
+        self._item = item
+        self._items: dict[str, tuple[pg.PlotDataItem, pg.TextItem]] = {}
+        self._colors: dict[str, QColor] = {}
+        self._text = QColor(0, 0, 0)
+        self._base = QColor(255, 255, 255)
+        self.stacked: StackedBookings | None = None
+        self.now = 0.0
+        #: Key -> the segment its label describes (its newest one in the window).
+        self._label_at: dict[str, int] = {}
+
+    @property
+    def labels(self) -> dict[str, pg.TextItem]:
+        return {k: label for k, (_curve, label) in self._items.items()}
+
+    @property
+    def curves(self) -> dict[str, pg.PlotDataItem]:
+        return {k: curve for k, (curve, _label) in self._items.items()}
+
+    def set_palette(self, text: QColor, base: QColor) -> None:
+        self._text, self._base = QColor(text), QColor(base)
+        for key, (curve, label) in self._items.items():
+            curve.setBrush(_blend(self._colors[key], self._base, 0.4))
+            label.setColor(self._text)
+
+    def draw(self, stacked: StackedBookings, now: float, window_s: float) -> float:
+        """Show ``stacked`` with ``now`` at x = 0; returns the top of the stack in GiB."""
+        self.stacked, self.now = stacked, now
+        for key in [k for k in self._items if k not in stacked.keys]:
+            curve, label = self._items.pop(key)
+            self._item.removeItem(curve)
+            self._item.removeItem(label)
+        if stacked.edges.size < 2 or not stacked.keys:
+            self._label_at = {}
+            return 0.0
+        x = np.repeat(stacked.edges - now, 2)[1:-1]
+        self._label_at = {}
+        for k, key in enumerate(stacked.keys):
+            curve, label = self._items.get(key) or self._add(key, len(stacked.keys) - k)
+            curve.setZValue(1 + len(stacked.keys) - k)  # lower bands paint over the ones above them
+            curve.setData(x, np.repeat(stacked.tops[k] / GiB, 2), fillLevel=0.0)
+            self._place_label(k, key, label, window_s)
+        return float(stacked.tops[-1].max() / GiB)
+
+    def _add(self, key: str, z: int) -> tuple[pg.PlotDataItem, pg.TextItem]:
+        used = {c.rgb() for c in self._colors.values()}
+        color = next((c for c in BAND_COLORS if c.rgb() not in used), BAND_COLORS[len(self._colors) % len(BAND_COLORS)])
+        self._colors[key] = QColor(color)
+        curve = pg.PlotDataItem(pen=None, brush=_blend(color, self._base, 0.4))  # no name: not in the legend
+        label = pg.TextItem("", anchor=(0, 0.5), color=self._text)
+        label.setZValue(5)
+        self._item.addItem(curve)
+        self._item.addItem(label, ignoreBounds=True)
+        self._items[key] = (curve, label)
+        return curve, label
+
+    def _place_label(self, k: int, key: str, label: pg.TextItem, window_s: float) -> None:
+        """At the start of the booking's newest run in the window; right-aligned at its end when that
+        run is short (a model booked a minute ago in a 10-minute window)."""
+        stacked = self.stacked
+        assert stacked is not None
+        active = np.flatnonzero(stacked.own[k] > 0)
+        if active.size == 0:
+            label.setVisible(False)
+            return
+        last = int(active[-1])
+        first = last
+        while first > 0 and stacked.own[k, first - 1] > 0:
+            first -= 1
+        self._label_at[key] = last
+        x0, x1 = stacked.edges[first] - self.now, stacked.edges[last + 1] - self.now
+        nbytes = int(stacked.own[k, last])
+        top = stacked.tops[k, last] / GiB
+        label.setText(f"{stacked.labels[k]} {format_gib(nbytes)}")
+        if x0 > -0.5 * window_s:
+            label.setAnchor((1, 0.5))
+            label.setPos(x1 - 0.01 * window_s, top - nbytes / GiB / 2)
+        else:
+            label.setAnchor((0, 0.5))
+            label.setPos(max(x0, -0.99 * window_s) + 0.01 * window_s, top - nbytes / GiB / 2)
+
+    def fit_labels(self, px_per_gib: float) -> None:
+        """A label shows only where its band is tall enough to hold it (thin ones keep the colour)."""
+        stacked = self.stacked
+        last_y = -math.inf
+        for k, key in enumerate(stacked.keys if stacked else ()):
+            label = self._items[key][1]
+            s = self._label_at.get(key)
+            if s is None or stacked is None:
+                label.setVisible(False)
+                continue
+            height = stacked.own[k, s] / GiB * px_per_gib
+            middle = (stacked.tops[k, s] / GiB) * px_per_gib - height / 2
+            fits = height >= self.LABEL_MIN_PX and middle - last_y >= self.LABEL_MIN_PX
+            label.setVisible(bool(fits))
+            if fits:
+                last_y = middle
+
+
+class MemoryGraph(QWidget):
+    """Used memory of one device over a time window, with total, safety reserve and booking bands.
+
+    ``key`` is a GPU's :func:`app.core.sampler.device_key`, or ``None`` for the host's RAM. Call
+    :meth:`refresh` with each new profile (the panel connects it to the bridge's ``sigSampled``); a
+    hidden graph only keeps the profile and draws it when shown. With a ``manager`` the bands are its
+    :meth:`booking_history` for ``device`` (``cuda:N`` or ``cpu``); without one, the graph keeps the
+    history of what :meth:`set_reserved` was given.
 
     Signals:
         sigHoverChanged(str): the hover readout text ("" when the pointer leaves).
@@ -96,22 +219,28 @@ class MemoryGraph(QWidget):
 
     sigHoverChanged = Signal(str)
 
-    def __init__(self, sampler: Any, key: str | None, *, reserve_bytes: int = 0,
-                 window_s: int = DEFAULT_WINDOW_S, parent: QWidget | None = None) -> None:
+    def __init__(self, sampler: SamplerPort, key: str | None, *, reserve_bytes: int = 0,
+                 window_s: int = DEFAULT_WINDOW_S, manager: ManagerPort | None = None, device: str | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._sampler = sampler
         self._key = key
         self._metric = "ram_used_bytes" if key is None else "used_bytes"
+        self._manager = manager
+        self._device = device or ("cpu" if key is None else None)
+        self._local = BookingHistory() if manager is None else None
+        self._history: tuple[BookingInterval, ...] = ()
         self._reserve_bytes = int(reserve_bytes)
         self._window_s = int(window_s)
         self._total_bytes: float = float("nan")
         self._bands: dict[str, int] = {}
-        self._band_items: list[tuple[str, pg.PlotDataItem, pg.TextItem]] = []
+        self._bands_top = 0.0
         self._x = np.empty(0)
         self._y = np.empty(0)
         self._t_last = float("nan")
-        self._stale = True
-        self._last_drawn_t = -math.inf
+        self._profile: HardwareProfile | None = sampler.latest
+        #: The sample time drawn last: the graph is stale while its profile is newer (the one flag).
+        self._drawn_t = -math.inf
         self._hover_text = ""
         self._y_top = 1.0
 
@@ -130,17 +259,21 @@ class MemoryGraph(QWidget):
         self.legend_label.setTextFormat(Qt.TextFormat.RichText)
         self.legend_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.legend_label.setToolTip("used: measured by the driver · total: the device's memory · "
-                                     "safety reserve: kept free by ModelDeck · filled bands: what ModelDeck booked")
+                                     "safety reserve: kept free by ModelDeck · filled bands: what ModelDeck "
+                                     "booked per model, from when it was booked until it went")
 
         # A line, not a filled area: filling 24 h of points cost ~15 ms a frame, and the filled
-        # areas are kept for what the allocator reserved, so "measured" and "booked" look different.
+        # areas are kept for what the allocator booked, so "measured" and "booked" look different.
         self._used = item.plot(pen=pg.mkPen(USED_COLOR, width=1), connect="finite")
         self._used.setZValue(10)
         # On the curve (PlotDataItem): its keyword is method=; PlotItem's is mode=.
         self._used.setDownsampling(auto=True, method="peak")
         self._used.setClipToView(True)
         self._total = item.plot(pen=pg.mkPen(TOTAL_COLOR, width=1, style=Qt.PenStyle.DashLine))
+        self._total.setZValue(9)
         self._reserve = item.plot(pen=pg.mkPen(RESERVE_COLOR, width=1, style=Qt.PenStyle.DotLine))
+        self._reserve.setZValue(9)
+        self._bands_view = _BookingBands(item)
         self._cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(TOTAL_COLOR, width=1))
         self._cursor.setVisible(False)
         self._cursor.setZValue(20)
@@ -158,6 +291,8 @@ class MemoryGraph(QWidget):
         layout.addWidget(self._plot)
         self._apply_palette()
         self._set_x_range()
+        if manager is not None:
+            self._load_history()
 
     # --- public ------------------------------------------------------------------------------
     @property
@@ -174,10 +309,9 @@ class MemoryGraph(QWidget):
             raise ValueError(f"a time window must be positive, got {seconds}")
         self._window_s = int(seconds)
         self._set_x_range()
-        self._draw_static()
-        self._stale = True
-        self._last_drawn_t = -math.inf
-        self.refresh()
+        self._load_history()
+        self._drawn_t = -math.inf
+        self.refresh(self._profile)
 
     def set_reserve(self, reserve_bytes: int) -> None:
         """The safety reserve kept free on this device (drawn as a line below the total)."""
@@ -185,43 +319,30 @@ class MemoryGraph(QWidget):
         self._draw_static()
 
     def set_reserved(self, bands: dict[str, int]) -> None:
-        """What ModelDeck has reserved per model (bytes), stacked from the bottom and labelled on
-        the band itself (the legend stays three entries wide so it never covers the lines).
+        """What ModelDeck has booked per model now (bytes): call it whenever the bookings change.
 
-        Changes rarely (on load or evict), so items are rebuilt here rather than per sample.
+        The bands are drawn from the booking history (the manager's, or without one, the history of
+        these calls), stacked from the bottom and labelled on the band itself.
         """
-        clean = {str(k): int(v) for k, v in bands.items() if v > 0}
-        if clean == self._bands:
-            return
-        self._bands = clean
-        item = self._plot.getPlotItem()
-        for _name, curve, label in self._band_items:
-            item.removeItem(curve)
-            item.removeItem(label)
-        self._band_items = []
-        for i, (name, size) in enumerate(clean.items()):
-            color = QColor(BAND_COLORS[i % len(BAND_COLORS)])
-            brush = QColor(color)
-            brush.setAlpha(90)
-            curve = pg.PlotDataItem(pen=pg.mkPen(color, width=1), brush=brush)  # no name: not in the legend
-            curve.setZValue(1)
-            label = pg.TextItem(f"{name} {format_gib(size)}", anchor=(0, 0.5), color=self._text_color())
-            label.setZValue(2)
-            item.addItem(curve)
-            item.addItem(label, ignoreBounds=True)
-            self._band_items.append((name, curve, label))
-        self._draw_static()
+        self._bands = {str(k): int(v) for k, v in bands.items() if v > 0}
+        if self._local is not None:
+            self._local.record(self._device_id(), [(k, k, v) for k, v in self._bands.items()], self._history_now())
+        self._load_history()
 
     @property
     def reserved(self) -> dict[str, int]:
         return dict(self._bands)
 
-    def refresh(self) -> None:
-        """Redraw from the sampler's history (cheap when hidden: it only marks itself stale)."""
-        self._stale = True
-        if not self.isVisible():
-            return
-        self._redraw()
+    def booking_history(self) -> tuple[BookingInterval, ...]:
+        """The booking intervals the bands show (those that reach into the window)."""
+        return self._history
+
+    def refresh(self, profile: HardwareProfile | None = None) -> None:
+        """Draw ``profile`` (the newest sample; without one, the sampler's latest). A hidden graph
+        only keeps it and draws when shown."""
+        self._profile = profile if profile is not None else self._sampler.latest
+        if self.isVisible():
+            self._redraw()
 
     def latest_used_bytes(self) -> float:
         return float(self._y[-1] * GiB) if self._y.size else float("nan")
@@ -244,24 +365,56 @@ class MemoryGraph(QWidget):
         value = self._y[i]
         stamp = time.strftime("%H:%M:%S", time.localtime(t))
         used = "no reading" if not np.isfinite(value) else f"{value:.2f} GiB used"
+        stacked = self._bands_view.stacked
+        booked = stacked.at(self._bands_view.now + float(self._x[i])) if stacked is not None else {}
+        if booked:
+            used += f"\n{format_gib(sum(booked.values()))} booked"
         return f"{stamp} ({_relative_label(float(self._x[i]), 1.0)})\n{used}"
 
     # --- drawing -------------------------------------------------------------------------------
+    def _device_id(self) -> str:
+        """``cuda:N`` / ``cpu``: what the manager calls this graph's device."""
+        if self._device is None and self._profile is not None:
+            gpu = next((g for g in self._profile.gpus if device_key(g) == self._key), None)
+            if gpu is not None:
+                self._device = gpu.device_id
+        return self._device or str(self._key)
+
+    def _history_now(self) -> float:
+        """Now on the history's clock: the manager's, or the sample times the local history uses."""
+        if self._manager is not None:
+            clock: Callable[[], float] = self._manager.clock
+            return float(clock())
+        return float(self._profile.timestamp) if self._profile is not None else 0.0
+
+    def _load_history(self) -> None:
+        now = self._history_now()
+        since = now - self._window_s
+        if self._manager is not None:
+            self._history = self._manager.booking_history(self._device_id(), since)
+        elif self._local is not None:
+            self._history = self._local.intervals(self._device_id(), since)
+        self._draw_bands()
+        self._draw_static()
+
+    def _draw_bands(self) -> None:
+        now = self._history_now()
+        stacked = stack(self._history, now - self._window_s, now)
+        self._bands_top = self._bands_view.draw(stacked, now, self._window_s)
+
     def _redraw(self, force: bool = False) -> None:
-        sampler = self._sampler
-        interval = max(0.1, float(getattr(sampler, "interval_s", 1.0)))
+        profile = self._profile
+        interval = max(0.1, float(getattr(self._sampler, "interval_s", 1.0)))
         # Long windows gain nothing from a redraw per sample: one pixel holds many samples.
         width = max(100, self._plot.width())
         min_gap = self._window_s / width * 0.5
-        latest = sampler.latest
-        if latest is not None and not force and latest.timestamp - self._last_drawn_t < min_gap:
+        if profile is not None and not force and profile.timestamp - self._drawn_t < min_gap:
             return
         n = int(self._window_s / interval) + 2
         try:
-            t, used = sampler.window(self._key, self._metric, n)
+            t, used = self._sampler.window(self._key, self._metric, n)
         except KeyError:
             t, used = np.empty(0), np.empty(0)
-        total = self._read_total()
         if t.size:
             t_last = float(t[-1])
             keep = t >= t_last - self._window_s
@@ -270,23 +423,24 @@ class MemoryGraph(QWidget):
             self._t_last = t_last
         else:
             self._x, self._y = np.empty(0), np.empty(0)
-        x, y = _peak_decimate(self._x, self._y, max(100, self._plot.width()))
+        x, y = _peak_decimate(self._x, self._y, width)
         self._used.setData(x, y, connect="finite")
-        self._last_drawn_t = self._t_last if t.size else -math.inf
-        self._stale = False
-        if total != self._total_bytes and not (math.isnan(total) and math.isnan(self._total_bytes)):
-            self._total_bytes = total
+        self._drawn_t = profile.timestamp if profile is not None else -math.inf
+        top = self._bands_top
+        if self._history:
+            self._draw_bands()
+        total = self._read_total(profile)
+        same = total == self._total_bytes or (math.isnan(total) and math.isnan(self._total_bytes))
+        self._total_bytes = total
+        if not same or top != self._bands_top:
             self._draw_static()
 
-    def _read_total(self) -> float:
-        latest = self._sampler.latest
-        if latest is None:
+    def _read_total(self, profile: HardwareProfile | None) -> float:
+        if profile is None:
             return float("nan")
         if self._key is None:
-            return float(latest.host.total_bytes) or float("nan")
-        from app.core.sampler import device_key
-
-        gpu = next((g for g in latest.gpus if device_key(g) == self._key), None)
+            return float(profile.host.total_bytes) or float("nan")
+        gpu = next((g for g in profile.gpus if device_key(g) == self._key), None)
         if gpu is not None and not gpu.lost:
             return float(gpu.total_bytes)
         if math.isfinite(self._total_bytes):
@@ -299,15 +453,13 @@ class MemoryGraph(QWidget):
         return float(finite[-1]) if finite.size else float("nan")
 
     def _draw_static(self) -> None:
-        """Total and reserve lines, reserved bands and the y range: they change rarely."""
+        """Total and reserve lines and the y range: they change rarely."""
         x = np.array([-float(self._window_s), 0.0])
         total = self._total_bytes
-        item = self._plot.getPlotItem()
         if math.isfinite(total) and total > 0:
             self._total.setData(x, np.full(2, total / GiB))
-            reserve_y = max(0.0, total - self._reserve_bytes) / GiB
             if self._reserve_bytes:
-                self._reserve.setData(x, np.full(2, reserve_y))
+                self._reserve.setData(x, np.full(2, max(0.0, total - self._reserve_bytes) / GiB))
             else:
                 self._reserve.setData([], [])
             top = total / GiB
@@ -315,34 +467,18 @@ class MemoryGraph(QWidget):
             self._total.setData([], [])
             self._reserve.setData([], [])
             top = float(np.nanmax(self._y)) if self._y.size and np.isfinite(self._y).any() else 1.0
-        bottom = 0.0
-        for name, curve, label in self._band_items:
-            upper = bottom + self._bands.get(name, 0) / GiB
-            curve.setData(x, np.full(2, upper), fillLevel=bottom)
-            label.setPos(-0.98 * self._window_s, (bottom + upper) / 2)
-            bottom = upper
-        top = max(top, bottom)
+        top = max(top, self._bands_top)
         self._y_top = top * 1.25 if top > 0 else 1.0
-        item.setYRange(0.0, self._y_top, padding=0)
+        self._plot.getPlotItem().setYRange(0.0, self._y_top, padding=0)
         self._place_band_labels()
 
     def _place_band_labels(self) -> None:
-        """Label a band only where it is tall enough to hold its text (thin ones keep the colour)."""
         px_per_gib = self._plot.getPlotItem().getViewBox().height() / max(self._y_top, 1e-9)
-        last_y = -math.inf
-        bottom = 0.0
-        for name, _curve, label in self._band_items:
-            height = self._bands.get(name, 0) / GiB
-            middle_px = (bottom + height / 2) * px_per_gib
-            fits = height * px_per_gib >= 13 and middle_px - last_y >= 13
-            label.setVisible(fits)
-            if fits:
-                last_y = middle_px
-            bottom += height
+        self._bands_view.fit_labels(px_per_gib)
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802
         super().resizeEvent(event)
-        if self._band_items:
+        if self._history:
             self._place_band_labels()
 
     def _set_x_range(self) -> None:
@@ -375,9 +511,6 @@ class MemoryGraph(QWidget):
         super().leaveEvent(event)
 
     # --- theme and visibility ------------------------------------------------------------------
-    def _text_color(self) -> QColor:
-        return self.palette().color(QPalette.ColorRole.Text)
-
     def _apply_palette(self) -> None:
         """Follow the host's palette: pyqtgraph's own defaults are process-wide and black."""
         pal = self.palette()
@@ -396,8 +529,7 @@ class MemoryGraph(QWidget):
         legend_bg.setAlpha(200)
         self._readout.setColor(text)
         self._readout.fill = pg.mkBrush(legend_bg)
-        for _name, _curve, label in self._band_items:
-            label.setColor(text)
+        self._bands_view.set_palette(text, base)
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802
         if event.type() == QEvent.Type.PaletteChange:
@@ -406,5 +538,5 @@ class MemoryGraph(QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802
         super().showEvent(event)
-        if self._stale:
+        if self._profile is not None and self._profile.timestamp != self._drawn_t:
             self._redraw(force=True)

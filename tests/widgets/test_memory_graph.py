@@ -1,4 +1,5 @@
-"""MemoryGraph: reads the sampler's history; total, reserve, reserved bands; windows; hover."""
+"""MemoryGraph: draws the profile sent to it with the sampler's history; total, reserve, booking bands as
+history (the manager's or its own); windows; hover."""
 
 from __future__ import annotations
 
@@ -64,20 +65,84 @@ def test_hidden_graph_does_not_redraw_until_shown(qtbot, sampler, clock):
     assert graph.latest_used_bytes() == pytest.approx(sampler.latest.host.used_bytes)
 
 
-def test_reserved_bands_stack_from_the_bottom_with_labels(qtbot, sampler):
+def _advance(sampler, clock, graph, seconds: int) -> None:
+    for _ in range(seconds):
+        clock.advance(1.0)
+        graph.refresh(sampler.tick())
+
+
+def test_bands_are_history_and_the_past_stays_when_a_model_goes(qtbot, sampler, clock):
+    graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), window_s=60)
+    graph.set_reserved({"Ministral 8B": int(5.3 * GiB), "empty": 0})
+    _advance(sampler, clock, graph, 20)
+    graph.set_reserved({"Ministral 8B": int(5.3 * GiB), "SD 1.5": int(1.7 * GiB)})
+    _advance(sampler, clock, graph, 20)
+    graph.set_reserved({"SD 1.5": int(1.7 * GiB)})  # Ministral expired
+    _advance(sampler, clock, graph, 10)
+    assert graph.reserved == {"SD 1.5": int(1.7 * GiB)}
+    stacked = graph._bands_view.stacked
+    now = graph._bands_view.now
+    assert stacked.keys == ("Ministral 8B", "SD 1.5")
+    assert stacked.at(now - 45) == {"Ministral 8B": int(5.3 * GiB)}  # before SD 1.5 was booked
+    assert stacked.at(now - 20) == {"Ministral 8B": int(5.3 * GiB), "SD 1.5": int(1.7 * GiB)}
+    assert stacked.at(now - 5) == {"SD 1.5": int(1.7 * GiB)}  # Ministral's past is still drawn
+    curves = graph._bands_view.curves
+    x, y = curves["SD 1.5"].getData()
+    assert x[0] == pytest.approx(-60) and x[-1] == pytest.approx(0)
+    # SD 1.5 sits on Ministral while both are booked, on the floor once it is alone.
+    assert y[np.searchsorted(x, -20)] == pytest.approx(7.0) and y[-1] == pytest.approx(1.7)
+    assert "SD 1.5 1.7 GiB" in graph._bands_view.labels["SD 1.5"].toPlainText()
+    assert "booked" in graph.readout_at(-20) and "7.0 GiB booked" in graph.readout_at(-20)
+    _advance(sampler, clock, graph, 60)  # Ministral's interval leaves the 60 s window
+    assert graph._bands_view.stacked.keys == ("SD 1.5",) and list(graph._bands_view.curves) == ["SD 1.5"]
+
+
+def test_bands_follow_the_managers_booking_history(qtbot, sampler, clock, registry):
+    from app.core.model_resource_manager import ManagerSettings, ModelResourceManager
+
+    manager = ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
+                                   settings=ManagerSettings(keep_alive_s=30))
+    graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), manager=manager, device="cuda:0",
+                   window_s=600)
+    manager.load("meta-llama/Llama-3.2-1B-Instruct", "int4", "cuda:0")
+    graph.set_reserved({b.label: b.bytes for b in manager.bookings("cuda:0")})
+    _advance(sampler, clock, graph, 40)
+    manager.tick()  # idle past keep-alive: unloaded
+    graph.set_reserved({b.label: b.bytes for b in manager.bookings("cuda:0")})
+    _advance(sampler, clock, graph, 20)
+    assert graph.reserved == {}
+    keys = {i.key for i in graph.booking_history()}
+    assert "meta-llama/Llama-3.2-1B-Instruct" in keys
+    booked = graph._bands_view.stacked.at(graph._bands_view.now - 30)
+    assert booked.get("meta-llama/Llama-3.2-1B-Instruct", 0) > 0
+    assert graph._bands_view.stacked.at(graph._bands_view.now - 5) == {}
+    # A new graph (the panel rebuilt its cells) starts with the past already there.
+    again = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), manager=manager, device="cuda:0")
+    assert again.booking_history() == graph.booking_history()
+
+
+def test_a_changed_booking_is_a_step(qtbot, sampler, clock):
+    graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), window_s=60)
+    graph.set_reserved({"Ministral 8B": 6 * GiB})
+    _advance(sampler, clock, graph, 30)
+    graph.set_reserved({"Ministral 8B": 5 * GiB})  # measured replaces the estimate
+    _advance(sampler, clock, graph, 10)
+    x, y = graph._bands_view.curves["Ministral 8B"].getData()
+    assert set(np.round(y, 3)) == {0.0, 6.0, 5.0}  # not booked before the window's first 20 s
+    assert y[np.searchsorted(x, -35)] == pytest.approx(6.0) and y[-1] == pytest.approx(5.0)
+
+
+def test_graph_draws_the_profile_it_is_sent(qtbot, sampler, clock):
+    """refresh(profile) uses that profile's total: the sampler's ``latest`` is not pulled again."""
+    import dataclasses
+
     graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]))
-    graph.set_reserved({"Ministral 8B Q4_K_M": int(5.3 * GiB), "SD 1.5": int(1.7 * GiB), "empty": 0})
-    assert graph.reserved == {"Ministral 8B Q4_K_M": int(5.3 * GiB), "SD 1.5": int(1.7 * GiB)}
-    (_, c1, l1), (_, c2, l2) = graph._band_items
-    assert c1.opts["fillLevel"] == 0.0 and c1.getData()[1][0] == pytest.approx(5.3)
-    assert c2.opts["fillLevel"] == pytest.approx(5.3) and c2.getData()[1][0] == pytest.approx(7.0)
-    assert "Ministral 8B Q4_K_M 5.3 GiB" in l1.toPlainText() and "SD 1.5 1.7 GiB" in l2.toPlainText()
-    items = len(graph.plot_widget().getPlotItem().items)
-    graph.set_reserved({"SD 1.5": int(1.7 * GiB)})
-    assert len(graph._band_items) == 1
-    assert len(graph.plot_widget().getPlotItem().items) == items - 2
-    graph.set_reserved({})
-    assert graph._band_items == []
+    clock.advance(1.0)
+    profile = sampler.tick()
+    bigger = dataclasses.replace(profile, gpus=(dataclasses.replace(profile.gpus[0], total_bytes=48 * GiB),
+                                                *profile.gpus[1:]))
+    graph.refresh(bigger)
+    assert graph.total_bytes == 48 * GiB
 
 
 def test_hover_readout_says_time_and_gib(qtbot, sampler):
@@ -115,10 +180,16 @@ def test_lost_gpu_leaves_a_gap(qtbot, clock):
     assert np.isnan(y[-1]) and graph.total_bytes == 24 * GiB
 
 
-def test_screenshot_gpu_graph_with_reserved_bands(qtbot, sampler, image_regression):
+def test_screenshot_gpu_graph_with_reserved_bands(qtbot, sampler, clock, image_regression):
+    """Ministral booked for the whole minute; SD 1.5 booked 40 s ago and gone 10 s ago."""
     graph = MemoryGraph(sampler, device_key(sampler.latest.gpus[1]), reserve_bytes=GiB, window_s=60)
     qtbot.addWidget(graph)
+    graph.set_reserved({"Ministral 8B": int(5.34 * GiB)})
+    _advance(sampler, clock, graph, 20)
     graph.set_reserved({"Ministral 8B": int(5.34 * GiB), "SD 1.5": int(1.72 * GiB)})
+    _advance(sampler, clock, graph, 30)
+    graph.set_reserved({"Ministral 8B": int(5.34 * GiB)})
+    _advance(sampler, clock, graph, 10)
     image_regression.check(png_of(graph, (480, 240)), diff_threshold=DIFF_THRESHOLD)
 
 
