@@ -3,6 +3,11 @@
 A card shows a GPU, the host's RAM, or a backend that is not available (a machine without an
 NVIDIA driver is a normal case, and the card says why there is no GPU). A lost GPU, or a field
 the driver cannot read, is shown as such with the driver's reason, never as a zero.
+
+Beside what the driver measures (used / total, free) it shows the manager's ledger: what ModelDeck
+booked and what is still bookable, so the pressure pill sits beside the figures that explain it
+(a device can be "critical" with 9 GiB free when those 9 GiB are booked for a model still loading).
+The pressure level is the manager's answer (:meth:`ManagerPort.pressure`), never re-derived here.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
-from app.core.hardware.snapshot import BackendStatus, GpuDevice, HostMemory
+from app.core.hardware.snapshot import BackendStatus, GpuDevice, HardwareProfile, HostMemory
+from app.core.memory_allocator import DeviceLedger
 from app.core.units import GiB, format_gib
+from app.widgets.elided_label import ElidedLabel
+from app.widgets.ports import ManagerPort
 
 __all__ = ["DeviceCard", "PRESSURE_LEVELS"]
 
@@ -27,9 +35,9 @@ PRESSURE_LEVELS: dict[str, tuple[str, str]] = {
 }
 _PRESSURE_TIPS = {
     "ok": "Memory pressure: ok. There is room for more models.",
-    "elevated": "Memory pressure: elevated (80%+ of this device in use or reserved).",
-    "high": "Memory pressure: high (90%+). New loads may need an eviction first.",
-    "critical": "Memory pressure: critical (97%+). Loads will be refused or evict other models.",
+    "elevated": "Memory pressure: elevated. Most of this device is in use or booked.",
+    "high": "Memory pressure: high. New loads may need an eviction first.",
+    "critical": "Memory pressure: critical. Loads will be refused or evict other models.",
 }
 _BACKEND_NAMES = {"nvml": "NVML", "amd": "AMD SMI", "amdsmi": "AMD SMI", "host": "Host"}
 
@@ -39,21 +47,28 @@ def _num(value: float | None, unit: str, digits: int = 0) -> str:
 
 
 class DeviceCard(QFrame):
-    """Name, used / total, utilization, temperature, power and pressure of one device."""
+    """Name, used / total, booked / bookable, utilization, temperature, power and pressure of one device.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    With a ``manager`` and its ``device`` (``cuda:N`` or ``cpu``), :meth:`refresh` takes a profile
+    and shows everything (the ledger and the manager's pressure included). Without, a host pushes
+    each part: :meth:`set_gpu` / :meth:`set_host`, :meth:`set_ledger`, :meth:`set_pressure`.
+    """
+
+    def __init__(self, manager: ManagerPort | None = None, device: str | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self._manager = manager
+        self._device = device
         self._pressure = ""
+        self._ledger: DeviceLedger | None = None
 
-        self._title = QLabel()
+        self._title = ElidedLabel()  # a long GPU name ends in "…" beside the pill; whole in the tooltip
         font = QFont(self._title.font())
         font.setBold(True)
         self._title.setFont(font)
-        self._title.setTextFormat(Qt.TextFormat.PlainText)
         self._title.setMinimumWidth(40)
-        self._title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._pill = QLabel()
         self._pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._pill.setVisible(False)
@@ -67,6 +82,13 @@ class DeviceCard(QFrame):
         self._used = QLabel()
         self._free = QLabel()
         self._free.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._booked = QLabel()
+        self._bookable = QLabel()
+        self._bookable.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for label in (self._used, self._free, self._booked, self._bookable):
+            label.setMinimumWidth(10)  # a narrow card cuts a figure's end, never widens the row
+        self._booked.setVisible(False)
+        self._bookable.setVisible(False)
         self._util = QLabel()
         self._temp = QLabel()
         self._power = QLabel()
@@ -88,9 +110,11 @@ class DeviceCard(QFrame):
         grid.addWidget(self._bar, 0, 0, 1, 3)
         grid.addWidget(self._used, 1, 0, 1, 2)
         grid.addWidget(self._free, 1, 2)
-        grid.addWidget(self._util, 2, 0)
-        grid.addWidget(self._temp, 2, 1)
-        grid.addWidget(self._power, 2, 2)
+        grid.addWidget(self._booked, 2, 0, 1, 2)
+        grid.addWidget(self._bookable, 2, 2)
+        grid.addWidget(self._util, 3, 0)
+        grid.addWidget(self._temp, 3, 1)
+        grid.addWidget(self._power, 3, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 6)
         layout.setSpacing(4)
@@ -99,6 +123,45 @@ class DeviceCard(QFrame):
         layout.addWidget(self._message)
 
     # --- what a card shows ---------------------------------------------------------------------
+    def refresh(self, profile: HardwareProfile) -> None:
+        """Show ``profile``'s figures for this card's device with the manager's ledger and pressure
+        (needs the ``manager`` and ``device`` the card was made with)."""
+        if self._manager is None or self._device is None:
+            raise RuntimeError("DeviceCard.refresh needs the manager and device it was made with")
+        device = self._device
+        if device == "cpu":
+            self.set_host(profile.host)
+            lost = False
+        else:
+            gpu = next((g for g in profile.gpus if g.device_id == device and g.mig_parent is None), None)
+            if gpu is None:
+                self._show_message(f"{device} is not in the latest sample.")
+                self.set_pressure(None)
+                return
+            self.set_gpu(gpu)
+            lost = gpu.lost
+        ledger = next((x for x in self._manager.ledgers() if x.device == device), None)
+        self.set_ledger(None if lost else ledger)
+        self.set_pressure(None if lost else self._manager.pressure(device).value)
+
+    def set_ledger(self, ledger: DeviceLedger | None) -> None:
+        """What ModelDeck booked on the device and what is still bookable (``None`` hides the row)."""
+        self._ledger = ledger
+        self._booked.setVisible(ledger is not None)
+        self._bookable.setVisible(ledger is not None)
+        if ledger is None:
+            self._update_pill_tip()
+            return
+        self._set(self._booked, f"Booked {format_gib(ledger.reserved_bytes)}")
+        self._booked.setToolTip(
+            f"What ModelDeck booked here for its models (runtime context included): {ledger.reserved_bytes:,} "
+            f"bytes.\n{format_gib(ledger.unreflected_bytes)} of it is not in use yet, so the driver's "
+            "'free' still counts it.")
+        self._set(self._bookable, f"{format_gib(ledger.available_bytes)} bookable")
+        self._bookable.setToolTip(
+            f"What a new model can still book here: free memory less what is booked but not in use yet, "
+            f"less the {format_gib(ledger.safety_reserve_bytes)} safety reserve.")
+        self._update_pill_tip()
     def set_gpu(self, gpu: GpuDevice) -> None:
         """Show a GPU; a lost one says so and why."""
         self._set(self._title, f"GPU {gpu.index} · {gpu.name}")
@@ -174,7 +237,19 @@ class DeviceCard(QFrame):
         bg, fg = colors or ("#6b7280", "#ffffff")
         self._pill.setText(level)
         self._pill.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border-radius: 6px; padding: 0 6px; }}")
-        self._pill.setToolTip(_PRESSURE_TIPS.get(level, f"Memory pressure: {level}."))
+        self._update_pill_tip()
+
+    def _update_pill_tip(self) -> None:
+        """The level in words and, with a ledger, the figures that make it."""
+        level = self._pressure
+        tip = _PRESSURE_TIPS.get(level, f"Memory pressure: {level}.")
+        x = self._ledger
+        if x is not None and x.total_bytes > 0:
+            tip += (f"\n{100 * x.committed_fraction:.0f}% of {format_gib(x.total_bytes)} is in use or booked: "
+                    f"{format_gib(x.measured_used_bytes)} in use by every program, {format_gib(x.unreflected_bytes)} "
+                    f"booked by ModelDeck and not in use yet, {format_gib(x.safety_reserve_bytes)} kept as the "
+                    f"safety reserve; {format_gib(x.available_bytes)} can still be booked.")
+        self._pill.setToolTip(tip)
 
     # --- read back (tests, hosts) ----------------------------------------------------------------
     @property
@@ -190,7 +265,9 @@ class DeviceCard(QFrame):
         return self._message.text() if not self._message.isHidden() else ""
 
     def texts(self) -> dict[str, str]:
+        booked = self._ledger is not None
         return {"title": self.title, "used": self._used.text(), "free": self._free.text(),
+                "booked": self._booked.text() if booked else "", "bookable": self._bookable.text() if booked else "",
                 "util": self._util.text(), "temp": self._temp.text(), "power": self._power.text(),
                 "pressure": self._pressure, "message": self.message()}
 

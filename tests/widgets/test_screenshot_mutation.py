@@ -149,14 +149,14 @@ def test_a_red_short_cell_turned_green_fails(request, short_turned_green):
     comparison = _screens.compare(reference, png)
     assert not comparison.ok, "red 'short' cells painted green passed the screenshot comparison"
     # a changed colour is not anti-aliasing noise: whole tiles move by tens of levels
-    assert max(t.mean for t in comparison.tiles) > 10
+    assert not comparison.same_size or max(t.mean for t in comparison.tiles) > 10
 
 
 def test_a_red_no_fit_cell_turned_green_fails(request, no_fit_turned_green):
     png, reference = _render(request, "registry")
     comparison = _screens.compare(reference, png)
     assert not comparison.ok, "red 'no' fit cells painted green passed the screenshot comparison"
-    assert max(t.mean for t in comparison.tiles) > 10
+    assert not comparison.same_size or max(t.mean for t in comparison.tiles) > 10
 
 
 def test_the_checker_fails_a_mutated_render_without_touching_the_reference(request, booked_doubled, tmp_path):
