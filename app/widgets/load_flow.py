@@ -2,7 +2,8 @@
 
 A decision that moves other models is shown first (what, where, how much it frees) and waits for
 one click; "Don't ask again" turns that off. The load itself is awaited on a running (qasync) loop,
-or runs in a worker thread under a plain Qt loop (a host's sync loader then never blocks its UI).
+or runs in a worker thread under a plain Qt loop (``app.exec()``: a host's sync loader then never
+blocks its UI). A model that lands on the CPU, whole or in part, is said to run from RAM (slower).
 
 Signals:
     sigStatus(str): one-line news (loading, loaded, could not load, not loaded).
@@ -19,7 +20,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QMessageBox, QWidget
 
+from app.core.manager.lifecycle import LoadedModel
 from app.core.manager.placement import Decision
+from app.widgets.ports import ManagerPort
 
 __all__ = ["LoadFlow"]
 
@@ -27,10 +30,10 @@ __all__ = ["LoadFlow"]
 class LoadFlow(QObject):
     sigStatus = Signal(str)
     sigConfirmChanged = Signal(bool)
-    #: (model_id, error or None) from a worker thread, queued back to the GUI thread.
-    _sigFinished = Signal(str, object)
+    #: (model_id, the LoadedModel or None, error or None) from a worker thread, queued back to the GUI thread.
+    _sigFinished = Signal(str, object, object)
 
-    def __init__(self, manager: Any, names: Callable[[str], str], parent: QObject | None = None) -> None:
+    def __init__(self, manager: ManagerPort | None, names: Callable[[str], str], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._manager = manager
         self._names = names
@@ -80,7 +83,9 @@ class LoadFlow(QObject):
     def load(self, decision: Decision) -> None:
         """Book and load exactly ``decision`` (the manager re-validates it first)."""
         model_id = decision.model_id
-        self.sigStatus.emit(f"Loading {model_id}: {decision.describe()}…")
+        if self._manager is None:
+            raise RuntimeError("LoadFlow.load needs a manager; without one the host loads the decision itself")
+        self.sigStatus.emit(f"Loading {self._names(model_id)}: {decision.describe()}…")
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -93,16 +98,30 @@ class LoadFlow(QObject):
         if self._workers is None:
             self._workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modeldeck-load")
         future = self._workers.submit(self._manager.load, model_id, placement=decision)
-        future.add_done_callback(lambda f: self._sigFinished.emit(model_id, f.exception()))
+        future.add_done_callback(lambda f: self._sigFinished.emit(
+            model_id, None if f.cancelled() or f.exception() else f.result(), None if f.cancelled() else f.exception()))
 
     def _done(self, model_id: str, task: asyncio.Task[Any]) -> None:
         self.pending.discard(task)
         if not task.cancelled():
-            self._finished(model_id, task.exception())
+            err = task.exception()
+            self._finished(model_id, None if err else task.result(), err)
 
-    def _finished(self, model_id: str, err: object) -> None:
-        if not self._closed:
-            self.sigStatus.emit(f"Loaded {model_id}" if err is None else f"Could not load {model_id}: {err}")
+    def _finished(self, model_id: str, loaded: LoadedModel | None, err: object) -> None:
+        if self._closed:
+            return
+        name = self._names(model_id)
+        if err is not None or loaded is None:
+            self.sigStatus.emit(f"Could not load {name}: {err}")
+            return
+        placement = loaded.placement
+        if placement is not None and placement.kind == "cpu":
+            self.sigStatus.emit(f"Loaded {name} on the CPU (in RAM: slower than on a GPU)")
+        elif placement is not None and placement.kind == "partial":
+            self.sigStatus.emit(f"Loaded {name}: {placement.gpu_layers} of {placement.layers} layers on "
+                                f"{placement.home_device}, the rest in RAM (slower than on a GPU)")
+        else:
+            self.sigStatus.emit(f"Loaded {name} ({loaded.device})")
 
     def shutdown(self) -> None:
         self._closed = True

@@ -106,7 +106,7 @@ def test_a_load_in_progress_can_be_cancelled_from_the_loaded_tab(qtbot, manager,
     table.refresh()
     qtbot.waitUntil(lambda: table.model.rowCount() == 1)
     table.view.selectRow(0)
-    assert table.evict_button.text() == "Cancel load" and table.evict_button.isEnabled()
+    assert table.evict_button.text() == "Stop load&ing" and table.evict_button.isEnabled()
     from PySide6.QtCore import Qt
 
     qtbot.mouseClick(table.evict_button, Qt.MouseButton.LeftButton)
@@ -116,7 +116,7 @@ def test_a_load_in_progress_can_be_cancelled_from_the_loaded_tab(qtbot, manager,
     assert manager.reservations() == () and manager.state_of(LLM).value == "failed"
     table.refresh()
     table.view.selectRow(0)
-    assert table.evict_button.text() == "Evict"  # a failed load is evicted, not cancelled
+    assert table.evict_button.text() == "Ev&ict"  # a failed load is evicted, not cancelled
     with pytest.raises(Exception, match="only a load in progress can be cancelled"):
         manager.cancel_load(LLM)
 
@@ -151,7 +151,7 @@ def test_evict_offload_restore_and_pin_buttons_act_on_the_core(qtbot, manager, v
     assert manager.state_of(LLM) == ModelState.LOADED
     table.view.selectRow(0)
     table.pin_button.click()
-    assert manager.loaded_models()[0].pinned and table.pin_button.text() == "Unpin"
+    assert manager.loaded_models()[0].pinned and table.pin_button.text() == "Un&pin"
     table.pin_button.click()
     assert not manager.loaded_models()[0].pinned
     table.view.selectRow(0)
@@ -245,31 +245,3 @@ def test_picker_ok_loads_through_the_manager_on_the_event_loop(qtbot, sampler, r
     assert loaded.quantization == "Q4_K_M" and loaded.placement == decision.placement  # the very plan shown
     panel.close()
 
-
-def test_readme_docking_example_runs(qtbot, tmp_path):
-    """The README's "dock it in your Qt app" snippet, with a simulated card and a booking loader."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QMainWindow
-
-    from app.core import HardwareProfiler, ModelRegistry, ReservationLoader, Sampler
-    from app.widgets.resource_dock import ResourceDock
-
-    main_window = QMainWindow()
-    qtbot.addWidget(main_window)
-    manager = ModelResourceManager.configure_shared(
-        loader=ReservationLoader(), profiler=HardwareProfiler(simulate="rtx3060"),
-        registry=ModelRegistry(user_store=tmp_path / "models.json"))
-    try:
-        sampler = Sampler(manager.hardware_profiler, interval_s=0.1)
-        sampler.sampled.connect(manager.tick)
-        dock = ResourceDock(sampler, manager.model_registry, manager=manager, parent=main_window)
-        main_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        sampler.start()
-        main_window.show()
-        assert ModelResourceManager() is manager
-        manager.load("llama3.2:1b")
-        qtbot.waitUntil(lambda: dock.panel.loaded_view.model.rowCount() == 1, timeout=5000)
-        sampler.stop()
-        dock.shutdown()
-    finally:
-        ModelResourceManager.reset_shared()
