@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.core.memory_allocator import AllocatorSettings
 from app.core.units import MiB
 
-__all__ = ["UserSettings", "SettingsError", "default_settings_path", "load_settings"]
+__all__ = ["UserSettings", "SettingsError", "default_settings_path", "load_settings", "save_settings",
+           "validate_settings"]
 
 _log = logging.getLogger(__name__)
 
@@ -188,16 +192,52 @@ def load_settings(path: Path | str | None = None) -> UserSettings:
     try:
         return UserSettings.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = first.get("loc", ())
-        field = str(loc[0]) if loc else "settings"
-        where = f"{field}[{loc[1]}]" if len(loc) > 1 and isinstance(loc[1], int) else field
-        msg = str(first.get("msg", "")).removeprefix("Value error, ")
-        if not loc and ":" in msg:  # a check across fields names its field first
-            field, msg = msg.split(":", 1)
-            where, msg = field, msg.strip()
-        allowed = ALLOWED.get(field)
-        if first.get("type") == "extra_forbidden":
-            allowed = f"the known fields: {', '.join(ALLOWED)}"
+        where, msg, allowed = _describe(err)
         hint = f" (allowed: {allowed})" if allowed else ""
         raise SettingsError(f"{path}: {where}: {msg}{hint}; fix or remove it") from err
+
+
+def _describe(err: ValidationError) -> tuple[str, str, str | None]:
+    """The first problem as (field, what is wrong, what the field accepts)."""
+    first = err.errors()[0]
+    loc = first.get("loc", ())
+    field = str(loc[0]) if loc else "settings"
+    where = f"{field}[{loc[1]}]" if len(loc) > 1 and isinstance(loc[1], int) else field
+    msg = str(first.get("msg", "")).removeprefix("Value error, ")
+    if not loc and ":" in msg:  # a check across fields names its field first
+        field, msg = msg.split(":", 1)
+        where, msg = field, msg.strip()
+    allowed = ALLOWED.get(field)
+    if first.get("type") == "extra_forbidden":
+        allowed = f"the known fields: {', '.join(ALLOWED)}"
+    return where, msg, allowed
+
+
+def validate_settings(data: dict[str, Any]) -> UserSettings:
+    """Settings from ``data`` (a settings dialog's fields over the current ones), or a SettingsError of one
+    line that names the field, what is wrong and what it accepts (``args[1]`` is the field's name)."""
+    try:
+        return UserSettings.model_validate(data)
+    except ValidationError as err:
+        where, msg, allowed = _describe(err)
+        hint = f" (allowed: {allowed})" if allowed else ""
+        raise SettingsError(f"{where}: {msg}{hint}", where) from err
+
+
+def save_settings(settings: UserSettings, path: Path | str | None = None) -> Path:
+    """Write ``settings`` as the user's settings file, atomically: a crash leaves the old file or the
+    new one, never half of either. Returns the path; an OSError says why it could not be written."""
+    path = Path(path) if path is not None else default_settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(settings.model_dump(mode="json"), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
