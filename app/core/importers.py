@@ -1307,8 +1307,8 @@ def _model_pickles(groups: list[_Group], errors: list[ModelImportError]) -> list
             continue
         for file in group.files:
             errors.append(_fail(file, ImportErrorKind.NOT_A_MODEL,
-                                "not registered: a pickle-named file with no config.json beside it that does not "
-                                "start as a PyTorch checkpoint"))
+                                "not a model: no config.json beside it, and it does not start as a PyTorch "
+                                "checkpoint"))
         if not group.files:
             errors.append(_fail(first, ImportErrorKind.NOT_FOUND, "not found"))
     return kept

@@ -11,7 +11,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from app.core.importers import scan_path
+from app.core.importers import ImportErrorKind, scan_path
 
 __all__ = ["FolderScan", "ScanCancelled"]
 
@@ -39,6 +39,11 @@ class FolderScan(QThread):
         self._cancel = threading.Event()
         self.cancelled = False
 
+    @property
+    def path(self) -> str:
+        """The file or folder being scanned."""
+        return self._path
+
     def cancel(self) -> None:
         self._cancel.set()
 
@@ -63,9 +68,13 @@ class FolderScan(QThread):
 
 
 def scanned_summary(registered: list[Any], errors: list[Any]) -> str:
-    """One line for the status area: how many registered, how many skipped."""
+    """One line for the status area: how many registered, how many skipped, how many ignored as no model."""
+    ignored = [e for e in errors if getattr(e, "kind", None) == ImportErrorKind.NOT_A_MODEL]
+    skipped = [e for e in errors if getattr(e, "kind", None) != ImportErrorKind.NOT_A_MODEL]
     text = f"{len(registered)} model(s) registered"
-    if errors:
-        text += f", {len(errors)} file(s) skipped: " + "; ".join(
-            f"{getattr(e, 'path', '?')}: {getattr(e, 'message', e)}" for e in errors[:3])
+    if skipped:
+        text += f", {len(skipped)} file(s) skipped: " + "; ".join(
+            f"{getattr(e, 'path', '?')}: {getattr(e, 'message', e)}" for e in skipped[:3])
+    if ignored:
+        text += f", {len(ignored)} file(s) ignored as not models"
     return text

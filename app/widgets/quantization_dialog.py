@@ -49,6 +49,9 @@ class QuantizationDialog(QDialog):
     """Pick a quantization level and a device for one model, with live estimates."""
 
     FIXED_COLUMNS = ("Level", "Total", "Weights", "KV cache", "Runtime")
+    #: What the table may ask for, so the dialog fits a 1280x800 screen (beyond: it scrolls).
+    MAX_TABLE_WIDTH = 1200
+    MAX_TABLE_HEIGHT = 400
 
     def __init__(self, metadata: Any, profile: HardwareProfile,
                  planner: ViewPlanner | QuantizationStrategy | None = None, *, context: int | None = None,
@@ -68,7 +71,6 @@ class QuantizationDialog(QDialog):
         self._cells: dict[tuple[str, str], Answer] = {}
         self._decision: Answer | None = None
         self.setWindowTitle(f"Load {metadata.name}")
-        self.setMinimumWidth(720)
 
         self._is_llm = metadata.model_type == ModelType.LLM
         self._is_image = metadata.model_type in _IMAGE_TYPES
@@ -127,7 +129,7 @@ class QuantizationDialog(QDialog):
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)
         self.detail.setFont(monospace_font(self.font()))
-        self.detail.setFixedHeight(150)
+        self.detail.setFixedHeight(132)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("&Load")
         self.buttons.accepted.connect(self.accept)
@@ -162,6 +164,19 @@ class QuantizationDialog(QDialog):
         self.device_combo.currentIndexChanged.connect(self._update_detail)
         self._recompute()
         self._preselect()
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Every level and every column visible at the dialog's default size: the table asks for its
+        whole contents (up to what a 1280x800 screen leaves), so no column is clipped."""
+        self.table.resizeColumnsToContents()
+        frame = 2 * self.table.frameWidth()
+        header = self.table.horizontalHeader()
+        scroll = self.table.verticalScrollBar().sizeHint().width()
+        width = header.length() + frame + scroll + 2
+        height = self.table.verticalHeader().length() + header.sizeHint().height() + frame + 2
+        self.table.setMinimumSize(min(width, self.MAX_TABLE_WIDTH), min(height, self.MAX_TABLE_HEIGHT))
+        self.resize(self.sizeHint())
 
     # --- results -----------------------------------------------------------------------------------
     def selected_level(self) -> str | None:

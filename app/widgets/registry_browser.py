@@ -12,17 +12,18 @@ from typing import Any
 from PySide6.QtCore import QItemSelection, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+    QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
     QPlainTextEdit, QProgressDialog, QPushButton, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.model_registry import ModelProvider, ModelType, RegistryError
+from app.core.model_registry import ModelMetadata, ModelProvider, ModelType, RegistryError
 from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
-from app.widgets.add_model_dialog import AddModelDialog
+from app.widgets.add_model_dialog import AddModelDialog, ManagedRegistry
 from app.widgets.folder_scan import FolderScan, scanned_summary
+from app.widgets.scan_preview import ScanPreviewDialog
 from app.widgets.planning import ViewPlanner
 from app.widgets.registry_table_model import RegistryTableModel, params_label, type_label
 
@@ -41,6 +42,26 @@ def breakdown_lines(estimate: Any) -> list[str]:
         if term.explanation:
             lines.append(f"  {term.explanation}")
     lines.append(f"{'total':<9}{format_gib(estimate.total_bytes, 2):>11}" + ("  (approximate)" if estimate.approximate else ""))
+    return lines
+
+
+def origin_label(meta: ModelMetadata, override: bool) -> str:
+    """Where an entry comes from, in words (an override says how to revert it)."""
+    if override:
+        return "user override of a built-in (delete it to bring the built-in back)"
+    return {"builtin": "built in", "user": "added by you", "scanned": "scanned from disk"}.get(meta.origin, meta.origin)
+
+
+def model_warnings(meta: ModelMetadata) -> list[str]:
+    """What the estimate cannot know about a model, and how to fix it."""
+    lines: list[str] = []
+    if meta.model_type == ModelType.LLM and meta.estimation_architecture is None:
+        lines.append("KV cache NOT estimated: this model has no architecture (layers, KV heads, head dim), so "
+                     "every total above is missing it. Fix: Edit… and fill them in, or read them from its "
+                     "config.json or GGUF file." if meta.origin != "builtin" else
+                     "KV cache NOT estimated: the catalog has no architecture for this model.")
+    if "pytorch-pickle" in meta.formats:
+        lines.append("unverified (pickle: not read): weights counted by file size only")
     return lines
 
 
@@ -105,10 +126,12 @@ class RegistryBrowser(QWidget):
     WIDE_WIDTH = 700
     NARROW_MIN_WIDTH = 300
 
-    def __init__(self, registry: Any, planner: ViewPlanner | QuantizationStrategy | None = None,
+    def __init__(self, registry: ManagedRegistry, planner: ViewPlanner | QuantizationStrategy | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._registry = registry
+        #: The scan's preview while it is open (nothing is registered before it is accepted).
+        self.scan_preview: ScanPreviewDialog | None = None
         self._profile: HardwareProfile | None = None
         self._scan: FolderScan | None = None
         self._progress: QProgressDialog | None = None
@@ -144,7 +167,7 @@ class RegistryBrowser(QWidget):
         self.add_button.setToolTip("Register a model the built-in catalog does not know.")
         self.add_button.clicked.connect(self.open_add_dialog)
         self.scan_button = QPushButton("S&can folder…")
-        self.scan_button.setToolTip("Read GGUF / safetensors headers under a folder and register what is found.")
+        self.scan_button.setToolTip("Read GGUF / safetensors headers under a folder; you choose what to register.")
         self.scan_button.clicked.connect(self._choose_folder)
 
         self.view = QTableView()
@@ -189,6 +212,13 @@ class RegistryBrowser(QWidget):
         self.load_button.setToolTip("Pick a quantization level and device, then load the model.")
         self.load_button.setEnabled(False)
         self.load_button.clicked.connect(self.request_load)
+        self.edit_button = QPushButton("Ed&it…")
+        self.edit_button.setToolTip("Change this model of yours (name, id, size, architecture).")
+        self.edit_button.clicked.connect(lambda: self._on_selected(self.open_edit_dialog))
+        self.delete_button = QPushButton("Dele&te…")
+        self.delete_button.setToolTip("Remove this model of yours (asks first); deleting an override brings the "
+                                      "built-in back.")
+        self.delete_button.clicked.connect(lambda: self._on_selected(self.delete_model))
 
         # The bar is one row, or two in a narrow dock; it asks only for the narrow width, never more.
         self.bar = QWidget()
@@ -207,7 +237,12 @@ class RegistryBrowser(QWidget):
         dl.addWidget(self.detail_title)
         dl.addWidget(self.detail_reason)
         dl.addWidget(self.detail_text, 1)
-        dl.addWidget(self.load_button, 0, Qt.AlignmentFlag.AlignRight)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.edit_button)
+        buttons.addWidget(self.delete_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.load_button)
+        dl.addLayout(buttons)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("ModelDeckRegistrySplitter")
         self.splitter.addWidget(self.view)
@@ -325,16 +360,61 @@ class RegistryBrowser(QWidget):
     # --- actions ---------------------------------------------------------------------------------------
     def open_add_dialog(self) -> AddModelDialog:
         """Open the Add model form (window-modal, not blocking); returns it so callers can watch it."""
-        dialog = AddModelDialog(self._registry, self)
+        return self._open_model_dialog(AddModelDialog(self._registry, self), "Added")
+
+    def open_edit_dialog(self, model_id: str) -> AddModelDialog | None:
+        """Open the form on one of the user's models (a built-in cannot be edited: None, and a status line)."""
+        meta = self._registry.get_model(model_id)
+        if meta is None or meta.origin == "builtin":
+            self.sigStatus.emit(f"{model_id} is built in and cannot be edited; add a model of your own "
+                                "(Add model…), or save one under its id as an override")
+            return None
+        return self._open_model_dialog(AddModelDialog(self._registry, self, editing=meta), "Saved")
+
+    def _open_model_dialog(self, dialog: AddModelDialog, verb: str) -> AddModelDialog:
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self._after_add(dialog))
+        dialog.accepted.connect(lambda: self._after_save(dialog, verb))
         dialog.open()
         return dialog
 
-    def _after_add(self, dialog: AddModelDialog) -> None:
-        if dialog.registered is not None:
-            self.sigStatus.emit(f"Added {dialog.registered.name}")
-            self._select_soon(dialog.registered.id)
+    def _after_save(self, dialog: AddModelDialog, verb: str) -> None:
+        meta = dialog.registered
+        if meta is not None:
+            override = " (overrides the built-in)" if self._registry.is_override(meta.id) else ""
+            self.sigStatus.emit(f"{verb} {meta.name}{override}")
+            self._select_soon(meta.id)
+
+    def delete_model(self, model_id: str) -> bool:
+        """Remove one of the user's models after asking (the question says what is removed); True when removed."""
+        meta = self._registry.get_model(model_id)
+        if meta is None or meta.origin == "builtin":
+            self.sigStatus.emit(f"{model_id} is built in and cannot be deleted")
+            return False
+        if self._registry.is_override(meta.id):
+            question = (f"Delete your override of the built-in model {meta.id}? The built-in entry comes back "
+                        "with its own figures.")
+        else:
+            question = f"Delete {meta.name} ({meta.id}) from your models? It is removed from your model list"
+            question += f"; the files at {meta.path} stay on disk." if meta.path else "."
+        answer = QMessageBox.question(self, "Delete model", question,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        try:
+            self._registry.remove_model(meta.id)
+        except RegistryError as err:
+            self.sigStatus.emit(f"Could not delete {meta.name}: {err}")
+            QMessageBox.warning(self, "Could not delete the model", str(err))
+            return False
+        self.sigStatus.emit(f"Deleted {meta.name}" + (": the built-in is back" if self._registry.get_model(meta.id)
+                                                        else ""))
+        return True
+
+    def _on_selected(self, action: Any) -> None:
+        model_id = self.selected_model_id()
+        if model_id:
+            action(model_id)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Scan a folder for models")
@@ -372,17 +452,20 @@ class RegistryBrowser(QWidget):
             self._progress.setLabelText(f"{done} of {total}: {current}")
 
     def _on_scan_finished(self, models: list[Any], errors: list[Any]) -> None:
-        registered = []
-        for m in models:
-            try:
-                registered.append(self._registry.register_scanned(m))
-            except RegistryError as err:  # the user's model list cannot be written: one message, once
-                self.sigStatus.emit(f"Scan found {len(models)} model(s) but could not register them: {err}")
-                QMessageBox.warning(self, "Could not register scanned models", str(err))
-                return
-        self.sigStatus.emit(scanned_summary(registered, errors))
-        if registered:
-            self._select_soon(registered[0].id)
+        """Show what was found; nothing is registered until the user confirms the preview."""
+        path = self._scan.path if self._scan is not None else ""
+        preview = ScanPreviewDialog(self._registry, path, models, errors, self)
+        preview.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        preview.accepted.connect(lambda: self._after_preview(preview))
+        preview.rejected.connect(lambda: self.sigStatus.emit("Scan: nothing registered"))
+        preview.destroyed.connect(lambda _o=None: setattr(self, "scan_preview", None))
+        self.scan_preview = preview
+        preview.open()
+
+    def _after_preview(self, preview: ScanPreviewDialog) -> None:
+        self.sigStatus.emit(scanned_summary(preview.registered, preview.errors))
+        if preview.registered:
+            self._select_soon(preview.registered[0].id)
 
     def _on_scan_failed(self, message: str) -> None:
         self.sigStatus.emit(f"Scan failed: {message}")
@@ -431,6 +514,9 @@ class RegistryBrowser(QWidget):
         model_id = self.selected_model_id()
         row = self.table_model.row_of(model_id) if model_id else -1
         self.load_button.setEnabled(row >= 0)
+        mine = row >= 0 and self.table_model.metadata_at(row).origin != "builtin"
+        self.edit_button.setEnabled(mine)
+        self.delete_button.setEnabled(mine)
         if row < 0:
             self.detail_title.setText("Select a model")
             self.detail_reason.setText("")
@@ -455,9 +541,10 @@ class RegistryBrowser(QWidget):
             for share in placement.shares:
                 lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}"
                              f" (+ its share of the {format_gib(share.runtime_bytes, 2)} runtime context)")
-        lines += ["", f"id: {meta.id}", f"origin: {meta.origin}"]
+        lines += ["", f"id: {meta.id}", f"origin: {origin_label(meta, self._registry.is_override(meta.id))}"]
         if meta.path:
             lines.append(f"path: {meta.path}")
+        lines += model_warnings(meta)
         text = "\n".join(lines)
         if self.detail_reason.text() != reason:
             self.detail_reason.setText(reason)

@@ -197,7 +197,7 @@ class RegistryTableModel(QAbstractTableModel):
 
     def _display(self, row: int, col: int, meta: Any) -> str:
         if col == self.NAME:
-            return meta.name
+            return f"{meta.name} (user override)" if self._is_override(meta) else meta.name
         if col == self.TYPE:
             return type_label(meta.model_type.value)
         if col == self.PROVIDER:
@@ -214,6 +214,11 @@ class RegistryTableModel(QAbstractTableModel):
             return format_gib(estimate.total_bytes) if estimate else "–"
         return FIT_LABELS[kind_of(plan)][0]
 
+    def _is_override(self, meta: Any) -> bool:
+        """A user entry standing in for a built-in (a registry without overrides has none)."""
+        check = getattr(self._registry, "is_override", None)
+        return meta.origin != "builtin" and check is not None and bool(check(meta.id))
+
     def _sort_key(self, row: int, col: int, meta: Any) -> Any:
         if col == self.PARAMS:
             return float(meta.parameter_count or 0)
@@ -228,7 +233,9 @@ class RegistryTableModel(QAbstractTableModel):
 
     def _tooltip(self, row: int, col: int, meta: Any) -> str | None:
         if col == self.NAME:
-            return f"{meta.id}" + (" (approximate size)" if meta.approximate else "")
+            override = ("\nuser override of a built-in: delete it to bring the built-in back"
+                        if self._is_override(meta) else "")
+            return f"{meta.id}" + (" (approximate size)" if meta.approximate else "") + override
         if col in (self.LEVEL, self.SIZE, self.FIT):
             plan = self.plan_for(row)
             if plan is None:

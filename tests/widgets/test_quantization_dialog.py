@@ -79,4 +79,4 @@ def test_ok_returns_level_device_context(qtbot, registry, sampler, strategy):
 
 def test_screenshot_quantization_dialog(qtbot, registry, sampler, strategy, image_regression):
     dialog = _dialog(qtbot, registry, sampler, strategy)
-    image_regression.check(png_of(dialog, (900, 520)), diff_threshold=DIFF_THRESHOLD)
+    image_regression.check(png_of(dialog, (900, 660)), diff_threshold=DIFF_THRESHOLD)

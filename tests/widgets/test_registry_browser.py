@@ -107,7 +107,8 @@ def test_add_model_form_validates_then_registers(qtbot, browser, registry):
     dialog.params_spin.setValue(1.5)
     dialog.accept()  # no name: pydantic's error, naming the field, and the dialog stays open
     assert dialog.isVisible()
-    assert dialog.error_label.text().startswith("name:")
+    assert dialog.error_for("name").startswith("name:")  # beside the Name field
+    assert dialog.id_edit.text() == "me/tiny-llm" and dialog.params_spin.value() == 1.5  # what was typed stays
     assert registry.get_model("me/tiny-llm") is None
     dialog.name_edit.setText("Tiny LLM")
     dialog.accept()
@@ -122,7 +123,7 @@ def test_add_model_without_an_id_names_the_problem(qtbot, browser):
     dialog = browser.open_add_dialog()
     dialog.name_edit.setText("Nameless")
     dialog.accept()
-    assert "model_id or huggingface_id is required" in dialog.error_label.text()
+    assert "model_id or huggingface_id is required" in dialog.error_for("model_id")
     dialog.reject()
 
 
@@ -140,7 +141,7 @@ def test_add_model_to_a_store_that_cannot_be_written_says_so_and_keeps_the_dialo
     dialog.name_edit.setText("Tiny LLM")
     dialog.params_spin.setValue(1.5)
     dialog.accept()  # one line in the dialog, no traceback, nothing registered
-    assert dialog.isVisible() and dialog.error_label.isVisibleTo(dialog)
+    assert dialog.isVisible() and dialog.error_label.isVisibleTo(dialog) and dialog.error_for("")
     assert "could not be written" in dialog.error_label.text() and "No space left" in dialog.error_label.text()
     assert registry.get_model("me/tiny-llm") is None
     dialog.reject()
@@ -156,10 +157,12 @@ def test_scan_folder_registers_off_the_ui_thread(qtbot, browser, registry, tmp_p
     folder = tmp_path / "models"
     (folder / "tiny").mkdir(parents=True)
     _write_safetensors(folder / "tiny" / "model.safetensors")
+    browser.start_scan(str(folder))
+    assert not browser.scan_button.isEnabled()
+    qtbot.waitUntil(lambda: browser._scan is None and browser.scan_preview is not None, timeout=5000)
+    assert registry.user_models() == []  # nothing registered before the preview is confirmed
     with qtbot.waitSignal(browser.sigStatus, timeout=5000) as blocker:
-        browser.start_scan(str(folder))
-        assert not browser.scan_button.isEnabled()
-    qtbot.waitUntil(lambda: browser._scan is None, timeout=5000)
+        browser.scan_preview.accept()
     assert blocker.args[0].startswith("1 model(s) registered")
     assert any(m.origin == "scanned" for m in registry.user_models())
     assert browser.scan_button.isEnabled()
