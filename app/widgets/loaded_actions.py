@@ -19,10 +19,12 @@ from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
 from app.widgets.ports import ManagerPort
 
-__all__ = ["BulkPlan", "NoticeBar", "ask_bulk", "held_summary", "plan_bulk", "runs_on_cpu"]
+__all__ = ["BulkPlan", "NoticeBar", "PHRASES", "ask_bulk", "held_summary", "plan_bulk", "runs_on_cpu"]
 
-#: What the dialog and the messages call each action.
-VERBS = {"unload": ("Evict", "evicted"), "offload": ("Offload", "offloaded to RAM")}
+#: Per action: the button's word, what was done ("{}": the models' names), and the verb for a refusal.
+PHRASES = {"unload": ("Evict", "Evicted {}", "evict"), "offload": ("Offload", "Offloaded {} to RAM", "offload"),
+           "restore": ("Restore", "Restored {}", "restore"), "pin": ("Pin", "Pinned {}", "pin"),
+           "unpin": ("Unpin", "Unpinned {}", "unpin"), "cancel": ("Stop loading", "Stopped loading {}", "stop loading")}
 
 
 def runs_on_cpu(m: LoadedModel) -> bool:
@@ -54,11 +56,11 @@ class BulkPlan:
         out = []
         for m in self.targets:
             where = ", ".join(f"{format_gib(b, 2)} on {d}" for d, b in self.frees.get(m.model_id, {}).items())
-            out.append(f"• {m.name} ({m.device}): frees {where or 'nothing booked'}")
+            out.append(f"• {m.name}: {where or 'nothing booked'}")
         if self.freed:
-            out.append("Frees in all: " + " · ".join(f"{d} {format_gib(b, 2)}" for d, b in self.freed.items()))
+            out += ["", "Frees: " + " · ".join(f"{d} {format_gib(b, 2)}" for d, b in self.freed.items())]
         if self.skipped:
-            out.append("Left as they are:")
+            out += ["", "Left as they are:"]
             out += [f"• {m.name}: {why}" for m, why in self.skipped]
         return out
 
@@ -98,14 +100,14 @@ def ask_bulk(plan: BulkPlan, parent: QWidget, then: Callable[[tuple[str, ...]], 
              never: Callable[[], None]) -> QMessageBox:
     """One dialog for ``plan``; ``then(ids)`` on yes (the ids shown, nothing else), ``never()`` when the
     user turned the question off. Cancel is the default button: nothing happens by a stray Enter."""
-    title, done = VERBS[plan.action]
+    title, _, verb = PHRASES[plan.action]
     n = len(plan.targets)
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle(f"{title} {n} model{'s' if n != 1 else ''}?")
     what = "unloaded and their memory released" if plan.action == "unload" else "moved to system RAM (restorable)"
     box.setText(f"{n} of the {n + len(plan.skipped)} selected models will be {what}:" if n else
-                f"None of the selected models can be {done}.")
+                f"ModelDeck may {verb} none of the selected models.")
     box.setInformativeText("\n".join(plan.lines()))
     go = box.addButton(f"{title} {n} model{'s' if n != 1 else ''}", QMessageBox.ButtonRole.DestructiveRole)
     go.setEnabled(n > 0)

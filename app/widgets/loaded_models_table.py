@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
-from app.widgets.loaded_actions import NoticeBar, ask_bulk, plan_bulk, runs_on_cpu
+from app.widgets.loaded_actions import PHRASES, NoticeBar, ask_bulk, plan_bulk, runs_on_cpu
 from app.widgets.ports import ManagerPort
 
 __all__ = ["LoadedModelsModel", "LoadedModelsTable", "format_countdown", "device_text"]
@@ -355,7 +355,7 @@ class LoadedModelsTable(QWidget):
         self.buttons.reflow()
 
     # --- acting -----------------------------------------------------------------------------------
-    def _act(self, action: str, ids: tuple[str, ...], call: Callable[[str], Any], verb: str) -> list[str]:
+    def _act(self, action: str, ids: tuple[str, ...], call: Callable[[str], Any]) -> list[str]:
         """``call`` each of ``ids`` the manager still allows ``action`` on; say what was done, left, and why."""
         done, names, failed = [], [], []
         for m in self._manager.loaded_models():
@@ -372,10 +372,11 @@ class LoadedModelsTable(QWidget):
                 names.append(m.name)
             except Exception as err:  # noqa: BLE001 - every refusal is shown, none crashes the view
                 failed.append(f"{m.name}: {err}")
+        _, done_as, verb = PHRASES[action]
         if names:
-            self.sigMessage.emit(f"{verb[0].upper()}{verb[1:]} {', '.join(names)}")
+            self.sigMessage.emit(done_as.format(", ".join(names)))
         for f in failed:
-            self.sigMessage.emit(f"Not {verb} {f}")
+            self.sigMessage.emit(f"Did not {verb} {f}")
         self.refresh()
         return done
 
@@ -383,18 +384,18 @@ class LoadedModelsTable(QWidget):
         """Evict or offload the selection: one named row at once, several after one question."""
         sel = self._selected()
         plan = plan_bulk(self._manager, sel, action)
-        verb = "evicted" if action == "unload" else "offloaded to RAM"
+        _, done_as, verb = PHRASES[action]
 
         def go(ids: tuple[str, ...]) -> None:
             self.confirm_box = None
-            done = self._act(action, ids, call, verb)
+            done = self._act(action, ids, call)
             freed = {d: b for mid in done for d, b in plan.frees.get(mid, {}).items()}
             where = ", ".join(f"{format_gib(b, 2)} on {d}" for d, b in freed.items())
             names = [m.name for m in plan.targets if m.model_id in done]
             skipped = f" Left alone: {', '.join(m.name for m, _ in plan.skipped)}." if plan.skipped else ""
             if not names:
                 return
-            text = f"{verb[0].upper()}{verb[1:]} {', '.join(names)}" + (f" (frees {where})." if where else ".")
+            text = done_as.format(", ".join(names)) + (f" (frees {where})." if where else ".")
             self._undo_ids = tuple(done) if action == "offload" else ()
             self.notice.show_text(text + skipped, f"Restore {', '.join(names)} to the GPU" if self._undo_ids else None)
 
@@ -402,9 +403,9 @@ class LoadedModelsTable(QWidget):
             self.confirm_box = ask_bulk(plan, self, go, self._never_ask)
             return
         for m, why in plan.skipped:
-            self.sigMessage.emit(f"Not {verb} {m.name}: {why}")
+            self.sigMessage.emit(f"Did not {verb} {m.name}: {why}")
         if not plan.targets and len(sel) == 1:  # a single refused row: the manager's reason
-            self._act(action, (sel[0].model_id,), call, verb)
+            self._act(action, (sel[0].model_id,), call)
             return
         go(tuple(m.model_id for m in plan.targets))
 
@@ -414,7 +415,7 @@ class LoadedModelsTable(QWidget):
 
     def evict_selected(self) -> None:
         if self._cancelling:
-            self._act("cancel", tuple(self.selected_ids()), self._manager.cancel_load, "cancelled")
+            self._act("cancel", tuple(self.selected_ids()), self._manager.cancel_load)
             return
         self._free("unload", lambda mid: self._manager.unload(mid, reason="evicted from the dashboard"))
 
@@ -424,12 +425,11 @@ class LoadedModelsTable(QWidget):
     def restore_selected(self, ids: tuple[str, ...] | None = None) -> list[str]:
         # Never makes room by itself: a restore that needs others moved is refused with the options.
         return self._act("restore", tuple(self.selected_ids()) if ids is None else ids,
-                         lambda mid: self._manager.restore(mid, make_room=False), "restored")
+                         lambda mid: self._manager.restore(mid, make_room=False))
 
     def toggle_pin_selected(self) -> None:
         pin = not all(m.pinned for m in self._selected())
-        self._act("pin" if pin else "unpin", tuple(self.selected_ids()), lambda mid: self._manager.pin(mid, pin),
-                  "pinned" if pin else "unpinned")
+        self._act("pin" if pin else "unpin", tuple(self.selected_ids()), lambda mid: self._manager.pin(mid, pin))
 
     def undo(self) -> None:
         """Restore what the last offload moved to RAM (still offloaded, and only those)."""
