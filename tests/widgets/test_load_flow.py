@@ -91,3 +91,25 @@ def test_dont_ask_again_turns_the_question_off(qtbot, walk):
     _pick_sdxl(panel)  # needs room again: loads without asking
     assert panel.loads.confirm_box is None
     qtbot.waitUntil(lambda: manager.state_of(SDXL) == ModelState.LOADED, timeout=5000)
+
+
+def test_a_load_partly_in_ram_says_so_when_it_lands(qtbot, tmp_path, registry, clock):
+    """On a bare RTX 3060, Ministral 8B at fp16 does not fit whole: the planner puts the rest in RAM."""
+    profiler = HardwareProfiler(simulate="rtx3060", clock=clock)
+    sampler = Sampler(profiler, interval_s=1.0, clock=clock)
+    sampler.tick()
+    manager = ModelResourceManager(profiler=profiler, registry=registry, clock=clock)
+    panel = ResourcePanel(sampler, registry, manager=manager)
+    qtbot.addWidget(panel)
+    decision = manager.plan(MINISTRAL, "fp16", allow_cpu=True)
+    placement = decision.placement
+    assert placement.kind == "partial"
+    with qtbot.waitSignal(panel.sigStatus, timeout=5000,
+                          check_params_cb=lambda text: text.startswith("Loaded")) as landed:
+        panel.load_decision(decision)
+    assert landed.args == [f"Loaded Ministral 8B Instruct 2410: {placement.gpu_layers} of {placement.layers} layers "
+                           "on cuda:0, the rest in RAM (slower than on a GPU)"]
+    row = panel.loaded_view.model
+    qtbot.waitUntil(lambda: row.rowCount() == 1)
+    assert row.data(row.index(0, 1)).endswith("layers on GPU, rest in RAM: slower)")
+    panel.shutdown()
