@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QLabel,
-    QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QLineEdit, QMessageBox, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from app.core.importers import ModelImportError, read_architecture
@@ -26,7 +26,7 @@ from app.core.quantization_strategy import fill_requirements
 from app.widgets.ports import RegistryPort
 from app.widgets.registry_table_model import type_label
 
-__all__ = ["AddModelDialog", "ManagedRegistry", "validation_message", "ARCHITECTURE_FIELDS"]
+__all__ = ["AddModelDialog", "ModelEditing", "ManagedRegistry", "validation_message", "ARCHITECTURE_FIELDS"]
 
 RUNTIMES = ("transformers", "llama.cpp", "diffusers", "other")
 #: The architecture the estimator needs for an LLM's KV cache and compute buffer: (field, label, tip).
@@ -372,3 +372,71 @@ class AddModelDialog(QDialog):
         if self.copy_button.isVisible() or self.override_button.isVisible():
             self.copy_button.setVisible(False)
             self.override_button.setVisible(False)
+
+
+class ModelEditing(QObject):
+    """Add, edit and delete the user's models for a view: the forms (window-modal, not blocking) and
+    the confirmation a delete asks for, which says what is removed.
+
+    Signals:
+        sigStatus(str): a one-line message (saved, deleted, refused).
+        sigSaved(str): the id of a model just saved (to select it).
+    """
+
+    sigStatus = Signal(str)
+    sigSaved = Signal(str)
+
+    def __init__(self, registry: ManagedRegistry, parent: QWidget) -> None:
+        super().__init__(parent)
+        self._registry = registry
+        self._parent = parent
+
+    def open_add(self) -> AddModelDialog:
+        return self._open(AddModelDialog(self._registry, self._parent), "Added")
+
+    def open_edit(self, model_id: str) -> AddModelDialog | None:
+        meta = self._registry.get_model(model_id)
+        if meta is None or meta.origin == "builtin":
+            self.sigStatus.emit(f"{model_id} is built in and cannot be edited; add a model of your own "
+                                "(Add model…), or save one under its id as an override")
+            return None
+        return self._open(AddModelDialog(self._registry, self._parent, editing=meta), "Saved")
+
+    def _open(self, dialog: AddModelDialog, verb: str) -> AddModelDialog:
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self._after_save(dialog, verb))
+        dialog.open()
+        return dialog
+
+    def _after_save(self, dialog: AddModelDialog, verb: str) -> None:
+        meta = dialog.registered
+        if meta is not None:
+            override = " (overrides the built-in)" if self._registry.is_override(meta.id) else ""
+            self.sigStatus.emit(f"{verb} {meta.name}{override}")
+            self.sigSaved.emit(meta.id)
+
+    def delete(self, model_id: str) -> bool:
+        meta = self._registry.get_model(model_id)
+        if meta is None or meta.origin == "builtin":
+            self.sigStatus.emit(f"{model_id} is built in and cannot be deleted")
+            return False
+        if self._registry.is_override(meta.id):
+            question = (f"Delete your override of the built-in model {meta.id}? The built-in entry comes back "
+                        "with its own figures.")
+        else:
+            question = f"Delete {meta.name} ({meta.id}) from your models? It is removed from your model list"
+            question += f"; the files at {meta.path} stay on disk." if meta.path else "."
+        answer = QMessageBox.question(self._parent, "Delete model", question,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        try:
+            self._registry.remove_model(meta.id)
+        except RegistryError as err:
+            self.sigStatus.emit(f"Could not delete {meta.name}: {err}")
+            QMessageBox.warning(self._parent, "Could not delete the model", str(err))
+            return False
+        back = self._registry.get_model(meta.id) is not None
+        self.sigStatus.emit(f"Deleted {meta.name}" + (": the built-in is back" if back else ""))
+        return True

@@ -1,4 +1,5 @@
-"""FolderScan: ``scan_path`` on a worker thread, with progress and cancel, results on the GUI thread.
+"""FolderScan: ``scan_path`` on a worker thread, with progress and cancel, results on the GUI thread; ScanFlow:
+the Models tab's scan from start to preview.
 
 Reading headers of a large model folder takes seconds on a slow disk; the UI must not freeze.
 Cancelling raises inside the core's progress callback, which is how ``scan_path`` stops.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, Signal
+from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
 from app.core.importers import ImportErrorKind, scan_path
+from app.widgets.add_model_dialog import ManagedRegistry
+from app.widgets.scan_preview import ScanPreviewDialog
 
-__all__ = ["FolderScan", "ScanCancelled"]
+__all__ = ["FolderScan", "ScanCancelled", "ScanFlow", "scanned_summary"]
 
 
 class ScanCancelled(Exception):
@@ -78,3 +82,92 @@ def scanned_summary(registered: list[Any], errors: list[Any]) -> str:
     if ignored:
         text += f", {len(ignored)} file(s) ignored as not models"
     return text
+
+
+class ScanFlow(QObject):
+    """A scan started from the Models tab: the thread, a cancellable progress dialog, then the preview
+    (nothing is registered until the user confirms it). Dialogs are parented to ``parent``.
+
+    Signals:
+        sigRunning(bool): a scan started or ended (the Scan button follows it).
+        sigStatus(str): a one-line message (what was registered, skipped, cancelled, failed).
+        sigRegistered(str): the first model registered from a preview (to select it).
+    """
+
+    sigRunning = Signal(bool)
+    sigStatus = Signal(str)
+    sigRegistered = Signal(str)
+
+    def __init__(self, registry: ManagedRegistry, parent: QWidget) -> None:
+        super().__init__(parent)
+        self._registry = registry
+        self._parent = parent
+        self.scan: FolderScan | None = None
+        self.preview: ScanPreviewDialog | None = None
+        self._progress: QProgressDialog | None = None
+
+    def start(self, path: str) -> FolderScan:
+        if self.scan is not None:
+            raise RuntimeError("a scan is already running")
+        scan = FolderScan(path, self)
+        progress = QProgressDialog(f"Reading model headers under {path}…", "Cancel", 0, 0, self._parent)
+        progress.setWindowTitle("Scan folder")
+        progress.setMinimumDuration(300)
+        progress.setAutoClose(False)
+        progress.setAutoReset(False)
+        progress.canceled.connect(scan.cancel)
+        scan.sigProgress.connect(self._on_progress)
+        scan.sigFinished.connect(self._on_finished)
+        scan.sigFailed.connect(self._on_failed)
+        scan.finished.connect(self._on_done)
+        self.scan, self._progress = scan, progress
+        self.sigRunning.emit(True)
+        scan.start()
+        return scan
+
+    def cancel(self) -> None:
+        if self.scan is not None:
+            self.scan.cancel()
+
+    def shutdown(self) -> None:
+        scan = self.scan
+        if scan is not None:
+            scan.cancel()
+            scan.wait(5000)
+
+    def _on_progress(self, done: int, total: int, current: str) -> None:
+        if self._progress is not None:
+            self._progress.setMaximum(max(total, 1))
+            self._progress.setValue(done)
+            self._progress.setLabelText(f"{done} of {total}: {current}")
+
+    def _on_finished(self, models: list[Any], errors: list[Any]) -> None:
+        path = self.scan.path if self.scan is not None else ""
+        preview = ScanPreviewDialog(self._registry, path, models, errors, self._parent)
+        preview.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        preview.accepted.connect(lambda: self._after_preview(preview))
+        preview.rejected.connect(lambda: self.sigStatus.emit("Scan: nothing registered"))
+        preview.destroyed.connect(lambda _o=None: setattr(self, "preview", None))
+        self.preview = preview
+        preview.open()
+
+    def _after_preview(self, preview: ScanPreviewDialog) -> None:
+        self.sigStatus.emit(scanned_summary(preview.registered, preview.errors))
+        if preview.registered:
+            self.sigRegistered.emit(preview.registered[0].id)
+
+    def _on_failed(self, message: str) -> None:
+        self.sigStatus.emit(f"Scan failed: {message}")
+        QMessageBox.warning(self._parent, "Scan failed", message)
+
+    def _on_done(self) -> None:
+        scan, self.scan = self.scan, None
+        if scan is not None and scan.cancelled:
+            self.sigStatus.emit("Scan cancelled")
+        if self._progress is not None:
+            self._progress.close()
+            self._progress.deleteLater()
+            self._progress = None
+        self.sigRunning.emit(False)
+        if scan is not None:
+            scan.deleteLater()

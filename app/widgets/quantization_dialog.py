@@ -45,6 +45,16 @@ def _label(room: DeviceRoom, profile: HardwareProfile) -> str:
     return f"GPU {gpu.index}" if gpu is not None else room.device
 
 
+def fit_to_contents(table: QTableWidget, max_width: int, max_height: int) -> None:
+    """Have ``table`` ask for all its rows and columns (up to the limits), so none is clipped."""
+    table.resizeColumnsToContents()
+    frame = 2 * table.frameWidth()
+    header = table.horizontalHeader()
+    width = header.length() + frame + table.verticalScrollBar().sizeHint().width() + 2
+    height = table.verticalHeader().length() + header.sizeHint().height() + frame + 2
+    table.setMinimumSize(min(width, max_width), min(height, max_height))
+
+
 class QuantizationDialog(QDialog):
     """Pick a quantization level and a device for one model, with live estimates."""
 
@@ -164,18 +174,7 @@ class QuantizationDialog(QDialog):
         self.device_combo.currentIndexChanged.connect(self._update_detail)
         self._recompute()
         self._preselect()
-        self._fit_table()
-
-    def _fit_table(self) -> None:
-        """Every level and every column visible at the dialog's default size: the table asks for its
-        whole contents (up to what a 1280x800 screen leaves), so no column is clipped."""
-        self.table.resizeColumnsToContents()
-        frame = 2 * self.table.frameWidth()
-        header = self.table.horizontalHeader()
-        scroll = self.table.verticalScrollBar().sizeHint().width()
-        width = header.length() + frame + scroll + 2
-        height = self.table.verticalHeader().length() + header.sizeHint().height() + frame + 2
-        self.table.setMinimumSize(min(width, self.MAX_TABLE_WIDTH), min(height, self.MAX_TABLE_HEIGHT))
+        fit_to_contents(self.table, self.MAX_TABLE_WIDTH, self.MAX_TABLE_HEIGHT)
         self.resize(self.sizeHint())
 
     # --- results -----------------------------------------------------------------------------------

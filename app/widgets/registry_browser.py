@@ -12,17 +12,16 @@ from typing import Any
 from PySide6.QtCore import QItemSelection, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-    QPlainTextEdit, QProgressDialog, QPushButton, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.model_registry import ModelMetadata, ModelProvider, ModelType, RegistryError
+from app.core.model_registry import ModelMetadata, ModelProvider, ModelType
 from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
-from app.widgets.add_model_dialog import AddModelDialog, ManagedRegistry
-from app.widgets.folder_scan import FolderScan, scanned_summary
+from app.widgets.add_model_dialog import AddModelDialog, ManagedRegistry, ModelEditing
+from app.widgets.folder_scan import FolderScan, ScanFlow
 from app.widgets.scan_preview import ScanPreviewDialog
 from app.widgets.planning import ViewPlanner
 from app.widgets.registry_table_model import RegistryTableModel, params_label, type_label
@@ -63,6 +62,59 @@ def model_warnings(meta: ModelMetadata) -> list[str]:
     if "pytorch-pickle" in meta.formats:
         lines.append("unverified (pickle: not read): weights counted by file size only")
     return lines
+
+
+def model_table(proxy: QSortFilterProxyModel) -> QTableView:
+    """The models' table: sorted by name, one row selected at a time, fixed column widths."""
+    view = QTableView()
+    view.setModel(proxy)
+    view.setSortingEnabled(True)
+    view.sortByColumn(RegistryTableModel.NAME, Qt.SortOrder.AscendingOrder)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setAlternatingRowColors(True)
+    view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(22)
+    view.setWordWrap(False)
+    header = view.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setSectionResizeMode(RegistryTableModel.NAME, QHeaderView.ResizeMode.Stretch)
+    header.setMinimumSectionSize(36)
+    for col, width in ((1, 88), (2, 84), (3, 80), (4, 74), (5, 70), (6, 64)):
+        header.resizeSection(col, width)
+    return view
+
+
+def fill_devices(combo: QComboBox, profile: HardwareProfile, gpus: tuple[str, ...]) -> None:
+    """The devices a fit can be computed for (the best GPU, each GPU, the CPU), keeping the choice."""
+    current = combo.currentData()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem("Best GPU" if gpus else "CPU (no GPU)", None)
+    for g in profile.gpus:
+        if g.device_id in gpus:
+            combo.addItem(f"{g.device_id} · {g.name.removeprefix('NVIDIA ')}", g.device_id)
+    combo.addItem("CPU (RAM)", "cpu")
+    combo.setCurrentIndex(max(0, combo.findData(current)))
+    combo.blockSignals(False)
+
+
+def plan_lines(plan: Any, problem: str | None) -> tuple[str, list[str]]:
+    """The planner's answer as (one-line reason, breakdown lines) for the detail pane."""
+    if plan is None:
+        return problem or "", []
+    if isinstance(plan, Refusal):
+        lines = breakdown_lines(plan.estimate) if plan.estimate else []
+        lines.append(f"needs {format_gib(plan.needed_bytes, 2)}, {format_gib(plan.available_bytes, 2)} bookable")
+        return plan.message(), lines
+    placement = plan.placement
+    lines = breakdown_lines(placement.estimate)
+    if placement.kind in ("split", "partial"):
+        lines.append("layers: " + ", ".join(f"{s.layers} on {s.device}" for s in placement.shares))
+    for share in placement.shares:
+        lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}"
+                     f" (+ its share of the {format_gib(share.runtime_bytes, 2)} runtime context)")
+    return f"{placement.describe()}: {placement.reason}", lines
 
 
 def monospace_font(base: QFont) -> QFont:
@@ -130,11 +182,11 @@ class RegistryBrowser(QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._registry = registry
-        #: The scan's preview while it is open (nothing is registered before it is accepted).
-        self.scan_preview: ScanPreviewDialog | None = None
         self._profile: HardwareProfile | None = None
-        self._scan: FolderScan | None = None
-        self._progress: QProgressDialog | None = None
+        self._scans = ScanFlow(registry, self)
+        self._editing = ModelEditing(registry, self)
+        self._editing.sigStatus.connect(self.sigStatus)
+        self._editing.sigSaved.connect(self._select_soon)
         self._gpu_ids: tuple[str, ...] = ()
         #: A model added here, to select once the registry's change has reached the table.
         self._pending_select: str | None = None
@@ -169,24 +221,11 @@ class RegistryBrowser(QWidget):
         self.scan_button = QPushButton("S&can folder…")
         self.scan_button.setToolTip("Read GGUF / safetensors headers under a folder; you choose what to register.")
         self.scan_button.clicked.connect(self._choose_folder)
+        self._scans.sigRunning.connect(lambda running: self.scan_button.setEnabled(not running))
+        self._scans.sigStatus.connect(self.sigStatus)
+        self._scans.sigRegistered.connect(self._select_soon)
 
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
-        self.view.setSortingEnabled(True)
-        self.view.sortByColumn(RegistryTableModel.NAME, Qt.SortOrder.AscendingOrder)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setAlternatingRowColors(True)
-        self.view.verticalHeader().setVisible(False)
-        self.view.verticalHeader().setDefaultSectionSize(22)
-        self.view.setWordWrap(False)
-        header = self.view.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(RegistryTableModel.NAME, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(36)
-        widths = ((1, 88), (2, 84), (3, 80), (4, 74), (5, 70), (6, 64))
-        for col, width in widths:
-            header.resizeSection(col, width)
+        self.view = model_table(self.proxy)
 
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
         self.view.doubleClicked.connect(lambda _i: self.request_load())
@@ -264,17 +303,7 @@ class RegistryBrowser(QWidget):
         gpus = tuple(g.device_id for g in profile.gpus if not g.lost and g.mig_parent is None)
         if gpus != self._gpu_ids:
             self._gpu_ids = gpus
-            current = self.device_combo.currentData()
-            self.device_combo.blockSignals(True)
-            self.device_combo.clear()
-            self.device_combo.addItem("Best GPU" if gpus else "CPU (no GPU)", None)
-            for g in profile.gpus:
-                if g.device_id in gpus:
-                    self.device_combo.addItem(f"{g.device_id} · {g.name.removeprefix('NVIDIA ')}", g.device_id)
-            self.device_combo.addItem("CPU (RAM)", "cpu")
-            i = self.device_combo.findData(current)
-            self.device_combo.setCurrentIndex(max(0, i))
-            self.device_combo.blockSignals(False)
+            fill_devices(self.device_combo, profile, gpus)
             self.table_model.set_device(self.device_combo.currentData())
         self.table_model.set_profile(profile)
         self._show_detail()
@@ -318,7 +347,7 @@ class RegistryBrowser(QWidget):
         if narrow == self._narrow:
             return
         self._narrow = narrow
-        widgets = (self.search_edit, self.type_combo, self.provider_combo, self._fit_label, self.device_combo,
+        widgets: tuple[QWidget, ...] = (self.search_edit, self.type_combo, self.provider_combo, self._fit_label, self.device_combo,
                    self.add_button, self.scan_button)
         for w in widgets:
             self._bar.removeWidget(w)
@@ -360,56 +389,15 @@ class RegistryBrowser(QWidget):
     # --- actions ---------------------------------------------------------------------------------------
     def open_add_dialog(self) -> AddModelDialog:
         """Open the Add model form (window-modal, not blocking); returns it so callers can watch it."""
-        return self._open_model_dialog(AddModelDialog(self._registry, self), "Added")
+        return self._editing.open_add()
 
     def open_edit_dialog(self, model_id: str) -> AddModelDialog | None:
         """Open the form on one of the user's models (a built-in cannot be edited: None, and a status line)."""
-        meta = self._registry.get_model(model_id)
-        if meta is None or meta.origin == "builtin":
-            self.sigStatus.emit(f"{model_id} is built in and cannot be edited; add a model of your own "
-                                "(Add model…), or save one under its id as an override")
-            return None
-        return self._open_model_dialog(AddModelDialog(self._registry, self, editing=meta), "Saved")
-
-    def _open_model_dialog(self, dialog: AddModelDialog, verb: str) -> AddModelDialog:
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self._after_save(dialog, verb))
-        dialog.open()
-        return dialog
-
-    def _after_save(self, dialog: AddModelDialog, verb: str) -> None:
-        meta = dialog.registered
-        if meta is not None:
-            override = " (overrides the built-in)" if self._registry.is_override(meta.id) else ""
-            self.sigStatus.emit(f"{verb} {meta.name}{override}")
-            self._select_soon(meta.id)
+        return self._editing.open_edit(model_id)
 
     def delete_model(self, model_id: str) -> bool:
         """Remove one of the user's models after asking (the question says what is removed); True when removed."""
-        meta = self._registry.get_model(model_id)
-        if meta is None or meta.origin == "builtin":
-            self.sigStatus.emit(f"{model_id} is built in and cannot be deleted")
-            return False
-        if self._registry.is_override(meta.id):
-            question = (f"Delete your override of the built-in model {meta.id}? The built-in entry comes back "
-                        "with its own figures.")
-        else:
-            question = f"Delete {meta.name} ({meta.id}) from your models? It is removed from your model list"
-            question += f"; the files at {meta.path} stay on disk." if meta.path else "."
-        answer = QMessageBox.question(self, "Delete model", question,
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                                      QMessageBox.StandardButton.Cancel)
-        if answer != QMessageBox.StandardButton.Yes:
-            return False
-        try:
-            self._registry.remove_model(meta.id)
-        except RegistryError as err:
-            self.sigStatus.emit(f"Could not delete {meta.name}: {err}")
-            QMessageBox.warning(self, "Could not delete the model", str(err))
-            return False
-        self.sigStatus.emit(f"Deleted {meta.name}" + (": the built-in is back" if self._registry.get_model(meta.id)
-                                                        else ""))
-        return True
+        return self._editing.delete(model_id)
 
     def _on_selected(self, action: Any) -> None:
         model_id = self.selected_model_id()
@@ -422,73 +410,24 @@ class RegistryBrowser(QWidget):
             self.start_scan(folder)
 
     def start_scan(self, path: str) -> FolderScan:
-        """Scan ``path`` off the UI thread, with a cancellable progress dialog."""
-        if self._scan is not None:
-            raise RuntimeError("a scan is already running")
-        scan = FolderScan(path, self)
-        progress = QProgressDialog(f"Reading model headers under {path}…", "Cancel", 0, 0, self)
-        progress.setWindowTitle("Scan folder")
-        progress.setMinimumDuration(300)
-        progress.setAutoClose(False)
-        progress.setAutoReset(False)
-        progress.canceled.connect(scan.cancel)
-        scan.sigProgress.connect(self._on_scan_progress)
-        scan.sigFinished.connect(self._on_scan_finished)
-        scan.sigFailed.connect(self._on_scan_failed)
-        scan.finished.connect(self._on_scan_done)
-        self._scan, self._progress = scan, progress
-        self.scan_button.setEnabled(False)
-        scan.start()
-        return scan
+        """Scan ``path`` off the UI thread (a cancellable progress dialog), then preview what was found."""
+        return self._scans.start(path)
 
     def cancel_scan(self) -> None:
-        if self._scan is not None:
-            self._scan.cancel()
+        self._scans.cancel()
 
-    def _on_scan_progress(self, done: int, total: int, current: str) -> None:
-        if self._progress is not None:
-            self._progress.setMaximum(max(total, 1))
-            self._progress.setValue(done)
-            self._progress.setLabelText(f"{done} of {total}: {current}")
+    @property
+    def _scan(self) -> FolderScan | None:
+        return self._scans.scan
 
-    def _on_scan_finished(self, models: list[Any], errors: list[Any]) -> None:
-        """Show what was found; nothing is registered until the user confirms the preview."""
-        path = self._scan.path if self._scan is not None else ""
-        preview = ScanPreviewDialog(self._registry, path, models, errors, self)
-        preview.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        preview.accepted.connect(lambda: self._after_preview(preview))
-        preview.rejected.connect(lambda: self.sigStatus.emit("Scan: nothing registered"))
-        preview.destroyed.connect(lambda _o=None: setattr(self, "scan_preview", None))
-        self.scan_preview = preview
-        preview.open()
-
-    def _after_preview(self, preview: ScanPreviewDialog) -> None:
-        self.sigStatus.emit(scanned_summary(preview.registered, preview.errors))
-        if preview.registered:
-            self._select_soon(preview.registered[0].id)
-
-    def _on_scan_failed(self, message: str) -> None:
-        self.sigStatus.emit(f"Scan failed: {message}")
-        QMessageBox.warning(self, "Scan failed", message)
-
-    def _on_scan_done(self) -> None:
-        scan, self._scan = self._scan, None
-        if scan is not None and scan.cancelled:
-            self.sigStatus.emit("Scan cancelled")
-        if self._progress is not None:
-            self._progress.close()
-            self._progress.deleteLater()
-            self._progress = None
-        self.scan_button.setEnabled(True)
-        if scan is not None:
-            scan.deleteLater()
+    @property
+    def scan_preview(self) -> ScanPreviewDialog | None:
+        """The scan's preview while it is open (nothing is registered before it is accepted)."""
+        return self._scans.preview
 
     def shutdown(self) -> None:
         """Stop a running scan and wait for its thread (called by the panel on close)."""
-        scan = self._scan
-        if scan is not None:
-            scan.cancel()
-            scan.wait(5000)
+        self._scans.shutdown()
 
     # --- internals -------------------------------------------------------------------------------------
     def _fill_providers(self) -> None:
@@ -523,24 +462,8 @@ class RegistryBrowser(QWidget):
             self.detail_text.setPlainText("")
             return
         meta = self.table_model.metadata_at(row)
-        plan = self.table_model.plan_for(row)
         self.detail_title.setText(f"{meta.name}  ({params_label(meta.parameter_count)}, {type_label(meta.model_type.value)})")
-        if plan is None:
-            reason, lines = self.table_model.plan_problem(row) or "", []
-        elif isinstance(plan, Refusal):
-            reason = plan.message()
-            lines = breakdown_lines(plan.estimate) if plan.estimate else []
-            lines.append(f"needs {format_gib(plan.needed_bytes, 2)}, {format_gib(plan.available_bytes, 2)} "
-                         "bookable")
-        else:
-            placement = plan.placement
-            reason = f"{placement.describe()}: {placement.reason}"
-            lines = breakdown_lines(placement.estimate)
-            if placement.kind in ("split", "partial"):
-                lines.append("layers: " + ", ".join(f"{s.layers} on {s.device}" for s in placement.shares))
-            for share in placement.shares:
-                lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}"
-                             f" (+ its share of the {format_gib(share.runtime_bytes, 2)} runtime context)")
+        reason, lines = plan_lines(self.table_model.plan_for(row), self.table_model.plan_problem(row))
         lines += ["", f"id: {meta.id}", f"origin: {origin_label(meta, self._registry.is_override(meta.id))}"]
         if meta.path:
             lines.append(f"path: {meta.path}")
