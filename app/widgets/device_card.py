@@ -295,7 +295,12 @@ class DeviceCard(QFrame):
         self._free.setToolTip(free_tip)
         value = int(round(1000 * used / total)) if total else 0
         if self._bar.value() != value:
+            # QProgressBar.setValue repaints at once (2 ms a card offscreen, every sample): with updates
+            # off it only stores the value, and update() paints it with the rest of the window.
+            self._bar.setUpdatesEnabled(False)
             self._bar.setValue(value)
+            self._bar.setUpdatesEnabled(True)
+            self._bar.update()
 
     def _set_field(self, label: QLabel, value: float | None, unit: str, prefix: str, tip: str,
                    reason: str | None) -> None:

@@ -325,8 +325,10 @@ class MemoryGraph(QWidget):
         these calls), stacked from the bottom and labelled on the band itself.
         """
         self._bands = {str(k): int(v) for k, v in bands.items() if v > 0}
-        if self._local is not None:
-            self._local.record(self._device_id(), [(k, k, v) for k, v in self._bands.items()], self._history_now())
+        if self._local is not None:  # booked now: at the newest sample, even while hidden (not yet drawn)
+            latest = self._sampler.latest
+            now = latest.timestamp if latest is not None else self._history_now()
+            self._local.record(self._device_id(), [(k, k, v) for k, v in self._bands.items()], now)
         self._load_history()
 
     @property
@@ -405,9 +407,9 @@ class MemoryGraph(QWidget):
     def _redraw(self, force: bool = False) -> None:
         profile = self._profile
         interval = max(0.1, float(getattr(self._sampler, "interval_s", 1.0)))
-        # Long windows gain nothing from a redraw per sample: one pixel holds many samples.
+        # A redraw only when the curve moves by a pixel: long windows hold many samples per pixel.
         width = max(100, self._plot.width())
-        min_gap = self._window_s / width * 0.5
+        min_gap = self._window_s / width
         if profile is not None and not force and profile.timestamp - self._drawn_t < min_gap:
             return
         n = int(self._window_s / interval) + 2
