@@ -151,6 +151,7 @@ class NoticeBar(QFrame):
         close = QToolButton()
         close.setText("×")
         close.setToolTip("Hide this line")
+        close.setAccessibleName("Hide this line")
         close.setAutoRaise(True)
         close.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
