@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QFontMetrics, QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -104,6 +104,7 @@ class _BookingBands:
     """
 
     LABEL_MIN_PX = 13
+    LABEL_MIN_WIDTH_PX = 40
 
     def __init__(self, item: pg.PlotItem) -> None:
         self._item = item
@@ -113,8 +114,9 @@ class _BookingBands:
         self._base = QColor(255, 255, 255)
         self.stacked: StackedBookings | None = None
         self.now = 0.0
-        #: Key -> the segment its label describes (its newest one in the window).
+        #: Key -> the segment its label describes (its newest one in the window), and where it starts.
         self._label_at: dict[str, int] = {}
+        self._label_run: dict[str, tuple[float, float]] = {}
 
     @property
     def labels(self) -> dict[str, pg.TextItem]:
@@ -162,32 +164,25 @@ class _BookingBands:
         return curve, label
 
     def _place_label(self, k: int, key: str, label: pg.TextItem, window_s: float) -> None:
-        """At the start of the booking's newest run in the window; right-aligned at its end when that
-        run is short (a model booked a minute ago in a 10-minute window)."""
+        """Where the booking's newest run in the window starts: :meth:`fit_labels` places it."""
         stacked = self.stacked
         assert stacked is not None
         active = np.flatnonzero(stacked.own[k] > 0)
         if active.size == 0:
-            label.setVisible(False)
+            self._label_at.pop(key, None)
             return
         last = int(active[-1])
         first = last
         while first > 0 and stacked.own[k, first - 1] > 0:
             first -= 1
         self._label_at[key] = last
-        x0, x1 = stacked.edges[first] - self.now, stacked.edges[last + 1] - self.now
-        nbytes = int(stacked.own[k, last])
-        top = stacked.tops[k, last] / GiB
-        label.setText(f"{stacked.labels[k]} {format_gib(nbytes)}")
-        if x0 > -0.5 * window_s:
-            label.setAnchor((1, 0.5))
-            label.setPos(x1 - 0.01 * window_s, top - nbytes / GiB / 2)
-        else:
-            label.setAnchor((0, 0.5))
-            label.setPos(max(x0, -0.99 * window_s) + 0.01 * window_s, top - nbytes / GiB / 2)
+        self._label_run[key] = (max(float(stacked.edges[first] - self.now), -window_s),
+                                float(stacked.edges[last + 1] - self.now))
 
-    def fit_labels(self, px_per_gib: float) -> None:
-        """A label shows only where its band is tall enough to hold it (thin ones keep the colour)."""
+    def fit_labels(self, px_per_gib: float, px_per_s: float) -> None:
+        """A label shows on its band's newest run where the run is tall and wide enough to hold it:
+        the name and bytes, else the name cut with "…"; a band too small keeps only its colour (the
+        hover readout names it)."""
         stacked = self.stacked
         last_y = -math.inf
         for k, key in enumerate(stacked.keys if stacked else ()):
@@ -198,10 +193,20 @@ class _BookingBands:
                 continue
             height = stacked.own[k, s] / GiB * px_per_gib
             middle = (stacked.tops[k, s] / GiB) * px_per_gib - height / 2
-            fits = height >= self.LABEL_MIN_PX and middle - last_y >= self.LABEL_MIN_PX
+            x0, x1 = self._label_run[key]
+            room = (x1 - x0) * px_per_s - 8
+            metrics = QFontMetrics(label.textItem.font())
+            text = f"{stacked.labels[k]} {format_gib(int(stacked.own[k, s]))}"
+            if metrics.horizontalAdvance(text) + 4 > room:
+                text = metrics.elidedText(stacked.labels[k], Qt.TextElideMode.ElideRight, int(room) - 4)
+            fits = (height >= self.LABEL_MIN_PX and middle - last_y >= self.LABEL_MIN_PX
+                    and room >= self.LABEL_MIN_WIDTH_PX and text not in ("", "…"))
+            label.setText(text)
             label.setVisible(bool(fits))
-            if fits:
-                last_y = middle
+            if not fits:
+                continue
+            last_y = middle
+            label.setPos(x0 + 4 / max(px_per_s, 1e-9), (stacked.tops[k, s] - stacked.own[k, s] / 2) / GiB)
 
 
 class MemoryGraph(QWidget):
@@ -369,8 +374,10 @@ class MemoryGraph(QWidget):
         used = "no reading" if not np.isfinite(value) else f"{value:.2f} GiB used"
         stacked = self._bands_view.stacked
         booked = stacked.at(self._bands_view.now + float(self._x[i])) if stacked is not None else {}
-        if booked:
-            used += f"\n{format_gib(sum(booked.values()))} booked"
+        if booked and stacked is not None:
+            names = dict(zip(stacked.keys, stacked.labels, strict=True))
+            used += f"\n{format_gib(sum(booked.values()))} booked" + "".join(
+                f"\n  {names[k]} {format_gib(v)}" for k, v in reversed(booked.items()))
         return f"{stamp} ({_relative_label(float(self._x[i]), 1.0)})\n{used}"
 
     # --- drawing -------------------------------------------------------------------------------
@@ -403,6 +410,7 @@ class MemoryGraph(QWidget):
         now = self._history_now()
         stacked = stack(self._history, now - self._window_s, now)
         self._bands_top = self._bands_view.draw(stacked, now, self._window_s)
+        self._place_band_labels()
 
     def _redraw(self, force: bool = False) -> None:
         profile = self._profile
@@ -475,8 +483,8 @@ class MemoryGraph(QWidget):
         self._place_band_labels()
 
     def _place_band_labels(self) -> None:
-        px_per_gib = self._plot.getPlotItem().getViewBox().height() / max(self._y_top, 1e-9)
-        self._bands_view.fit_labels(px_per_gib)
+        box = self._plot.getPlotItem().getViewBox()
+        self._bands_view.fit_labels(box.height() / max(self._y_top, 1e-9), box.width() / (1.02 * self._window_s))
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802
         super().resizeEvent(event)

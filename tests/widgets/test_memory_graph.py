@@ -91,8 +91,11 @@ def test_bands_are_history_and_the_past_stays_when_a_model_goes(qtbot, sampler, 
     assert x[0] == pytest.approx(-60) and x[-1] == pytest.approx(0)
     # SD 1.5 sits on Ministral while both are booked, on the floor once it is alone.
     assert y[np.searchsorted(x, -20)] == pytest.approx(7.0) and y[-1] == pytest.approx(1.7)
-    assert "SD 1.5 1.7 GiB" in graph._bands_view.labels["SD 1.5"].toPlainText()
-    assert "booked" in graph.readout_at(-20) and "7.0 GiB booked" in graph.readout_at(-20)
+    assert graph._bands_view.labels["SD 1.5"].toPlainText() == "SD 1.5 1.7 GiB"
+    assert not graph._bands_view.labels["SD 1.5"].isVisible()  # 1.7 of 24 GiB: too thin for text here
+    assert graph._bands_view.labels["Ministral 8B"].isVisible()
+    assert "7.0 GiB booked\n  SD 1.5 1.7 GiB\n  Ministral 8B 5.3 GiB" in graph.readout_at(-20)
+    assert "booked" not in graph.readout_at(-59)
     _advance(sampler, clock, graph, 60)  # Ministral's interval leaves the 60 s window
     assert graph._bands_view.stacked.keys == ("SD 1.5",) and list(graph._bands_view.curves) == ["SD 1.5"]
 
