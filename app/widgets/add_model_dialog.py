@@ -353,6 +353,10 @@ class AddModelDialog(QDialog):
             self.form.setRowVisible(label, True)
         self._grow()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._grow()
+
     def _grow(self) -> None:
         """Taller when a message appears (a wrapped label's height depends on the width)."""
         layout = self.layout()

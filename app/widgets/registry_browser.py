@@ -464,10 +464,11 @@ class RegistryBrowser(QWidget):
         meta = self.table_model.metadata_at(row)
         self.detail_title.setText(f"{meta.name}  ({params_label(meta.parameter_count)}, {type_label(meta.model_type.value)})")
         reason, lines = plan_lines(self.table_model.plan_for(row), self.table_model.plan_problem(row))
+        warnings = model_warnings(meta)  # first: what the figures below lack
+        lines = ([*warnings, ""] if warnings else []) + lines
         lines += ["", f"id: {meta.id}", f"origin: {origin_label(meta, self._registry.is_override(meta.id))}"]
         if meta.path:
             lines.append(f"path: {meta.path}")
-        lines += model_warnings(meta)
         text = "\n".join(lines)
         if self.detail_reason.text() != reason:
             self.detail_reason.setText(reason)
