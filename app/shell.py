@@ -16,8 +16,8 @@ from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QIcon, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox, QWidget
 
-from app.widgets.memory_graph import TIME_WINDOWS
 from app.widgets.focus import return_focus_after
+from app.widgets.memory_graph import TIME_WINDOWS
 from app.widgets.quit_guard import ask_before_quitting, held_models
 from app.widgets.resource_panel import ResourcePanel
 
