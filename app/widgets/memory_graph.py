@@ -89,6 +89,64 @@ def _peak_decimate(x: np.ndarray, y: np.ndarray, width_px: int) -> tuple[np.ndar
     return out_x, out_y
 
 
+def _make_plot() -> pg.PlotWidget:
+    plot = pg.PlotWidget(axisItems={"bottom": _RelativeTimeAxis("bottom")})
+    plot.setMinimumHeight(120)
+    item = plot.getPlotItem()
+    item.setMenuEnabled(False)
+    item.hideButtons()
+    item.setMouseEnabled(x=False, y=False)
+    # No showGrid(): measured offscreen, a grid costs ~10 ms per 1200x400 frame, the rest ~0.5 ms.
+    item.setLabel("left", "GiB")
+    item.setContentsMargins(0, 8, 8, 0)  # room for the top tick label and the "now" tick
+    item.getAxis("left").setWidth(44)
+    return plot
+
+
+def _readout(t: float, x: float, used_gib: float, stacked: StackedBookings | None, booked: dict[str, int]) -> str:
+    """Hover text: the time, what was in use, and what was booked then, per booking (top first)."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(t))
+    used = "no reading" if not np.isfinite(used_gib) else f"{used_gib:.2f} GiB used"
+    if booked and stacked is not None:
+        names = dict(zip(stacked.keys, stacked.labels, strict=True))
+        used += f"\n{format_gib(sum(booked.values()))} booked" + "".join(
+            f"\n  {names[k]} {format_gib(v)}" for k, v in reversed(booked.items()))
+    return f"{stamp} ({_relative_label(x, 1.0)})\n{used}"
+
+
+class _Hover:
+    """The hover cursor (a vertical line) and its readout box."""
+
+    def __init__(self, item: pg.PlotItem) -> None:
+        self.text = ""
+        self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(TOTAL_COLOR, width=1))
+        self.readout = pg.TextItem(anchor=(1, 0))
+        for z, part in ((20, self.cursor), (30, self.readout)):
+            part.setVisible(False)
+            part.setZValue(z)
+            item.addItem(part, ignoreBounds=True)
+
+    def set_palette(self, text: QColor, base: QColor) -> None:
+        background = QColor(base)
+        background.setAlpha(200)
+        self.readout.setColor(text)
+        self.readout.fill = pg.mkBrush(background)
+
+    def place(self, x: float, readout_x: float, top: float) -> None:
+        self.cursor.setPos(x)
+        self.readout.setPos(readout_x, top)
+
+    def show(self, text: str) -> bool:
+        """Show ``text`` ("" hides); False when it was already shown."""
+        if text == self.text:
+            return False
+        self.text = text
+        self.cursor.setVisible(bool(text))
+        self.readout.setVisible(bool(text))
+        self.readout.setText(text)
+        return True
+
+
 def _blend(color: QColor, base: QColor, alpha: float) -> QColor:
     """``color`` over ``base`` at ``alpha``, as one opaque colour: stacked fills then never mix."""
     mix = [round(alpha * a + (1 - alpha) * b) for a, b in
@@ -246,19 +304,10 @@ class MemoryGraph(QWidget):
         self._profile: HardwareProfile | None = sampler.latest
         #: The sample time drawn last: the graph is stale while its profile is newer (the one flag).
         self._drawn_t = -math.inf
-        self._hover_text = ""
         self._y_top = 1.0
 
-        self._plot = pg.PlotWidget(axisItems={"bottom": _RelativeTimeAxis("bottom")})
-        self._plot.setMinimumHeight(120)
+        self._plot = _make_plot()
         item = self._plot.getPlotItem()
-        item.setMenuEnabled(False)
-        item.hideButtons()
-        item.setMouseEnabled(x=False, y=False)
-        # No showGrid(): measured offscreen, a grid costs ~10 ms per 1200x400 frame, the rest ~0.5 ms.
-        item.setLabel("left", "GiB")
-        item.setContentsMargins(0, 8, 8, 0)  # room for the top tick label and the "now" tick
-        item.getAxis("left").setWidth(44)
         # The legend sits above the plot, not in it: inside, it covered the lines of short graphs.
         self.legend_label = QLabel()
         self.legend_label.setTextFormat(Qt.TextFormat.RichText)
@@ -266,7 +315,6 @@ class MemoryGraph(QWidget):
         self.legend_label.setToolTip("used: measured by the driver · total: the device's memory · "
                                      "safety reserve: kept free by ModelDeck · filled bands: what ModelDeck "
                                      "booked per model, from when it was booked until it went")
-
         # A line, not a filled area: filling 24 h of points cost ~15 ms a frame, and the filled
         # areas are kept for what the allocator booked, so "measured" and "booked" look different.
         self._used = item.plot(pen=pg.mkPen(USED_COLOR, width=1), connect="finite")
@@ -275,18 +323,11 @@ class MemoryGraph(QWidget):
         self._used.setDownsampling(auto=True, method="peak")
         self._used.setClipToView(True)
         self._total = item.plot(pen=pg.mkPen(TOTAL_COLOR, width=1, style=Qt.PenStyle.DashLine))
-        self._total.setZValue(9)
         self._reserve = item.plot(pen=pg.mkPen(RESERVE_COLOR, width=1, style=Qt.PenStyle.DotLine))
+        self._total.setZValue(9)
         self._reserve.setZValue(9)
         self._bands_view = _BookingBands(item)
-        self._cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(TOTAL_COLOR, width=1))
-        self._cursor.setVisible(False)
-        self._cursor.setZValue(20)
-        item.addItem(self._cursor, ignoreBounds=True)
-        self._readout = pg.TextItem(anchor=(1, 0))
-        self._readout.setVisible(False)
-        self._readout.setZValue(30)
-        item.addItem(self._readout, ignoreBounds=True)
+        self._hover = _Hover(item)
         self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
         layout = QVBoxLayout(self)
@@ -368,17 +409,10 @@ class MemoryGraph(QWidget):
         i = int(np.clip(np.searchsorted(self._x, x_rel_s), 0, self._x.size - 1))
         if i > 0 and abs(self._x[i - 1] - x_rel_s) < abs(self._x[i] - x_rel_s):
             i -= 1
-        t = self._t_last + float(self._x[i])
-        value = self._y[i]
-        stamp = time.strftime("%H:%M:%S", time.localtime(t))
-        used = "no reading" if not np.isfinite(value) else f"{value:.2f} GiB used"
+        x = float(self._x[i])
         stacked = self._bands_view.stacked
-        booked = stacked.at(self._bands_view.now + float(self._x[i])) if stacked is not None else {}
-        if booked and stacked is not None:
-            names = dict(zip(stacked.keys, stacked.labels, strict=True))
-            used += f"\n{format_gib(sum(booked.values()))} booked" + "".join(
-                f"\n  {names[k]} {format_gib(v)}" for k, v in reversed(booked.items()))
-        return f"{stamp} ({_relative_label(float(self._x[i]), 1.0)})\n{used}"
+        return _readout(self._t_last + x, x, float(self._y[i]), stacked,
+                        stacked.at(self._bands_view.now + x) if stacked is not None else {})
 
     # --- drawing -------------------------------------------------------------------------------
     def _device_id(self) -> str:
@@ -501,20 +535,13 @@ class MemoryGraph(QWidget):
             self._set_hover("")
             return
         point = vb.mapSceneToView(pos)
-        text = self.readout_at(point.x())
-        self._cursor.setPos(point.x())
         (x0, x1), (_, y1) = vb.viewRange()
-        self._readout.setPos(max(point.x(), x0 + 0.25 * (x1 - x0)), y1)
-        self._set_hover(text)
+        self._hover.place(point.x(), max(point.x(), x0 + 0.25 * (x1 - x0)), y1)
+        self._set_hover(self.readout_at(point.x()))
 
     def _set_hover(self, text: str) -> None:
-        if text == self._hover_text:
-            return
-        self._hover_text = text
-        self._cursor.setVisible(bool(text))
-        self._readout.setVisible(bool(text))
-        self._readout.setText(text)
-        self.sigHoverChanged.emit(text)
+        if self._hover.show(text):
+            self.sigHoverChanged.emit(text)
 
     def leaveEvent(self, event: QEvent) -> None:  # noqa: N802
         self._set_hover("")
@@ -535,10 +562,7 @@ class MemoryGraph(QWidget):
             f'<span style="color:{USED_COLOR.name()}">━━</span> used &nbsp; '
             f'<span style="color:{TOTAL_COLOR.name()}">╌╌</span> total &nbsp; '
             f'<span style="color:{RESERVE_COLOR.name()}">┈┈</span> safety reserve&nbsp;')
-        legend_bg = QColor(base)
-        legend_bg.setAlpha(200)
-        self._readout.setColor(text)
-        self._readout.fill = pg.mkBrush(legend_bg)
+        self._hover.set_palette(text, base)
         self._bands_view.set_palette(text, base)
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802

@@ -158,7 +158,7 @@ def test_hover_readout_says_time_and_gib(qtbot, sampler):
         graph._on_mouse_moved(vb.mapViewToScene(vb.mapToView(vb.boundingRect().center())))
     assert "GiB used" in blocker.args[0]
     graph.leaveEvent(None)
-    assert graph._hover_text == ""
+    assert graph._hover.text == ""
 
 
 def test_update_uses_one_curve_not_new_items(qtbot, sampler, clock):
