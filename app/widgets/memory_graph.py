@@ -159,6 +159,11 @@ class _BookingBands:
 
     Each band's curve is the *cumulative* top of the stack, filled down to zero with an opaque colour
     and drawn behind the bands below it, so each visible area is one booking's own bytes.
+
+    The curves are built in seconds from an ``origin`` (the time they were built), with bookings
+    still open drawn a quarter window into the future; as time passes each redraw only moves the
+    items left (``setPos``), and they are built again when the history or window changes or a
+    quarter window has passed.
     """
 
     LABEL_MIN_PX = 13
@@ -172,9 +177,14 @@ class _BookingBands:
         self._base = QColor(255, 255, 255)
         self.stacked: StackedBookings | None = None
         self.now = 0.0
-        #: Key -> the segment its label describes (its newest one in the window), and where it starts.
+        self._origin = 0.0
+        self._built: tuple[object, float] | None = None
+        self._top = 0.0
+        #: Key -> the segment its label describes (its newest one in the window), where that run starts
+        #: and ends, and where its label sits (seconds from the origin, GiB).
         self._label_at: dict[str, int] = {}
         self._label_run: dict[str, tuple[float, float]] = {}
+        self._label_pos: dict[str, tuple[float, float]] = {}
 
     @property
     def labels(self) -> dict[str, pg.TextItem]:
@@ -190,24 +200,41 @@ class _BookingBands:
             curve.setBrush(_blend(self._colors[key], self._base, 0.4))
             label.setColor(self._text)
 
-    def draw(self, stacked: StackedBookings, now: float, window_s: float) -> float:
-        """Show ``stacked`` with ``now`` at x = 0; returns the top of the stack in GiB."""
-        self.stacked, self.now = stacked, now
+    def draw(self, history: tuple[BookingInterval, ...], now: float, window_s: float) -> tuple[float, bool]:
+        """Show ``history`` with ``now`` at x = 0: (the top of the stack in GiB, whether it was rebuilt
+        so that its labels need placing)."""
+        self.now = now
+        built = self._built
+        rebuild = (built is None or built[0] is not history or built[1] != window_s
+                   or not self._origin <= now <= self._origin + window_s / 4)
+        if rebuild:
+            self._build(history, now, window_s)
+        shift = self._origin - now
+        for key, (curve, label) in self._items.items():
+            curve.setPos(shift, 0)
+            if key in self._label_pos:
+                x, y = self._label_pos[key]
+                label.setPos(x + shift, y)
+        return self._top, rebuild
+
+    def _build(self, history: tuple[BookingInterval, ...], now: float, window_s: float) -> None:
+        self._built, self._origin = (history, window_s), now
+        stacked = self.stacked = stack(history, now - window_s, now + window_s / 4)
         for key in [k for k in self._items if k not in stacked.keys]:
             curve, label = self._items.pop(key)
             self._item.removeItem(curve)
             self._item.removeItem(label)
+        self._label_at, self._label_pos = {}, {}
         if stacked.edges.size < 2 or not stacked.keys:
-            self._label_at = {}
-            return 0.0
+            self._top = 0.0
+            return
         x = np.repeat(stacked.edges - now, 2)[1:-1]
-        self._label_at = {}
         for k, key in enumerate(stacked.keys):
             curve, label = self._items.get(key) or self._add(key, len(stacked.keys) - k)
             curve.setZValue(1 + len(stacked.keys) - k)  # lower bands paint over the ones above them
             curve.setData(x, np.repeat(stacked.tops[k] / GiB, 2), fillLevel=0.0)
             self._place_label(k, key, label, window_s)
-        return float(stacked.tops[-1].max() / GiB)
+        self._top = float(stacked.tops[-1].max() / GiB)
 
     def _add(self, key: str, z: int) -> tuple[pg.PlotDataItem, pg.TextItem]:
         used = {c.rgb() for c in self._colors.values()}
@@ -234,8 +261,9 @@ class _BookingBands:
         while first > 0 and stacked.own[k, first - 1] > 0:
             first -= 1
         self._label_at[key] = last
-        self._label_run[key] = (max(float(stacked.edges[first] - self.now), -window_s),
-                                float(stacked.edges[last + 1] - self.now))
+        # Seconds from the origin; far enough from the left edge to stay in view until the next build.
+        self._label_run[key] = (max(float(stacked.edges[first] - self._origin), -0.75 * window_s),
+                                min(float(stacked.edges[last + 1] - self._origin), 0.0))
 
     def fit_labels(self, px_per_gib: float, px_per_s: float) -> None:
         """A label shows on its band's newest run where the run is tall and wide enough to hold it:
@@ -264,7 +292,8 @@ class _BookingBands:
             if not fits:
                 continue
             last_y = middle
-            label.setPos(x0 + 4 / max(px_per_s, 1e-9), (stacked.tops[k, s] - stacked.own[k, s] / 2) / GiB)
+            self._label_pos[key] = (x0 + 4 / max(px_per_s, 1e-9), (stacked.tops[k, s] - stacked.own[k, s] / 2) / GiB)
+            label.setPos(self._label_pos[key][0] + self._origin - self.now, self._label_pos[key][1])
 
 
 class MemoryGraph(QWidget):
@@ -441,10 +470,9 @@ class MemoryGraph(QWidget):
         self._draw_static()
 
     def _draw_bands(self) -> None:
-        now = self._history_now()
-        stacked = stack(self._history, now - self._window_s, now)
-        self._bands_top = self._bands_view.draw(stacked, now, self._window_s)
-        self._place_band_labels()
+        self._bands_top, rebuilt = self._bands_view.draw(self._history, self._history_now(), self._window_s)
+        if rebuilt:
+            self._place_band_labels()
 
     def _redraw(self, force: bool = False) -> None:
         profile = self._profile
