@@ -13,10 +13,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+
+if TYPE_CHECKING:
+    from app.widgets.bridge import CoreBridge
 
 __all__ = ["EventLog"]
 
@@ -62,7 +65,7 @@ class EventLog(QWidget):
     #: A repeat later than this after its line's last occurrence starts a new line.
     GROUP_S = 600.0
 
-    def __init__(self, bridge: Any = None, *, clock: Callable[[], float] = time.time,
+    def __init__(self, bridge: CoreBridge | None = None, *, clock: Callable[[], float] = time.time,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._clock = clock

@@ -389,7 +389,8 @@ class MemoryGraph(QWidget):
         self.refresh(self._profile)
 
     def set_reserve(self, reserve_bytes: int) -> None:
-        """The safety reserve kept free on this device (drawn as a line below the total)."""
+        """The safety reserve kept free on this device (drawn as a line below the total); with a manager,
+        the graph also reads it from the manager whenever the bookings change."""
         self._reserve_bytes = int(reserve_bytes)
         self._draw_static()
 
@@ -462,8 +463,9 @@ class MemoryGraph(QWidget):
     def _load_history(self) -> None:
         now = self._history_now()
         since = now - self._window_s
-        if self._manager is not None:
+        if self._manager is not None:  # the reserve too: the settings dialog may have changed it
             self._history = self._manager.booking_history(self._device_id(), since)
+            self._reserve_bytes = self._manager.safety_margin(self._device_id())
         elif self._local is not None:
             self._history = self._local.intervals(self._device_id(), since)
         self._draw_bands()

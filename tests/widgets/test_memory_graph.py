@@ -129,6 +129,15 @@ def test_bands_follow_the_managers_booking_history(qtbot, sampler, clock, regist
     booked = graph._bands_view.stacked.at(graph._bands_view.now - 30)
     assert booked.get("meta-llama/Llama-3.2-1B-Instruct", 0) > 0
     assert graph._bands_view.stacked.at(graph._bands_view.now - 5) == {}
+    # A reserve changed at runtime (the settings dialog) is drawn once the manager announces it.
+    import dataclasses
+
+    settings = manager.settings
+    manager.update_settings(dataclasses.replace(settings, allocator=dataclasses.replace(
+        settings.allocator, gpu_reserve_bytes=3 * GiB)))
+    graph.set_reserved({b.label: b.bytes for b in manager.bookings("cuda:0")})
+    _, reserve = graph._reserve.getData()
+    assert reserve[0] == pytest.approx(graph.total_bytes / GiB - 3)
     # A new graph (the panel rebuilt its cells) starts with the past already there.
     again = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), manager=manager, device="cuda:0")
     assert again.booking_history() == graph.booking_history()
