@@ -142,7 +142,7 @@ class ProcessList(QWidget):
                     item.setFont(bold)
                 item.setToolTip(self._tip(row, c, text))
                 self.table.setItem(r, c, item)
-        self.table.setCurrentItem(None)
+        self.table.setCurrentCell(-1, -1)  # no focus frame on the first cell
 
     @staticmethod
     def _tip(row: GpuProcessRow, column: int, text: str) -> str:

@@ -70,6 +70,11 @@ class SettingsDialog(QDialog):
         self._manager = manager
         self._path = Path(path) if path is not None else None
         self._confirm = bool(confirm_moves)
+        self.error_label = QLabel()
+        self.error_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("QLabel { color: #dc2626; }")
+        self.error_label.setAccessibleName("Settings error")
         self.edits: dict[str, QLineEdit] = {}
         form = QFormLayout()
         for name, (label, tip) in _FIELDS.items():
@@ -84,11 +89,6 @@ class SettingsDialog(QDialog):
                                     "show what it will do and wait for OK.")
         self.confirm_box.setChecked(self._confirm)
         form.addRow(self.confirm_box)
-        self.error_label = QLabel()
-        self.error_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("QLabel { color: #dc2626; }")
-        self.error_label.setAccessibleName("Settings error")
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
