@@ -16,13 +16,23 @@ from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QFontDatabase, QIcon, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox, QWidget
 
+from app.core.settings import UserSettings
 from app.widgets.focus import return_focus_after
 from app.widgets.memory_graph import TIME_WINDOWS
+from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
 from app.widgets.quit_guard import ask_before_quitting, held_models
 from app.widgets.resource_panel import ResourcePanel
 
 __all__ = ["MainWindow", "run_gui", "screenshot", "bundled_fonts_dir", "register_bundled_fonts",
            "apply_color_scheme", "NO_DISPLAY_MESSAGE"]
+
+#: The questions the dashboard asks before acting, by key: making room for a load (moving others),
+#: evicting or offloading several models at once, quitting with models loaded.
+CONFIRMATIONS: dict[str, str] = {
+    "moves": "&Ask before making room for a load (moving others)",
+    "bulk": "Ask before evicting or offloading &several models",
+    "quit": "Ask before &quitting with models loaded",
+}
 
 ORGANIZATION = "ModelDeck"
 APPLICATION = "ModelDeck"
@@ -119,8 +129,9 @@ def _setup_app(app: QApplication, font_size: float = 9.0) -> None:
 class MainWindow(QMainWindow):
     """The dashboard window: the panel, menus, a status bar, and settings for its layout."""
 
-    def __init__(self, sampler: Any, registry: Any, *, manager: Any = None,
-                 settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, sampler: SamplerPort, registry: RegistryPort, *, manager: ManagerPort | None = None,
+                 settings: QSettings | None = None, user_settings: UserSettings | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("ModelDeckMainWindow")
         self.setWindowTitle("ModelDeck")
@@ -128,9 +139,7 @@ class MainWindow(QMainWindow):
         self.restored_geometry = False
         self.panel = ResourcePanel(sampler, registry, manager=manager, parent=self)
         self.setCentralWidget(self.panel)
-        if settings is not None:  # "Don't ask again" before a load moves other models
-            self.panel.loads.confirm_moves = str(settings.value("confirm/moves", "true")).lower() != "false"
-            self.panel.sigConfirmMovesChanged.connect(lambda on: settings.setValue("confirm/moves", on))
+        if settings is not None:
             # The Cluster tab's Prometheus servers and exporters, kept for the next start.
             saved = settings.value("cluster/sources", [])
             self.panel.cluster.set_sources([saved] if isinstance(saved, str) else list(saved or []))
@@ -141,16 +150,32 @@ class MainWindow(QMainWindow):
         self.statusBar().setSizeGripEnabled(True)
         self.panel.sigStatus.connect(lambda text: self.statusBar().showMessage(" ".join(text.split()), 10_000))
         self.panel.sigWindowChanged.connect(lambda seconds: self.save_setting("panel/window_s", seconds))
-        #: Ask before quitting while models are loaded (quitting unloads them).
-        self.confirm_quit = True
-        if settings is not None:
-            self.confirm_quit = str(settings.value("confirm/quit", "true")).lower() != "false"
+        #: What the user is asked before it happens (CONFIRMATIONS), kept in the window's settings.
+        self.confirm: dict[str, bool] = {}
         self.quit_box: QMessageBox | None = None
         self._quitting = False
+        self._user_settings = user_settings
+        for key in CONFIRMATIONS:
+            stored = settings.value(f"confirm/{key}", "true") if settings is not None else "true"
+            self.set_confirm(key, str(stored).lower() != "false", save=False)
+        self.panel.sigConfirmMovesChanged.connect(lambda on: self.set_confirm("moves", on))
+        loaded = getattr(self.panel, "loaded_view", None)
+        if loaded is not None:
+            loaded.sigConfirmBulkChanged.connect(lambda on: self.set_confirm("bulk", on))
         self._build_menus()
         for problem in getattr(registry, "problems", []):
             self.statusBar().showMessage(problem)
         self._restore()
+
+    def set_confirm(self, key: str, on: bool, *, save: bool = True) -> None:
+        """Turn one of CONFIRMATIONS on or off where it acts, and keep it for the next start."""
+        self.confirm[key] = bool(on)
+        if key == "moves":
+            self.panel.loads.confirm_moves = bool(on)
+        elif key == "bulk" and getattr(self.panel, "loaded_view", None) is not None:
+            self.panel.loaded_view.confirm_bulk = bool(on)
+        if save:
+            self.save_setting(f"confirm/{key}", bool(on))
 
     def save_setting(self, key: str, value: Any) -> None:
         """Write a setting the user just changed through at once (a killed process keeps it)."""
@@ -164,6 +189,8 @@ class MainWindow(QMainWindow):
         _set_keys(add, QKeySequence.StandardKey.New, "Ctrl+N")
         scan = file_menu.addAction("&Scan folder…", self.panel.browser.scan_button.click)
         _set_keys(scan, QKeySequence.StandardKey.Open, "Ctrl+O")
+        settings_action = file_menu.addAction("Se&ttings…", self.open_settings)
+        _set_keys(settings_action, QKeySequence.StandardKey.Preferences, "Ctrl+,")
         file_menu.addSeparator()
         quit_action = file_menu.addAction("&Quit", self.close)
         _set_keys(quit_action, QKeySequence.StandardKey.Quit, "Ctrl+Q")
@@ -191,6 +218,31 @@ class MainWindow(QMainWindow):
         action = self._window_actions.get(self.panel.window_s)
         if action is not None:
             action.setChecked(True)
+
+    def open_settings(self) -> QDialog:
+        """File › Settings: keep-alive, safety reserves and the questions asked before acting."""
+        from app.core.settings import default_settings_path, load_settings
+        from app.widgets.settings_dialog import SettingsDialog
+
+        current = self._user_settings
+        if current is None:
+            try:
+                current = load_settings()
+            except ValueError as err:  # a broken file: start from the defaults, and say so
+                self.statusBar().showMessage(f"Settings file not read ({err}); showing the defaults")
+                current = UserSettings()
+        dialog = SettingsDialog(current, self.panel.manager, confirm=dict(self.confirm), labels=CONFIRMATIONS,
+                                path=default_settings_path(), parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.sigSettingsChanged.connect(self._settings_saved)
+        dialog.sigConfirmChanged.connect(self.set_confirm)
+        return_focus_after(dialog, self.panel)
+        dialog.open()
+        return dialog
+
+    def _settings_saved(self, new: UserSettings) -> None:
+        self._user_settings = new
+        self.panel.sigStatus.emit("Settings saved; keep-alive applies to models loaded from now on")
 
     def show_shortcuts(self) -> QDialog:
         """Help › Keyboard shortcuts: every key the window answers to, read from the window itself."""
@@ -238,7 +290,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802
         held = held_models(self.panel.manager)
-        if held and self.confirm_quit and not self._quitting:
+        if held and self.confirm["quit"] and not self._quitting:
             event.ignore()
             if self.quit_box is None:
                 self.quit_box = ask_before_quitting(self, held, self._quit_now, self._never_ask_quit)
@@ -253,8 +305,7 @@ class MainWindow(QMainWindow):
         self.close()
 
     def _never_ask_quit(self) -> None:
-        self.confirm_quit = False
-        self.save_setting("confirm/quit", False)
+        self.set_confirm("quit", False)
 
     def _forget_quit_box(self, *_: Any) -> None:
         self.quit_box = None
@@ -374,7 +425,8 @@ def run_gui(simulate: str | None, interval_s: float, *, metrics_port: int | None
     manager = ModelResourceManager(profiler=profiler, registry=registry, settings=user_settings.manager_settings(),
                                    loader=loader, calibration=None if simulate else CalibrationStore())
     sampler.sampled.connect(manager.tick)  # measurements feed the ledger; keep-alive runs on each sample
-    window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION))
+    window = MainWindow(sampler, registry, manager=manager, settings=QSettings(ORGANIZATION, APPLICATION),
+                        user_settings=user_settings)
     _show_load_progress(loader, window)
     for problem in manager.preload():
         window.statusBar().showMessage(f"preload {problem}")

@@ -198,7 +198,7 @@ class ClusterView(QWidget):
         self.source_list = QListWidget()
         self.source_list.setAccessibleName("Sources")
         self.source_list.setVisible(False)
-        self.remove_button = QPushButton("&Remove")
+        self.remove_button = QPushButton("Remove")  # Delete in the list; Alt+R is the Processes tab
         self.remove_button.setToolTip("Stop reading the selected source (Delete in the list).")
         self.remove_button.clicked.connect(self.remove_selected)
         QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.source_list, self.remove_selected,

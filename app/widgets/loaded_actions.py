@@ -19,7 +19,7 @@ from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
 from app.widgets.ports import ManagerPort
 
-__all__ = ["BulkPlan", "NoticeBar", "PHRASES", "ask_bulk", "held_summary", "plan_bulk", "runs_on_cpu"]
+__all__ = ["BulkPlan", "NoticeBar", "PHRASES", "ask_bulk", "plan_bulk", "runs_on_cpu"]
 
 #: Per action: the button's word, what was done ("{}": the models' names), and the verb for a refusal.
 PHRASES = {"unload": ("Evict", "Evicted {}", "evict"), "offload": ("Offload", "Offloaded {} to RAM", "offload"),
@@ -171,21 +171,3 @@ class NoticeBar(QFrame):
     @property
     def can_undo(self) -> bool:
         return not self.isHidden() and not self.undo_button.isHidden()
-
-
-def held_summary(manager: ManagerPort) -> str:
-    """What ModelDeck holds now, for a host's "quit anyway?" question; "" when it holds nothing."""
-    held = manager.loaded_models()
-    if not held:
-        return ""
-    loading = [m.name for m in held if m.state == ModelState.LOADING]
-    pinned = sum(1 for m in held if m.pinned)
-    booked = {ledger.device: ledger.reserved_bytes for ledger in manager.ledgers() if ledger.reserved_bytes}
-    n = len(held)
-    text = f"{n} model{'s' if n != 1 else ''} held by ModelDeck" + (f" ({pinned} pinned)" if pinned else "")
-    text += ": " + ", ".join(m.name for m in held) + "."
-    if booked:
-        text += " Booked: " + " · ".join(f"{d} {format_gib(b, 2)}" for d, b in booked.items()) + "."
-    if loading:
-        text += f" Still loading: {', '.join(loading)}."
-    return text

@@ -16,7 +16,7 @@ from app.core.units import format_gib
 from app.widgets.focus import return_focus_after
 from app.widgets.ports import ManagerPort
 
-__all__ = ["held_models", "describe_held", "ask_before_quitting"]
+__all__ = ["held_models", "describe_held", "held_summary", "ask_before_quitting"]
 
 #: A model in these states still holds memory (or is about to): quitting unloads it.
 _HELD = frozenset(s for s in ModelState if s not in (ModelState.UNLOADED, ModelState.FAILED))
@@ -33,6 +33,24 @@ def describe_held(models: tuple[LoadedModel, ...]) -> list[str]:
     """One line per model: its name, where it is, what it holds, and a pin."""
     return [f"{m.name} on {m.device} ({format_gib(m.reserved_bytes, 2)}, {m.state.value}"
             + (", pinned)" if m.pinned else ")") for m in models]
+
+
+def held_summary(manager: ManagerPort | None) -> str:
+    """What ModelDeck holds now, for a host's "quit anyway?" question; "" when it holds nothing."""
+    held = held_models(manager)
+    if not held:
+        return ""
+    loading = [m.name for m in held if m.state == ModelState.LOADING]
+    pinned = sum(1 for m in held if m.pinned)
+    booked = {ledger.device: ledger.reserved_bytes for ledger in manager.ledgers() if ledger.reserved_bytes}
+    n = len(held)
+    text = f"{n} model{'s' if n != 1 else ''} held by ModelDeck" + (f" ({pinned} pinned)" if pinned else "")
+    text += ": " + ", ".join(m.name for m in held) + "."
+    if booked:
+        text += " Booked: " + " · ".join(f"{d} {format_gib(b, 2)}" for d, b in booked.items()) + "."
+    if loading:
+        text += f" Still loading: {', '.join(loading)}."
+    return text
 
 
 def ask_before_quitting(parent: QWidget, models: tuple[LoadedModel, ...], quit_now: Callable[[], None],

@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget, QWidget
 
 from app.core.quantization_strategy import QuantizationStrategy
-from app.widgets.loaded_actions import held_summary
 from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
+from app.widgets.quit_guard import held_summary
 from app.widgets.resource_panel import ResourcePanel
 
 __all__ = ["ResourceDock", "DOCK_OBJECT_NAME"]
@@ -36,7 +36,7 @@ class ResourceDock(QDockWidget):
     def loaded_models_summary(self) -> str:
         """What the manager holds now, in one sentence for a host's "quit anyway?" question
         (models, pinned ones, bytes booked per device, loads in progress); "" when it holds nothing."""
-        return held_summary(self._manager) if self._manager is not None else ""
+        return held_summary(self._manager)
 
     def shutdown(self) -> None:
         """Disconnect the panel from the core (also done when the panel is closed or deleted)."""

@@ -32,6 +32,7 @@ from app.widgets.focus import return_focus_after
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
 from app.widgets.load_flow import LoadFlow
 from app.widgets.planning import ViewPlanner
+from app.widgets.process_list import ProcessList
 from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.registry_browser import RegistryBrowser
@@ -167,6 +168,10 @@ class ResourcePanel(QWidget):
         self.tabs.addTab(self.log_area, "&Events")
         self.cluster = ClusterView(registry, self.planner)
         self.tabs.addTab(self.cluster, "Cl&uster")
+        # Every process holding GPU memory, from the profile each sample already carries.
+        self.processes = ProcessList(manager)
+        self.tabs.addTab(self.processes, "P&rocesses")
+        self.bridge.sigSampled.connect(self.processes.refresh)
 
         if manager is not None:
             self._connect_manager(manager)

@@ -5,20 +5,22 @@ applies the result to the running manager with :meth:`ManagerPort.update_setting
 with :func:`app.core.settings.save_settings` (atomic). Typed values are checked by the same rules
 as the file; a wrong one is one line under the fields, and the dialog stays open.
 
-"Ask before making room" is the dashboard's own setting (``panel.loads.confirm_moves``, which the
-shell keeps in QSettings), so it leaves through :attr:`SettingsDialog.sigConfirmMovesChanged`.
+The questions asked before acting ("ask before making room", before a bulk evict, before quitting)
+are the dashboard's own settings (the shell keeps them in QSettings): the dialog shows one box per
+question it is given and each change leaves through :attr:`SettingsDialog.sigConfirmChanged`.
 
-Wiring (the shell's Edit › Settings…, Ctrl+,)::
+Wiring (the shell's File › Settings…, Ctrl+,)::
 
-    dialog = SettingsDialog(load_settings(), panel.manager, confirm_moves=panel.loads.confirm_moves,
+    dialog = SettingsDialog(load_settings(), panel.manager, confirm={"moves": True}, labels=CONFIRMATIONS,
                             path=default_settings_path(), parent=window)
-    dialog.sigConfirmMovesChanged.connect(on_confirm_moves)   # set panel.loads.confirm_moves, store it
+    dialog.sigConfirmChanged.connect(window.set_confirm)   # (key, on): apply it, store it
     dialog.open()
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -39,6 +41,9 @@ from app.widgets.ports import ManagerPort
 
 __all__ = ["SettingsDialog"]
 
+#: The question a dialog without ``labels`` asks about: making room for a load.
+_MOVES_LABEL = {"moves": "&Ask before making room for a load"}
+
 #: Field -> (label, tooltip) for the values a user types.
 _FIELDS: dict[str, tuple[str, str]] = {
     "keep_alive_s": ("&Keep models loaded for (s):",
@@ -56,20 +61,22 @@ class SettingsDialog(QDialog):
 
     Signals:
         sigSettingsChanged(object): the new ``UserSettings`` after OK.
-        sigConfirmMovesChanged(bool): "ask before making room" after OK, when it changed.
+        sigConfirmChanged(str, bool): (question key, ask or not) after OK, for each question that changed.
     """
 
     sigSettingsChanged = Signal(object)
-    sigConfirmMovesChanged = Signal(bool)
+    sigConfirmChanged = Signal(str, bool)
 
-    def __init__(self, settings: UserSettings, manager: ManagerPort | None = None, *, confirm_moves: bool = True,
+    def __init__(self, settings: UserSettings, manager: ManagerPort | None = None, *,
+                 confirm: Mapping[str, bool] | None = None, labels: Mapping[str, str] | None = None,
                  path: Path | str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._settings = settings
         self._manager = manager
         self._path = Path(path) if path is not None else None
-        self._confirm = bool(confirm_moves)
+        labels = dict(labels or _MOVES_LABEL)
+        self._confirm = {key: bool((confirm or {}).get(key, True)) for key in labels}
         self.error_label = QLabel()
         self.error_label.setTextFormat(Qt.TextFormat.PlainText)
         self.error_label.setWordWrap(True)
@@ -84,11 +91,14 @@ class SettingsDialog(QDialog):
             edit.textEdited.connect(lambda _t: self.error_label.setText(""))
             form.addRow(label, edit)
             self.edits[name] = edit
-        self.confirm_box = QCheckBox("&Ask before making room for a load")
-        self.confirm_box.setToolTip("Before a load unloads, offloads or moves other models to make room, "
-                                    "show what it will do and wait for OK.")
-        self.confirm_box.setChecked(self._confirm)
-        form.addRow(self.confirm_box)
+        #: One box per question, by key.
+        self.confirm_boxes: dict[str, QCheckBox] = {}
+        for key, text in labels.items():
+            box = QCheckBox(text)
+            box.setToolTip("Show what will happen and wait for OK; untick to act at once.")
+            box.setChecked(self._confirm[key])
+            form.addRow(box)
+            self.confirm_boxes[key] = box
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
@@ -107,8 +117,9 @@ class SettingsDialog(QDialog):
         return self._settings
 
     @property
-    def confirm_moves(self) -> bool:
-        return self._confirm
+    def confirm(self) -> dict[str, bool]:
+        """Each question's setting as last accepted."""
+        return dict(self._confirm)
 
     def edited(self) -> UserSettings:
         """The fields over the current settings, checked; a SettingsError names the wrong one."""
@@ -147,10 +158,10 @@ class SettingsDialog(QDialog):
                                               cpu_reserve_bytes=new.ram_reserve_mib * MiB)))
         self._settings = new
         self.sigSettingsChanged.emit(new)
-        confirm = self.confirm_box.isChecked()
-        if confirm != self._confirm:
-            self._confirm = confirm
-            self.sigConfirmMovesChanged.emit(confirm)
+        for key, box in self.confirm_boxes.items():
+            if box.isChecked() != self._confirm[key]:
+                self._confirm[key] = box.isChecked()
+                self.sigConfirmChanged.emit(key, box.isChecked())
         super().accept()
 
     def _show_error(self, text: str, field: str) -> None:

@@ -18,8 +18,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 from app.core.model_resource_manager import ManagerSettings, ModelResourceManager, ModelState
 from app.core.units import format_gib
 from app.widgets.bridge import CoreBridge
-from app.widgets.loaded_actions import held_summary, plan_bulk
+from app.widgets.loaded_actions import plan_bulk
 from app.widgets.loaded_models_table import CPU_AMBER, LoadedModelsTable
+from app.widgets.quit_guard import held_summary
 
 LLM = "mistralai/Ministral-8B-Instruct-2410"
 SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -29,10 +29,10 @@ def _type(dialog: SettingsDialog, **values: str) -> None:
 
 
 def test_fields_show_the_current_settings(qtbot):
-    dialog = _dialog(qtbot, UserSettings(keep_alive_s=-1, gpu_reserve_mib=1024), confirm_moves=False)
+    dialog = _dialog(qtbot, UserSettings(keep_alive_s=-1, gpu_reserve_mib=1024), confirm={"moves": False})
     assert dialog.edits["keep_alive_s"].text() == "-1"
     assert dialog.edits["gpu_reserve_mib"].text() == "1024" and dialog.edits["ram_reserve_mib"].text() == "2048"
-    assert not dialog.confirm_box.isChecked()
+    assert not dialog.confirm_boxes["moves"].isChecked()
 
 
 @pytest.mark.parametrize(("field", "text", "expected"), [
@@ -72,14 +72,27 @@ def test_ok_applies_to_the_manager_and_saves(qtbot, manager, tmp_path):
 
 
 def test_ask_before_making_room_leaves_by_its_signal(qtbot):
-    dialog = _dialog(qtbot, confirm_moves=True)
-    dialog.confirm_box.setChecked(False)
-    with qtbot.waitSignal(dialog.sigConfirmMovesChanged) as blocker:
+    dialog = _dialog(qtbot, confirm={"moves": True})
+    dialog.confirm_boxes["moves"].setChecked(False)
+    with qtbot.waitSignal(dialog.sigConfirmChanged) as blocker:
         dialog.accept()
-    assert blocker.args == [False] and dialog.confirm_moves is False
-    again = _dialog(qtbot, confirm_moves=False)
-    with qtbot.assertNotEmitted(again.sigConfirmMovesChanged):
+    assert blocker.args == ["moves", False] and dialog.confirm == {"moves": False}
+    again = _dialog(qtbot, confirm={"moves": False})
+    with qtbot.assertNotEmitted(again.sigConfirmChanged):
         again.accept()
+
+
+def test_each_question_given_has_its_box_and_only_changed_ones_leave(qtbot):
+    labels = {"moves": "Ask before making room", "bulk": "Ask before several", "quit": "Ask before quitting"}
+    dialog = _dialog(qtbot, confirm={"moves": True, "bulk": True, "quit": False}, labels=labels)
+    assert [b.text() for b in dialog.confirm_boxes.values()] == list(labels.values())
+    assert [b.isChecked() for b in dialog.confirm_boxes.values()] == [True, True, False]
+    dialog.confirm_boxes["bulk"].setChecked(False)
+    dialog.confirm_boxes["quit"].setChecked(True)
+    emitted = []
+    dialog.sigConfirmChanged.connect(lambda key, on: emitted.append((key, on)))
+    dialog.accept()
+    assert emitted == [("bulk", False), ("quit", True)]
 
 
 def test_a_file_that_cannot_be_written_is_one_line_and_nothing_changes(qtbot, manager, tmp_path):

@@ -36,7 +36,7 @@ def window(qtbot, sampler, registry, manager, settings_file):
     w.show()
     qtbot.waitExposed(w)
     yield w
-    w.confirm_quit = False
+    w.set_confirm("quit", False, save=False)
     w.close()
 
 
@@ -114,7 +114,7 @@ def test_dont_ask_again_is_kept(qtbot, window, manager, sampler, registry, setti
     qtbot.waitUntil(lambda: not window.isVisible())
     again = MainWindow(sampler, registry, manager=manager, settings=settings_file())
     qtbot.addWidget(again)
-    assert again.confirm_quit is False
+    assert again.confirm["quit"] is False
     again.close()
 
 
@@ -167,3 +167,30 @@ def test_focus_comes_back_after_the_shortcuts_dialog(qtbot, window):
     qtbot.waitUntil(lambda: QApplication.focusWidget() is combo)
     window.show_shortcuts().reject()
     qtbot.waitUntil(lambda: QApplication.focusWidget() is combo)
+
+
+def test_settings_apply_to_the_running_window_and_are_kept(qtbot, window, manager, sampler, registry, settings_file):
+    dialog = window.open_settings()
+    assert set(dialog.confirm_boxes) == {"moves", "bulk", "quit"}
+    assert all(box.isChecked() for box in dialog.confirm_boxes.values())
+    dialog.edits["keep_alive_s"].setText("-1")
+    dialog.confirm_boxes["bulk"].setChecked(False)
+    dialog.accept()
+    assert manager.settings.keep_alive_s == -1
+    assert window.confirm["bulk"] is False and window.panel.loaded_view.confirm_bulk is False
+    assert window.panel.loads.confirm_moves is True
+    again = MainWindow(sampler, registry, manager=manager, settings=settings_file())
+    qtbot.addWidget(again)
+    assert again.confirm == {"moves": True, "bulk": False, "quit": True}
+    assert again.panel.loaded_view.confirm_bulk is False
+    again.panel.shutdown()
+
+
+def test_the_processes_tab_lists_what_each_sample_carries(qtbot, window, sampler):
+    tabs = window.panel.tabs
+    assert tabs.tabText(tabs.indexOf(window.panel.processes)) == "P&rocesses"
+    tabs.setCurrentWidget(window.panel.processes)
+    sampler.tick()
+    profile = sampler.latest
+    expected = sum(len(g.processes) for g in profile.gpus)
+    qtbot.waitUntil(lambda: len(window.panel.processes.rows()) == expected)
