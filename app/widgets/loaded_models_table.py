@@ -32,6 +32,7 @@ from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
 from app.widgets.loaded_actions import PHRASES, NoticeBar, ask_bulk, plan_bulk, runs_on_cpu
 from app.widgets.ports import ManagerPort
+from app.widgets.focus import select_current_on_focus
 
 __all__ = ["LoadedModelsModel", "LoadedModelsTable", "format_countdown", "device_text"]
 
@@ -241,6 +242,7 @@ class LoadedModelsTable(QWidget):
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setTabKeyNavigation(False)  # Tab goes on to the buttons
+        select_current_on_focus(self.view)  # Enter and Delete act on the row shown focused
         self.view.verticalHeader().setVisible(False)
         self.view.setAlternatingRowColors(True)
         header = self.view.horizontalHeader()

@@ -25,6 +25,7 @@ from app.widgets.folder_scan import FolderScan, ScanFlow
 from app.widgets.scan_preview import ScanPreviewDialog
 from app.widgets.planning import ViewPlanner
 from app.widgets.registry_table_model import RegistryTableModel, params_label, type_label
+from app.widgets.focus import select_current_on_focus
 
 __all__ = ["RegistryBrowser", "RegistryFilterProxy"]
 
@@ -232,6 +233,7 @@ class RegistryBrowser(QWidget):
         # Keyboard: Enter on a row opens the picker, Tab leaves the table, Ctrl+F goes to the search box.
         self.view.activated.connect(lambda _i: self.request_load())
         self.view.setTabKeyNavigation(False)
+        select_current_on_focus(self.view)  # Enter and Delete act on the row shown focused
         find = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
         find.activated.connect(lambda: (self.search_edit.setFocus(), self.search_edit.selectAll()))
         self.search_edit.returnPressed.connect(self._to_results)
@@ -382,6 +384,9 @@ class RegistryBrowser(QWidget):
             self.view.selectRow(0)
 
     def request_load(self) -> None:
+        current = self.view.currentIndex()
+        if not self.view.selectionModel().hasSelection() and current.isValid():  # a row reached by Tab
+            self.view.selectRow(current.row())
         model_id = self.selected_model_id()
         if model_id:
             self.sigLoadRequested.emit(model_id)
