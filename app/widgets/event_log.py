@@ -13,10 +13,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+
+from app.core.manager.lifecycle import ModelState
+from app.core.memory_allocator import PressureLevel
 
 if TYPE_CHECKING:
     from app.widgets.bridge import CoreBridge
@@ -87,7 +90,7 @@ class EventLog(QWidget):
             bridge.sigQuantizationProposed.connect(
                 lambda p: self.append(f"suggestion: {p.model_id} {p.current} → {p.proposed}: {p.reason}"))
 
-    def _on_state(self, model_id: str, old: Any, new: Any) -> None:
+    def _on_state(self, model_id: str, old: ModelState | str, new: ModelState | str) -> None:
         new_value = getattr(new, "value", new)
         if new_value in ("loaded", "failed", "offloaded", "unloaded"):
             self.append(f"{model_id} is {new_value}")
@@ -97,7 +100,7 @@ class EventLog(QWidget):
         text = " · ".join(part for part in str(message).splitlines() if part.strip())
         self._add(text, text)
 
-    def append_pressure(self, device: str, level: Any) -> None:
+    def append_pressure(self, device: str, level: PressureLevel | str) -> None:
         """A device's new pressure level; its changes within :attr:`GROUP_S` share one line."""
         value = str(getattr(level, "value", level))
         group = self._add(f"pressure {device}", value, first_text=f"{device} memory pressure is now {value}")

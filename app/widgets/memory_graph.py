@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPalette
+from PySide6.QtGui import QColor, QFontMetrics, QPalette, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.core.hardware.snapshot import HardwareProfile
@@ -550,7 +550,7 @@ class MemoryGraph(QWidget):
         box = self._plot.getPlotItem().getViewBox()
         self._bands_view.fit_labels(box.height() / max(self._y_top, 1e-9), box.width() / (1.02 * self._window_s))
 
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         if self._history:
             self._place_band_labels()
@@ -600,7 +600,7 @@ class MemoryGraph(QWidget):
             self._apply_palette()
         super().changeEvent(event)
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)
         if self._profile is not None and self._profile.timestamp != self._drawn_t:
             self._redraw(force=True)
