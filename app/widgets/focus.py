@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import shiboken6
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QFocusEvent
 from PySide6.QtWidgets import QAbstractItemView, QApplication, QDialog, QTableView, QWidget
 
 __all__ = ["return_focus_after", "select_current_on_focus"]
@@ -34,9 +35,15 @@ def return_focus_after(dialog: QDialog, fallback: QWidget | None = None) -> None
     dialog.finished.connect(back)
 
 
+#: Focus that the keyboard moved (not a click, which selects by itself, nor a window activation).
+_KEYBOARD_REASONS = (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason,
+                     Qt.FocusReason.ShortcutFocusReason)
+
+
 class _SelectOnFocus(QObject):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.FocusIn and isinstance(watched, QAbstractItemView):
+        if (event.type() == QEvent.Type.FocusIn and isinstance(watched, QAbstractItemView)
+                and isinstance(event, QFocusEvent) and event.reason() in _KEYBOARD_REASONS):
             model, selection = watched.model(), watched.selectionModel()
             if model is not None and selection is not None and not selection.hasSelection() and model.rowCount():
                 current = watched.currentIndex()
