@@ -32,6 +32,7 @@ from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
 from app.widgets.loaded_actions import PHRASES, NoticeBar, ask_bulk, plan_bulk, runs_on_cpu
 from app.widgets.ports import ManagerPort
+from app.widgets.column_fit import keep_readable
 from app.widgets.focus import select_current_on_focus
 
 __all__ = ["LoadedModelsModel", "LoadedModelsTable", "format_countdown", "device_text"]
@@ -249,6 +250,8 @@ class LoadedModelsTable(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in range(1, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        # Narrow (a dock): Measured, Keep-alive and Level step aside before the name is cut.
+        keep_readable(self.view, 0, 140, [COLUMNS.index(c) for c in ("Measured", "Keep-alive", "Level")])
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.summary.setToolTip("What ModelDeck booked on each device, and what the driver measures for this process")

@@ -25,6 +25,7 @@ from app.widgets.folder_scan import FolderScan, ScanFlow
 from app.widgets.scan_preview import ScanPreviewDialog
 from app.widgets.planning import ViewPlanner
 from app.widgets.registry_table_model import RegistryTableModel, params_label, type_label
+from app.widgets.column_fit import keep_readable
 from app.widgets.focus import select_current_on_focus
 
 __all__ = ["RegistryBrowser", "RegistryFilterProxy"]
@@ -83,6 +84,10 @@ def model_table(proxy: QSortFilterProxyModel) -> QTableView:
     header.setMinimumSectionSize(36)
     for col, width in ((1, 88), (2, 84), (3, 80), (4, 74), (5, 70), (6, 64)):
         header.resizeSection(col, width)
+    # In a narrow dock the name stays readable: provider, type, parameters, then size step aside (the
+    # detail pane and the filters still say them).
+    m = RegistryTableModel
+    keep_readable(view, m.NAME, 150, (m.PROVIDER, m.TYPE, m.PARAMS, m.SIZE))
     return view
 
 
@@ -213,6 +218,7 @@ class RegistryBrowser(QWidget):
             lambda _i: self.proxy.set_provider(self.provider_combo.currentData()))
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("The device the Best level, Size and Fit columns are computed for.")
+        self.device_combo.setAccessibleName("Fit for")
         self.device_combo.addItem("Best GPU", None)
         self.device_combo.currentIndexChanged.connect(
             lambda _i: self.table_model.set_device(self.device_combo.currentData()))
@@ -355,19 +361,20 @@ class RegistryBrowser(QWidget):
             self._bar.removeWidget(w)
         for c in range(8):
             self._bar.setColumnStretch(c, 0)
-        if narrow:
-            for col, w in enumerate((self.search_edit, self.add_button, self.scan_button)):
-                self._bar.addWidget(w, 0, col if col == 0 else col + 1, 1, 2 if col == 0 else 1)
-            for col, w in enumerate((self.type_combo, self.provider_combo, self._fit_label, self.device_combo)):
-                self._bar.addWidget(w, 1, col)
-            self._bar.setColumnStretch(0, 1)
-            self._bar.setColumnStretch(1, 1)
-            self._bar.setColumnStretch(3, 1)
+        if narrow:  # search; the three filters; the two buttons (the fit combo says what it is in its tooltip)
+            self._bar.addWidget(self.search_edit, 0, 0, 1, 6)
+            for col, w in enumerate((self.type_combo, self.provider_combo, self.device_combo)):
+                self._bar.addWidget(w, 1, 2 * col, 1, 2)
+            self._bar.addWidget(self.add_button, 2, 0, 1, 3)
+            self._bar.addWidget(self.scan_button, 2, 3, 1, 3)
+            for c in range(6):
+                self._bar.setColumnStretch(c, 1)
         else:
             for col, w in enumerate(widgets):
                 self._bar.addWidget(w, 0, col)
             for col, stretch in ((0, 3), (1, 1), (2, 1), (4, 1)):
                 self._bar.setColumnStretch(col, stretch)
+        self._fit_label.setVisible(not narrow)
         self.splitter.setOrientation(Qt.Orientation.Vertical if narrow else Qt.Orientation.Horizontal)
         if narrow:  # the list first: two thirds of the height
             h = max(self.splitter.height(), 300)
