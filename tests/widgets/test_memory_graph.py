@@ -158,7 +158,7 @@ def test_graph_draws_the_profile_it_is_sent(qtbot, sampler, clock):
     """refresh(profile) uses that profile's total: the sampler's ``latest`` is not pulled again."""
     import dataclasses
 
-    graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]))
+    graph = _graph(qtbot, sampler, device_key(sampler.latest.gpus[0]), window_s=60)  # redraws every sample
     clock.advance(1.0)
     profile = sampler.tick()
     bigger = dataclasses.replace(profile, gpus=(dataclasses.replace(profile.gpus[0], total_bytes=48 * GiB),
