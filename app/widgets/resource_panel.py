@@ -48,11 +48,14 @@ HOST_KEY = "host"
 class _DeviceCell(QWidget):
     """A card over its graph: one device, one column."""
 
-    def __init__(self, sampler: Any, key: str | None, reserve_bytes: int, window_s: int,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, sampler: SamplerPort, key: str | None, device: str, *, reserve_bytes: int, window_s: int,
+                 planner_manager: ManagerPort, bookings: ManagerPort | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.card = DeviceCard()
-        self.graph = MemoryGraph(sampler, key, reserve_bytes=reserve_bytes, window_s=window_s)
+        # The card asks the planning manager (the host's, or the panel's own) for ledger and pressure;
+        # the graph draws the booking history of the manager that books (none: what set_reserved says).
+        self.card = DeviceCard(planner_manager, device)
+        self.graph = MemoryGraph(sampler, key, reserve_bytes=reserve_bytes, window_s=window_s,
+                                 manager=bookings, device=device)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -100,7 +103,6 @@ class ResourcePanel(QWidget):
         self._cells: dict[str, _DeviceCell] = {}
         self._device_ids: dict[str, str] = {}
         self._layout_key: tuple[Any, ...] | None = None
-        self._pressure: dict[str, str] = {}
         self._stale = True
         self.picker: QuantizationDialog | None = None
         self._closed = False
@@ -229,15 +231,6 @@ class ResourcePanel(QWidget):
         if graph is not None:
             graph.set_reserved(bands)
 
-    def set_pressure(self, device: str, level: str | None) -> None:
-        """The allocator's pressure for ``cuda:N`` or ``cpu``; replaces the stand-in from usage."""
-        if level:
-            self._pressure[device] = str(getattr(level, "value", level))
-        else:
-            self._pressure.pop(device, None)
-        if self._sampler.latest is not None:
-            self._update_cards(self._sampler.latest)
-
     def set_loaded_view(self, widget: QWidget) -> None:
         self._replace_tab(self.loaded_area, widget)
         self.loaded_area = widget
@@ -306,9 +299,10 @@ class ResourcePanel(QWidget):
     def _apply(self, profile: HardwareProfile) -> None:
         self._stale = False
         self._ensure_cells(profile)
-        self._update_cards(profile)
+        self.planner.observe(profile)
         for cell in self._cells.values():
-            cell.graph.refresh()
+            cell.card.refresh(profile)
+            cell.graph.refresh(profile)
         self.browser.set_profile(profile)
 
     def _on_registry_changed(self) -> None:
@@ -343,7 +337,8 @@ class ResourcePanel(QWidget):
         entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
         names = {device_key(g): f"{g.device_id} {g.name}" for g in gpus} | {HOST_KEY: "cpu RAM"}
         for cell_key, sampler_key, device, reserve in entries:
-            cell = _DeviceCell(self._sampler, sampler_key, reserve, self._window_s)
+            cell = _DeviceCell(self._sampler, sampler_key, device, reserve_bytes=reserve, window_s=self._window_s,
+                               planner_manager=self.planner.manager, bookings=self._manager)
             cell.card.setAccessibleName(f"{names[cell_key]}: memory card")
             cell.graph.setAccessibleName(f"{names[cell_key]}: memory over time")
             self._cells[cell_key] = cell
@@ -380,21 +375,6 @@ class ResourcePanel(QWidget):
         if self._cells:
             self._place_cells()
 
-    def _update_cards(self, profile: HardwareProfile) -> None:
-        self.planner.observe(profile)
-        manager = self.planner.manager
-        for gpu in profile.gpus:
-            cell = self._cells.get(device_key(gpu))
-            if cell is None:
-                continue
-            cell.card.set_gpu(gpu)
-            level = self._pressure.get(gpu.device_id) or manager.pressure(gpu.device_id).value
-            cell.card.set_pressure(None if gpu.lost else level)
-        host = self._cells.get(HOST_KEY)
-        if host is not None:
-            host.card.set_host(profile.host)
-            host.card.set_pressure(self._pressure.get("cpu") or manager.pressure("cpu").value)
-
     # --- loading -------------------------------------------------------------------------------------
     def _forget_picker(self, dialog: QuantizationDialog) -> None:
         if self.picker is dialog:
@@ -422,25 +402,32 @@ class ResourcePanel(QWidget):
 
     # --- the manager -------------------------------------------------------------------------------
     def _connect_manager(self, manager: Any) -> None:
-        """The Loaded and Events tabs, reserved bands on the graphs, and the allocator's pressure."""
+        """The Loaded and Events tabs, booking bands on the graphs, and pressure changes on the cards."""
         from app.widgets.event_log import EventLog
         from app.widgets.loaded_models_table import LoadedModelsTable
 
         self.loaded_view = LoadedModelsTable(manager, self.bridge)
         self.event_log = EventLog(self.bridge)
-        self.loaded_view.sigMessage.connect(self.event_log.append)
+        self.loaded_view.sigMessage.connect(self.sigStatus)  # the status line and the Events tab
         self.sigStatus.connect(self.event_log.append)
         self.set_loaded_view(self.loaded_view)
         self.set_log_view(self.event_log)
         self.bridge.sigAllocationChanged.connect(self._show_bookings)
         self.bridge.sigAllocationChanged.connect(lambda _d: self.browser.table_model.invalidate_plans())
-        self.bridge.sigPressureChanged.connect(self.set_pressure)
+        self.bridge.sigPressureChanged.connect(self._show_pressure)
 
     def _show_bookings(self, device: str) -> None:
         """What ModelDeck booked on ``device`` (each model, and the shared runtime context), as bands."""
         if self._manager is None:
             return
         self.set_reserved(device, {b.label: b.bytes for b in self._manager.bookings(device)})
+
+    def _show_pressure(self, device: str, _level: object) -> None:
+        """A pressure change shows at once (the card asks the manager), not at the next sample."""
+        cell = self._cells.get(next((k for k, d in self._device_ids.items() if d == device), ""))
+        latest = self._sampler.latest
+        if cell is not None and latest is not None and self.isVisible():
+            cell.card.refresh(latest)
 
     def _show_all_bookings(self) -> None:
         if self._manager is not None:
