@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from app.core.estimation import EstimateTerm, MemoryEstimate
 from app.core.manager.admission import LIVE_STATES, apply_cap
 from app.core.manager.placement import (
@@ -332,6 +330,10 @@ class ExporterSource:
         return urllib.parse.urlsplit(self.url).netloc
 
     def fetch(self) -> tuple[NodeSnapshot, ...]:
+        # Imported here: the dashboard starts without the exposition parser (and the email and http
+        # modules it pulls in) until an exporter is read.
+        from prometheus_client.parser import text_string_to_metric_families
+
         try:
             text = _get(self.url, self._timeout).decode("utf-8", "replace")
             samples = [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)

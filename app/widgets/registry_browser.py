@@ -314,6 +314,11 @@ class RegistryBrowser(QWidget):
             fill_devices(self.device_combo, profile, gpus)
             self.table_model.set_device(self.device_combo.currentData())
         self.table_model.set_profile(profile)
+        self._show_detail()  # one plan, for the selected model: its figures follow every sample
+
+    def invalidate_plans(self) -> None:
+        """Bookings changed: plan the table and the detail again."""
+        self.table_model.invalidate_plans()
         self._show_detail()
 
     def reload(self) -> None:

@@ -55,6 +55,28 @@ def params_label(n: int | None) -> str:
     return f"{n / 1e6:.0f} M"
 
 
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as (first, last) runs of consecutive rows."""
+    runs: list[tuple[int, int]] = []
+    for r in rows:
+        if runs and runs[-1][1] == r - 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    return runs
+
+
+def _moved(before: tuple[Any, ...] | None, now: tuple[Any, ...] | None) -> bool:
+    """Whether plans made at ``before`` may be wrong at ``now`` (see ``RegistryTableModel.set_profile``)."""
+    if before is None or now is None:
+        return before is not now
+    (gpus_a, host_a, device_a), (gpus_b, host_b, device_b) = before, now
+    if device_a != device_b or [g[:2] for g in gpus_a] != [g[:2] for g in gpus_b]:
+        return True
+    return (abs(host_a - host_b) > 4 * PLAN_GRANULARITY
+            or any(abs(a[2] - b[2]) > PLAN_GRANULARITY for a, b in zip(gpus_a, gpus_b, strict=True)))
+
+
 class RegistryTableModel(QAbstractTableModel):
     """One row per registered model; columns name, type, provider, parameters, best level, size, fit."""
 
@@ -84,15 +106,19 @@ class RegistryTableModel(QAbstractTableModel):
         self._plans.clear()
         self.endResetModel()
 
-    def set_profile(self, profile: HardwareProfile | None) -> None:
-        """New hardware figures; plans are dropped only when they could have changed."""
+    def set_profile(self, profile: HardwareProfile | None) -> bool:
+        """New hardware figures; plans are dropped only when they could have changed (True then):
+        a device appeared, went or was lost, or its free memory moved more than ``PLAN_GRANULARITY``
+        since the plans were made (a wobble around a boundary does not re-plan every model)."""
         self._profile = profile
         if profile is not None:
             self._planner.observe(profile)
         signature = self._signature_of(profile)
-        if signature != self._signature:
-            self._signature = signature
-            self._invalidate()
+        if not _moved(self._signature, signature):
+            return False
+        self._signature = signature
+        self._invalidate()
+        return True
 
     def set_device(self, device: str | None) -> None:
         """``cuda:N``, ``cpu``, or ``None`` for the GPU with most free memory."""
@@ -112,17 +138,35 @@ class RegistryTableModel(QAbstractTableModel):
     def _signature_of(self, profile: HardwareProfile | None) -> tuple[Any, ...] | None:
         if profile is None:
             return None
-        gpus = tuple((g.device_id, g.lost, g.free_bytes // PLAN_GRANULARITY) for g in profile.gpus)
-        return gpus, profile.host.available_bytes // (4 * PLAN_GRANULARITY), self._device
+        gpus = tuple((g.device_id, g.lost, g.free_bytes) for g in profile.gpus)
+        return gpus, profile.host.available_bytes, self._device
 
     def invalidate_plans(self) -> None:
         """Plan again on next paint (a manager booked or released memory)."""
         self._invalidate()
 
     def _invalidate(self) -> None:
-        self._plans.clear()
-        if self._rows:
-            self.dataChanged.emit(self.index(0, self.LEVEL), self.index(len(self._rows) - 1, self.FIT))
+        """Plan again the rows planned before (those a view asked for) and repaint only the rows whose
+        level, size or fit changed; the others are planned when first shown."""
+        old, self._plans = self._plans, {}
+        changed = []
+        for row, meta in enumerate(self._rows):
+            before = old.get(meta.id)
+            if before is None:
+                continue
+            after = self._plans[meta.id] = self._compute(meta)
+            if self._cells_of(before) != self._cells_of(after):
+                changed.append(row)
+        for first, last in _runs(changed):
+            self.dataChanged.emit(self.index(first, self.LEVEL), self.index(last, self.FIT))
+
+    @staticmethod
+    def _cells_of(plan: Answer | str) -> tuple[str, ...]:
+        """What the level, size and fit cells show for a plan."""
+        if not isinstance(plan, (Decision, Refusal)):
+            return ("–",)
+        estimate = plan.placement.estimate if isinstance(plan, Decision) else plan.estimate
+        return (plan.level or "–", format_gib(estimate.total_bytes) if estimate else "–", kind_of(plan))
 
     # --- lookups -------------------------------------------------------------------------------
     def metadata_at(self, row: int) -> Any:

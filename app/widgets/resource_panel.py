@@ -413,7 +413,7 @@ class ResourcePanel(QWidget):
         self.set_loaded_view(self.loaded_view)
         self.set_log_view(self.event_log)
         self.bridge.sigAllocationChanged.connect(self._show_bookings)
-        self.bridge.sigAllocationChanged.connect(lambda _d: self.browser.table_model.invalidate_plans())
+        self.bridge.sigAllocationChanged.connect(lambda _d: self.browser.invalidate_plans())
         self.bridge.sigPressureChanged.connect(self._show_pressure)
 
     def _show_bookings(self, device: str) -> None:
