@@ -31,6 +31,8 @@ __all__ = ["MemoryGraph", "TIME_WINDOWS", "DEFAULT_WINDOW_S"]
 #: The windows a user can pick, label -> seconds.
 TIME_WINDOWS: dict[str, int] = {"1 min": 60, "10 min": 600, "1 h": 3600, "24 h": 86_400}
 DEFAULT_WINDOW_S = 600
+#: The time axis spans whole minutes, at least one, while less history than the window exists.
+SHORTEST_SPAN_S = 60
 
 USED_COLOR = QColor(59, 130, 246)
 TOTAL_COLOR = QColor(128, 128, 128)
@@ -328,6 +330,7 @@ class MemoryGraph(QWidget):
         self._bands: dict[str, int] = {}
         self._bands_top = 0.0
         self._x = np.empty(0)
+        self._shown_s = 0
         self._y = np.empty(0)
         self._t_last = float("nan")
         self._profile: HardwareProfile | None = sampler.latest
@@ -482,7 +485,7 @@ class MemoryGraph(QWidget):
         # A redraw only when the curve moves by two pixels (a lag nobody sees; at idle with 4 GPUs it
         # saves ~1.5 ms of CPU a second over one pixel): long windows hold many samples per pixel.
         width = max(100, self._plot.width())
-        min_gap = 2 * self._window_s / width
+        min_gap = 2 * self._shown_s / width
         if profile is not None and not force and profile.timestamp - self._drawn_t < min_gap:
             return
         n = int(self._window_s / interval) + 2
@@ -498,6 +501,7 @@ class MemoryGraph(QWidget):
             self._t_last = t_last
         else:
             self._x, self._y = np.empty(0), np.empty(0)
+        self._fit_x_range()
         x, y = _peak_decimate(self._x, self._y, width)
         self._used.setData(x, y, connect="finite")
         self._drawn_t = profile.timestamp if profile is not None else -math.inf
@@ -557,7 +561,22 @@ class MemoryGraph(QWidget):
             self._place_band_labels()
 
     def _set_x_range(self) -> None:
-        self._plot.getPlotItem().setXRange(-float(self._window_s), 0.0, padding=0.01)
+        self._shown_s = 0  # the window changed: fit the axis again
+        self._fit_x_range()
+
+    def _fit_x_range(self) -> None:
+        """The time axis spans the window, or less while the history is shorter (whole minutes, at
+        least one): a window chosen at start is not an empty plot with a sliver at its right edge."""
+        have = -float(self._x[0]) if self._x.size else 0.0
+        shown = min(self._window_s, max(SHORTEST_SPAN_S, SHORTEST_SPAN_S * math.ceil(have / SHORTEST_SPAN_S)))
+        if shown != self._shown_s:
+            self._shown_s = shown
+            self._plot.getPlotItem().setXRange(-float(shown), 0.0, padding=0.01)
+
+    @property
+    def shown_s(self) -> int:
+        """How many seconds the time axis spans now (the window, or less while history is shorter)."""
+        return self._shown_s
 
     # --- hover ---------------------------------------------------------------------------------
     def _on_mouse_moved(self, pos: QPointF) -> None:

@@ -229,3 +229,20 @@ def test_peak_decimation_keeps_extremes_and_gaps():
     assert np.nanmin(dy) == pytest.approx(np.nanmin(y), abs=1e-3)
     small_x, small_y = _peak_decimate(x[:500], y[:500], 400)
     assert small_x is not None and small_x.size == 500  # short windows are drawn as they are
+
+
+def test_a_window_longer_than_the_history_spans_the_history_in_whole_minutes(qtbot, clock):
+    sampler = make_sampler(clock, "rtx3060", samples=90)  # a minute and a half since start
+    key = device_key(sampler.latest.gpus[0])
+    graph = _graph(qtbot, sampler, key, window_s=TIME_WINDOWS["10 min"])
+    graph.refresh(sampler.latest)
+    assert graph.shown_s == 120  # not ten minutes with the curve in the last sixth
+    view_range = graph.plot_widget().getPlotItem().getViewBox().viewRange()[0]
+    assert view_range[0] == pytest.approx(-120, abs=3)
+    for _ in range(600):
+        clock.advance(1.0)
+        sampler.tick()
+    graph.refresh(sampler.latest)
+    assert graph.shown_s == 600  # the history fills the window: the window it is
+    graph.set_window(TIME_WINDOWS["24 h"])
+    assert graph.shown_s == 720  # 11.5 min of history, in whole minutes
