@@ -16,17 +16,17 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout,
+    QComboBox, QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout,
     QWidget,
 )
 
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.manager.placement import Decision
 from app.core.quantization_strategy import QuantizationStrategy
-from app.core.sampler import device_key
 from app.widgets.bridge import CoreBridge
 from app.widgets.cluster_view import ClusterView
 from app.widgets.device_card import DeviceCard
+from app.widgets.device_cells import HOST_KEY, DeviceCells
 from app.widgets.elided_label import ElidedLabel
 from app.widgets.focus import return_focus_after
 from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
@@ -40,28 +40,6 @@ from app.widgets.registry_browser import RegistryBrowser
 __all__ = ["ResourcePanel", "HOST_KEY"]
 
 _log = logging.getLogger(__name__)
-
-#: The key of the RAM cell (GPU cells use ``device_key(gpu)``).
-HOST_KEY = "host"
-
-
-class _DeviceCell(QWidget):
-    """A card over its graph: one device, one column."""
-
-    def __init__(self, sampler: SamplerPort, key: str | None, device: str, *, reserve_bytes: int, window_s: int,
-                 planner_manager: ManagerPort, bookings: ManagerPort | None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        # The card asks the planning manager (the host's, or the panel's own) for ledger and pressure;
-        # the graph draws the booking history of the manager that books (none: what set_reserved says).
-        self.card = DeviceCard(planner_manager, device)
-        self.graph = MemoryGraph(sampler, key, reserve_bytes=reserve_bytes, window_s=window_s,
-                                 manager=bookings, device=device)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.card)
-        layout.addWidget(self.graph, 1)
-
 
 class ResourcePanel(QWidget):
     """Device cards, memory graphs and the registry browser, fed by one :class:`CoreBridge`.
@@ -81,12 +59,6 @@ class ResourcePanel(QWidget):
     #: The user chose another history window (seconds): a shell keeps it for the next start.
     sigWindowChanged = Signal(int)
 
-    MAX_COLUMNS = 3
-    #: The device area's least height; taller content scrolls.
-    CELLS_MIN_HEIGHT = 150
-    #: The width one device cell needs; narrower panels stack their cells.
-    CELL_MIN_WIDTH = 280
-
     def __init__(self, sampler: SamplerPort, registry: RegistryPort, strategy: QuantizationStrategy | None = None,
                  manager: ManagerPort | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -100,9 +72,6 @@ class ResourcePanel(QWidget):
         self.loads.sigStatus.connect(self.sigStatus)
         self.loads.sigConfirmChanged.connect(self.sigConfirmMovesChanged)
         self._window_s = DEFAULT_WINDOW_S
-        self._cells: dict[str, _DeviceCell] = {}
-        self._device_ids: dict[str, str] = {}
-        self._layout_key: tuple[Any, ...] | None = None
         self._stale = True
         self.picker: QuantizationDialog | None = None
         self._closed = False
@@ -134,29 +103,14 @@ class ResourcePanel(QWidget):
         head.addWidget(history)
         head.addWidget(self.window_combo)
         head.addWidget(self.status_label, 1)
-        # The cells reflow with the width (stacked in a narrow dock): their box asks for one cell's width only.
-        self._cells_box = QWidget()
-        self._cells_box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self._cells_box.setMinimumWidth(self.CELL_MIN_WIDTH)
-        self._grid = QGridLayout(self._cells_box)
-        self._grid.setContentsMargins(0, 0, 0, 0)
-        self._grid.setSpacing(8)
-        self._columns = 0
+        self.cells = DeviceCells(sampler, self.planner.manager, manager, self._window_s)
         monitor = QWidget()
         ml = QVBoxLayout(monitor)
         ml.setContentsMargins(0, 0, 0, 0)
         ml.setSpacing(4)
         ml.addLayout(head)
         ml.addWidget(self.notice_card)
-        # More devices than the height holds scroll (a 600 px window, a short dock): nothing is squeezed.
-        self.cells_scroll = QScrollArea()
-        self.cells_scroll.setObjectName("ModelDeckDeviceCells")
-        self.cells_scroll.setWidget(self._cells_box)
-        self.cells_scroll.setWidgetResizable(True)
-        self.cells_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.cells_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.cells_scroll.setMinimumHeight(self.CELLS_MIN_HEIGHT)
-        ml.addWidget(self.cells_scroll, 1)
+        ml.addWidget(self.cells, 1)
 
         self.browser = RegistryBrowser(registry, self.planner)
         self.browser.sigLoadRequested.connect(self.open_picker)
@@ -207,22 +161,20 @@ class ResourcePanel(QWidget):
         i = self.window_combo.findData(self._window_s)
         if i >= 0 and i != self.window_combo.currentIndex():
             self.window_combo.setCurrentIndex(i)
-        for cell in self._cells.values():
-            cell.graph.set_window(self._window_s)
+        self.cells.set_window(self._window_s)
         if changed:
             self.sigWindowChanged.emit(self._window_s)
 
     def cards(self) -> dict[str, DeviceCard]:
         """Cards by device key (``device_key(gpu)``, or ``HOST_KEY`` for RAM)."""
-        return {k: c.card for k, c in self._cells.items()}
+        return {k: c.card for k, c in self.cells.cells.items()}
 
     def graphs(self) -> dict[str, MemoryGraph]:
-        return {k: c.graph for k, c in self._cells.items()}
+        return {k: c.graph for k, c in self.cells.cells.items()}
 
     def graph_for_device(self, device: str) -> MemoryGraph | None:
         """The graph of ``cuda:N`` or ``cpu``."""
-        key = next((k for k, d in self._device_ids.items() if d == device), None)
-        cell = self._cells.get(key) if key else None
+        cell = self.cells.cell_for_device(device)
         return cell.graph if cell else None
 
     def set_reserved(self, device: str, bands: dict[str, int]) -> None:
@@ -298,11 +250,14 @@ class ResourcePanel(QWidget):
 
     def _apply(self, profile: HardwareProfile) -> None:
         self._stale = False
-        self._ensure_cells(profile)
         self.planner.observe(profile)
-        for cell in self._cells.values():
-            cell.card.refresh(profile)
-            cell.graph.refresh(profile)
+        if self.cells.refresh(profile):  # new cells: the notice and the bookings they draw
+            gpus = [g for g in profile.gpus if g.mig_parent is None]
+            self.notice_card.setVisible(not gpus)
+            if not gpus:
+                self.notice_card.set_backend_unavailable(
+                    [b for b in profile.backends if not b.available and b.name != "host"])
+            self._show_all_bookings()
         self.browser.set_profile(profile)
 
     def _on_registry_changed(self) -> None:
@@ -317,63 +272,6 @@ class ResourcePanel(QWidget):
         latest = self._sampler.latest
         if self._stale and latest is not None:
             self._apply(latest)
-
-    # --- cells ---------------------------------------------------------------------------------------
-    def _ensure_cells(self, profile: HardwareProfile) -> None:
-        gpus = [g for g in profile.gpus if g.mig_parent is None]
-        key = (tuple(device_key(g) for g in gpus), not gpus and tuple(b for b in profile.backends))
-        if key == self._layout_key:
-            return
-        self._layout_key = key
-        for cell in self._cells.values():
-            self._grid.removeWidget(cell)
-            cell.deleteLater()
-        self._cells.clear()
-        self._device_ids.clear()
-        reserve_of = self.planner.safety_margin
-        entries: list[tuple[str, str | None, str, int]] = [
-            (device_key(g), device_key(g), g.device_id, reserve_of(g.device_id)) for g in gpus
-        ]
-        entries.append((HOST_KEY, None, "cpu", reserve_of("cpu")))
-        names = {device_key(g): f"{g.device_id} {g.name}" for g in gpus} | {HOST_KEY: "cpu RAM"}
-        for cell_key, sampler_key, device, reserve in entries:
-            cell = _DeviceCell(self._sampler, sampler_key, device, reserve_bytes=reserve, window_s=self._window_s,
-                               planner_manager=self.planner.manager, bookings=self._manager)
-            cell.card.setAccessibleName(f"{names[cell_key]}: memory card")
-            cell.graph.setAccessibleName(f"{names[cell_key]}: memory over time")
-            self._cells[cell_key] = cell
-            self._device_ids[cell_key] = device
-        self._columns = 0
-        self._place_cells()
-        unavailable = [b for b in profile.backends if not b.available and b.name != "host"]
-        self.notice_card.setVisible(not gpus)
-        if not gpus:
-            self.notice_card.set_backend_unavailable(unavailable)
-        self._show_all_bookings()
-
-    def _columns_for(self, width: int) -> int:
-        """Up to four cells share one row (three GPUs and RAM), more wrap three to a row; fewer when narrow."""
-        n = len(self._cells)
-        wanted = n if n <= 4 else self.MAX_COLUMNS
-        return max(1, min(wanted, width // self.CELL_MIN_WIDTH))
-
-    def _place_cells(self) -> None:
-        # Before the panel is shown its width means nothing: lay out as wide, and reflow on the first resize.
-        columns = self._columns_for(self.cells_scroll.viewport().width() if self.isVisible() else 1 << 20)
-        if columns == self._columns:
-            return
-        self._columns = columns
-        for cell in self._cells.values():
-            self._grid.removeWidget(cell)
-        for i, cell in enumerate(self._cells.values()):
-            self._grid.addWidget(cell, i // columns, i % columns)
-        for c in range(max(4, self.MAX_COLUMNS)):
-            self._grid.setColumnStretch(c, 1 if c < columns else 0)
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        if self._cells:
-            self._place_cells()
 
     # --- loading -------------------------------------------------------------------------------------
     def _forget_picker(self, dialog: QuantizationDialog) -> None:
@@ -424,7 +322,7 @@ class ResourcePanel(QWidget):
 
     def _show_pressure(self, device: str, _level: object) -> None:
         """A pressure change shows at once (the card asks the manager), not at the next sample."""
-        cell = self._cells.get(next((k for k, d in self._device_ids.items() if d == device), ""))
+        cell = self.cells.cell_for_device(device)
         latest = self._sampler.latest
         if cell is not None and latest is not None and self.isVisible():
             cell.card.refresh(latest)

@@ -232,15 +232,15 @@ def test_a_narrow_dock_stacks_the_cells_and_folds_the_browser(qtbot, sampler, re
     p.resize(1200, 760)
     p.show()
     qtbot.waitExposed(p)
-    wide = [p._grid.getItemPosition(p._grid.indexOf(c))[:2] for c in p._cells.values()]
+    wide = [p.cells.grid.getItemPosition(p.cells.grid.indexOf(c))[:2] for c in p.cells.cells.values()]
     assert wide == [(0, 0), (0, 1), (0, 2)]  # two GPUs and RAM side by side
     assert p.minimumSizeHint().width() <= 400  # a host can dock it at about 360-400 px
     p.resize(390, 760)
-    qtbot.waitUntil(lambda: p._columns == 1)
-    narrow = [p._grid.getItemPosition(p._grid.indexOf(c))[:2] for c in p._cells.values()]
+    qtbot.waitUntil(lambda: p.cells.columns == 1)
+    narrow = [p.cells.grid.getItemPosition(p.cells.grid.indexOf(c))[:2] for c in p.cells.cells.values()]
     assert narrow == [(0, 0), (1, 0), (2, 0)]
     assert p.browser.splitter.orientation() == _Qt.Orientation.Vertical  # the detail under the table
     assert p.browser._bar.getItemPosition(p.browser._bar.indexOf(p.browser.type_combo))[0] == 1  # second row
     p.resize(1200, 760)
-    qtbot.waitUntil(lambda: p._columns == 3)
+    qtbot.waitUntil(lambda: p.cells.columns == 3)
     p.shutdown()

@@ -71,8 +71,8 @@ def test_the_window_fits_800_by_600_with_every_device(qtbot, clock, registry, sp
     # Every device has its card: those that do not fit the height scroll into view.
     gpus = int(spec[0]) if spec[0].isdigit() else 1
     assert len(w.panel.cards()) == gpus + 1  # and RAM
-    scroll = w.panel.cells_scroll
-    assert scroll.height() >= w.panel.CELLS_MIN_HEIGHT
+    scroll = w.panel.cells
+    assert scroll.height() >= scroll.MIN_HEIGHT
     for card in w.panel.cards().values():
         for label in card.findChildren(QLabel):
             if label.isVisible() and label.text() and not label.wordWrap():
