@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QApplication, QDialog, QMainWindow, QMessageBox, Q
 from app.core.settings import UserSettings
 from app.widgets.focus import return_focus_after
 from app.widgets.memory_graph import TIME_WINDOWS
-from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
+from app.widgets.ports import ManagedRegistry, ManagerPort, SamplerPort
 from app.widgets.quit_guard import ask_before_quitting, held_models
 from app.widgets.resource_panel import ResourcePanel
 
@@ -129,7 +129,7 @@ def _setup_app(app: QApplication, font_size: float = 9.0) -> None:
 class MainWindow(QMainWindow):
     """The dashboard window: the panel, menus, a status bar, and settings for its layout."""
 
-    def __init__(self, sampler: SamplerPort, registry: RegistryPort, *, manager: ManagerPort | None = None,
+    def __init__(self, sampler: SamplerPort, registry: ManagedRegistry, *, manager: ManagerPort | None = None,
                  settings: QSettings | None = None, user_settings: UserSettings | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)

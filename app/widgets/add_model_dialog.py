@@ -9,7 +9,7 @@ built-in model's is refused by the core; the dialog then offers "Save as a copy"
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Qt, Signal
@@ -23,10 +23,10 @@ from app.core.model_registry import (
     BuiltinConflict, InvalidModel, ModelArchitecture, ModelMetadata, ModelProvider, ModelType, RegistryError,
 )
 from app.core.quantization_strategy import fill_requirements
-from app.widgets.ports import RegistryPort
+from app.widgets.ports import ManagedRegistry
 from app.widgets.registry_table_model import type_label
 
-__all__ = ["AddModelDialog", "ModelEditing", "ManagedRegistry", "validation_message", "ARCHITECTURE_FIELDS"]
+__all__ = ["AddModelDialog", "ModelEditing", "validation_message", "ARCHITECTURE_FIELDS"]
 
 RUNTIMES = ("transformers", "llama.cpp", "diffusers", "other")
 #: The architecture the estimator needs for an LLM's KV cache and compute buffer: (field, label, tip).
@@ -42,21 +42,6 @@ ARCHITECTURE_FIELDS = (
 _REQUIREMENTS = ("min_vram_gb", "recommended_vram_gb", "min_ram_gb", "recommended_ram_gb")
 _NO_KV = ("No layers, hidden size and heads: the KV cache cannot be estimated and will be missing from every "
           "estimate. Fill them in, or read them from a file.")
-
-
-class ManagedRegistry(RegistryPort, Protocol):
-    """A registry the Models tab can add to, edit and scan into (``ModelRegistry`` is one)."""
-
-    def register_model(self, metadata: ModelMetadata, *, persist: bool = True,
-                       override: bool = False) -> ModelMetadata: ...
-
-    def update_model(self, model_id: str, /, *, override: bool = False, **changes: Any) -> ModelMetadata: ...
-
-    def register_scanned(self, scanned: Any, *, persist: bool = True) -> ModelMetadata: ...
-
-    def is_override(self, model_id: str) -> bool: ...
-
-    def builtin(self, model_id: str) -> ModelMetadata | None: ...
 
 
 def validation_message(err: ValidationError) -> str:

@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
 from app.core.importers import ImportErrorKind, scan_path
-from app.widgets.add_model_dialog import ManagedRegistry
+from app.widgets.ports import ManagedRegistry
 from app.widgets.scan_preview import ScanPreviewDialog
 
 __all__ = ["FolderScan", "ScanCancelled", "ScanFlow", "scanned_summary"]

@@ -24,7 +24,7 @@ from app.core.manager.settings import ManagerSettings
 from app.core.memory_allocator import DeviceLedger, PressureLevel
 from app.core.model_registry import ModelMetadata
 
-__all__ = ["SamplerPort", "RegistryPort", "ManagerPort"]
+__all__ = ["SamplerPort", "RegistryPort", "ManagedRegistry", "ManagerPort"]
 
 
 @runtime_checkable
@@ -57,6 +57,21 @@ class RegistryPort(Protocol):
     def register_model(self, metadata: ModelMetadata, *, persist: bool = True) -> ModelMetadata: ...
 
     def remove_model(self, model_id: str) -> None: ...
+
+
+class ManagedRegistry(RegistryPort, Protocol):
+    """A registry the Models tab can add to, edit and scan into (``ModelRegistry`` is one)."""
+
+    def register_model(self, metadata: ModelMetadata, *, persist: bool = True,
+                       override: bool = False) -> ModelMetadata: ...
+
+    def update_model(self, model_id: str, /, *, override: bool = False, **changes: Any) -> ModelMetadata: ...
+
+    def register_scanned(self, scanned: Any, *, persist: bool = True) -> ModelMetadata: ...
+
+    def is_override(self, model_id: str) -> bool: ...
+
+    def builtin(self, model_id: str) -> ModelMetadata | None: ...
 
 
 @runtime_checkable

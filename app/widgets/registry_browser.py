@@ -20,7 +20,8 @@ from app.core.model_registry import ModelMetadata, ModelProvider, ModelType
 from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
-from app.widgets.add_model_dialog import AddModelDialog, ManagedRegistry, ModelEditing
+from app.widgets.add_model_dialog import AddModelDialog, ModelEditing
+from app.widgets.ports import ManagedRegistry
 from app.widgets.folder_scan import FolderScan, ScanFlow
 from app.widgets.scan_preview import ScanPreviewDialog
 from app.widgets.planning import ViewPlanner

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget, QWidget
 
 from app.core.quantization_strategy import QuantizationStrategy
-from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
+from app.widgets.ports import ManagedRegistry, ManagerPort, SamplerPort
 from app.widgets.quit_guard import held_summary
 from app.widgets.resource_panel import ResourcePanel
 
@@ -24,7 +24,7 @@ DOCK_OBJECT_NAME = "ModelDeckResourceDock"
 class ResourceDock(QDockWidget):
     """A dockable :class:`ResourcePanel`; the host keeps ownership of the core objects."""
 
-    def __init__(self, sampler: SamplerPort, registry: RegistryPort, strategy: QuantizationStrategy | None = None,
+    def __init__(self, sampler: SamplerPort, registry: ManagedRegistry, strategy: QuantizationStrategy | None = None,
                  manager: ManagerPort | None = None, parent: QWidget | None = None, title: str = "ModelDeck") -> None:
         super().__init__(title, parent)
         self.setObjectName(DOCK_OBJECT_NAME)

@@ -33,7 +33,7 @@ from app.widgets.memory_graph import DEFAULT_WINDOW_S, TIME_WINDOWS, MemoryGraph
 from app.widgets.load_flow import LoadFlow
 from app.widgets.planning import ViewPlanner
 from app.widgets.process_list import ProcessList
-from app.widgets.ports import ManagerPort, RegistryPort, SamplerPort
+from app.widgets.ports import ManagedRegistry, ManagerPort, SamplerPort
 from app.widgets.quantization_dialog import QuantizationDialog
 from app.widgets.registry_browser import RegistryBrowser
 
@@ -59,7 +59,7 @@ class ResourcePanel(QWidget):
     #: The user chose another history window (seconds): a shell keeps it for the next start.
     sigWindowChanged = Signal(int)
 
-    def __init__(self, sampler: SamplerPort, registry: RegistryPort, strategy: QuantizationStrategy | None = None,
+    def __init__(self, sampler: SamplerPort, registry: ManagedRegistry, strategy: QuantizationStrategy | None = None,
                  manager: ManagerPort | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._sampler = sampler

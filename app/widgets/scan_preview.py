@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from app.core.importers import UNVERIFIED_PICKLE, ImportErrorKind, ModelImportError, ScannedModel
 from app.core.model_registry import ModelMetadata, RegistryError
 from app.core.units import format_gib
-from app.widgets.add_model_dialog import ManagedRegistry
+from app.widgets.ports import ManagedRegistry
 
 __all__ = ["ScanPreviewDialog", "scanned_level", "scanned_confidence"]
 
