@@ -16,13 +16,14 @@ from typing import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.hardware.snapshot import BackendStatus, GpuDevice, HardwareProfile, HostMemory
 from app.core.memory_allocator import DeviceLedger
 from app.core.units import GiB, format_gib
 from app.widgets.elided_label import ElidedLabel
 from app.widgets.ports import ManagerPort
+from app.widgets.usage_bar import UsageBar
 
 __all__ = ["DeviceCard", "PRESSURE_LEVELS"]
 
@@ -73,10 +74,7 @@ class DeviceCard(QFrame):
         self._pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._pill.setVisible(False)
 
-        self._bar = QProgressBar()
-        self._bar.setRange(0, 1000)
-        self._bar.setTextVisible(False)
-        self._bar.setFixedHeight(8)
+        self._bar = UsageBar()
         self._bar.setToolTip("Share of this device's memory in use now, by any program.")
 
         self._used = QLabel()
@@ -293,14 +291,7 @@ class DeviceCard(QFrame):
         self._used.setToolTip(f"{used_tip}\n{used:,} of {total:,} bytes.")
         self._set(self._free, f"{format_gib(free)} {free_word}")
         self._free.setToolTip(free_tip)
-        value = int(round(1000 * used / total)) if total else 0
-        if self._bar.value() != value:
-            # QProgressBar.setValue repaints at once (2 ms a card offscreen, every sample): with updates
-            # off it only stores the value, and update() paints it with the rest of the window.
-            self._bar.setUpdatesEnabled(False)
-            self._bar.setValue(value)
-            self._bar.setUpdatesEnabled(True)
-            self._bar.update()
+        self._bar.setValue(int(round(UsageBar.MAXIMUM * used / total)) if total else 0)
 
     def _set_field(self, label: QLabel, value: float | None, unit: str, prefix: str, tip: str,
                    reason: str | None) -> None:
