@@ -3,7 +3,8 @@ runs in its own process and comes with a ratio to a reference workload timed in 
 so a figure from a busy or slow machine can still be judged.
 
 Run: .venv/bin/python benchmarks/bench_dashboard.py [--quick] [--only idle,repaint,start,rss]
-Targets (issue 5): idle CPU <= 1% of one core at 1 Hz; repaint with 24 h of 1 Hz history on
+Targets (issue 5): idle CPU <= 1% of one core at 1 Hz (a dashboard left open: its 10-minute window
+full; the first minute after a start is reported beside it); repaint with 24 h of 1 Hz history on
 4 GPUs <= 6 ms median per graph; cold start to first painted frame <= 1.5 s; RSS after an hour
 <= 180 MB. The booking bands are history (models booked and expiring over the day or the hour).
 
@@ -102,12 +103,31 @@ def _band_count(window: Any) -> int:
     return sum(len(g.booking_history()) for g in window.panel.graphs().values())
 
 
-def bench_idle(seconds: float) -> dict[str, Any]:
-    """The real app's loop: a sampler thread at 1 Hz, two models loaded, the window shown, nothing else."""
+class _ShiftedClock:
+    """Wall-clock time ``offset`` seconds off: history can be filled in the past, then run live."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def bench_idle(seconds: float, history_s: int = 660) -> dict[str, Any]:
+    """The real app's loop: a sampler thread at 1 Hz, two models loaded, the window shown, nothing else.
+
+    ``history_s`` seconds of 1 Hz samples exist before the window opens (660: the default 10-minute
+    window is full, the steady state of a dashboard left open; 0: the first minute after a start,
+    while the graphs span the short history they have and redraw at every sample)."""
     from PySide6.QtCore import QTimer
 
     app = _app()
-    sampler, registry, manager = _stack(time.time)
+    clock = _ShiftedClock(-float(history_s))
+    sampler, registry, manager = _stack(clock)
+    for _ in range(history_s):
+        sampler.tick()
+        clock.offset += 1.0
+    clock.offset = 0.0
     sampler.tick()
     for step in range(2):
         _churn(manager, step)
@@ -131,7 +151,12 @@ def bench_idle(seconds: float) -> dict[str, Any]:
     cpu_ms_per_s = 1000 * cpu / wall
     return {"idle_cpu_percent_of_one_core": round(100 * cpu / wall, 2), "cpu_ms_per_s": round(cpu_ms_per_s, 2),
             "reference_ms": round(ref, 2), "ratio": round(cpu_ms_per_s / ref, 2),
-            "seconds": round(wall, 1), "window": "10 min (default)", "gpus": 4}
+            "seconds": round(wall, 1), "window": "10 min (default)", "history_s": history_s, "gpus": 4}
+
+
+def bench_idle_fresh(seconds: float) -> dict[str, Any]:
+    """The same, in the first minute after a start (no history yet)."""
+    return bench_idle(seconds, history_s=0)
 
 
 def bench_repaint(frames: int) -> dict[str, Any]:
@@ -281,12 +306,14 @@ def bench_rss(samples: int) -> dict[str, Any]:
             "ratio": round(rss / bare, 2)}
 
 
-BENCHES = {"idle": bench_idle, "repaint": bench_repaint, "start": bench_start, "rss": bench_rss}
-TARGETS = {"idle": "<= 1%", "repaint": "<= 6 ms median per graph", "start": "<= 1.5 s", "rss": "<= 180 MB"}
+BENCHES = {"idle": bench_idle, "idle-fresh": bench_idle_fresh, "repaint": bench_repaint, "start": bench_start,
+           "rss": bench_rss}
+TARGETS = {"idle": "<= 1%", "idle-fresh": "none: the first minute", "repaint": "<= 6 ms median per graph",
+           "start": "<= 1.5 s", "rss": "<= 180 MB"}
 
 
 def _summary(name: str, r: dict[str, Any]) -> str:
-    if name == "idle":
+    if name.startswith("idle"):
         return (f"{r['idle_cpu_percent_of_one_core']}% of a core ({r['cpu_ms_per_s']} ms CPU a second; "
                 f"reference {r['reference_ms']} ms, {r['ratio']}x)")
     if name == "repaint":
@@ -304,7 +331,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(BENCHES))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = {"idle": 10.0 if args.quick else 60.0, "repaint": 15 if args.quick else 40,
+    idle_s = 10.0 if args.quick else 60.0
+    sizes = {"idle": idle_s, "idle-fresh": idle_s, "repaint": 15 if args.quick else 40,
              "start": 3 if args.quick else 5, "rss": 3600}
     if args.child:
         print(json.dumps(BENCHES[args.child](sizes[args.child])))
@@ -316,7 +344,7 @@ def main() -> None:
         if out.returncode != 0 or not lines:
             print(f"{name}: FAILED\n{out.stderr[-2000:]}")
             continue
-        print(f"{name:<8} (target {TARGETS[name]}): {_summary(name, json.loads(lines[-1]))}")
+        print(f"{name:<10} (target {TARGETS[name]}): {_summary(name, json.loads(lines[-1]))}")
         print(f"         {lines[-1]}")
 
 
