@@ -46,9 +46,12 @@ xcb_libs=(libxcb.so.1:libxcb1 libX11.so.6:libx11-6 libX11-xcb.so.1:libx11-xcb1 l
           libxcb-util.so.1:libxcb-util1 libxcb-xfixes.so.0:libxcb-xfixes0 libxcb-xkb.so.1:libxcb-xkb1
           libxkbcommon-x11.so.0:libxkbcommon-x11-0)
 missing=()
+# Read the linker cache once. (Piping it into `grep -q` under pipefail fails whenever grep stops
+# reading early: a library that is there then counts as missing and apt runs on every start.)
+cache="$(ldconfig -p 2>/dev/null || true)"
 for pair in "${qt_libs[@]}" "${xcb_libs[@]}"; do
   lib="${pair%%:*}"; pkg="${pair##*:}"
-  ldconfig -p 2>/dev/null | grep -qF "$lib (" || missing+=("$pkg")
+  grep -qF "$lib (" <<<"$cache" || missing+=("$pkg")
 done
 command -v fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 if [ "$extra" = "test" ]; then
