@@ -25,6 +25,7 @@ from app.core.model_registry import (
 from app.core.quantization_strategy import fill_requirements
 from app.widgets.ports import ManagedRegistry
 from app.widgets.registry_table_model import type_label
+from app.widgets.focus import return_focus_after
 
 __all__ = ["AddModelDialog", "ModelEditing", "validation_message", "ARCHITECTURE_FIELDS"]
 
@@ -394,6 +395,7 @@ class ModelEditing(QObject):
     def _open(self, dialog: AddModelDialog, verb: str) -> AddModelDialog:
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self._after_save(dialog, verb))
+        return_focus_after(dialog, self._parent)
         dialog.open()
         return dialog
 

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
 from app.core.importers import ImportErrorKind, scan_path
+from app.widgets.focus import return_focus_after
 from app.widgets.ports import ManagedRegistry
 from app.widgets.scan_preview import ScanPreviewDialog
 
@@ -149,6 +150,7 @@ class ScanFlow(QObject):
         preview.rejected.connect(lambda: self.sigStatus.emit("Scan: nothing registered"))
         preview.destroyed.connect(lambda _o=None: setattr(self, "preview", None))
         self.preview = preview
+        return_focus_after(preview, self._parent)
         preview.open()
 
     def _after_preview(self, preview: ScanPreviewDialog) -> None:

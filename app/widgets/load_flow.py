@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QCheckBox, QMessageBox, QWidget
 
 from app.core.manager.lifecycle import LoadedModel
 from app.core.manager.placement import Decision
+from app.widgets.focus import return_focus_after
 from app.widgets.ports import ManagerPort
 
 __all__ = ["LoadFlow"]
@@ -77,6 +78,7 @@ class LoadFlow(QObject):
 
         box.finished.connect(done)
         self.confirm_box = box
+        return_focus_after(box, parent)
         box.open()
         return box
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QCheckBox, QFrame, QHBoxLayout, QLabel, QMessageBo
 
 from app.core.manager.lifecycle import LoadedModel, ModelState
 from app.core.units import format_gib
+from app.widgets.focus import return_focus_after
 from app.widgets.ports import ManagerPort
 
 __all__ = ["BulkPlan", "NoticeBar", "PHRASES", "ask_bulk", "plan_bulk", "runs_on_cpu"]
@@ -127,6 +128,7 @@ def ask_bulk(plan: BulkPlan, parent: QWidget, then: Callable[[tuple[str, ...]], 
         then(ids)
 
     box.finished.connect(finished)
+    return_focus_after(box, parent)
     box.open()
     return box
 
