@@ -36,14 +36,12 @@ file and the fix.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import re
 import stat
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.estimation import MAX_TOKENS, EstimateTerm, MemoryEstimate
+from app.core.storage import FileLock, atomic_write
 from app.core.units import MiB, format_gib
 
 __all__ = [
@@ -73,15 +72,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-try:  # POSIX
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - Windows
-    _fcntl = None  # type: ignore[assignment]
-try:  # Windows
-    import msvcrt as _msvcrt
-except ImportError:
-    _msvcrt = None  # type: ignore[assignment]
 
 FILE_VERSION = 1
 RUNTIME = "llama.cpp"
@@ -347,53 +337,6 @@ def bounded(entries: list[Calibration], max_entries: int = MAX_ENTRIES,
 # ------------------------------------------------------------------------------------------------
 
 
-class _FileLock:
-    """An exclusive lock between processes on a sidecar file (``flock`` on POSIX, ``msvcrt.locking`` on
-    Windows), retried until ``timeout``. The kernel drops it when the holder dies. Where the file system
-    refuses locks, writes go ahead unlocked (still atomic) and the log says so once."""
-
-    _warned = False
-
-    def __init__(self, path: Path, target: Path, timeout: float) -> None:
-        self.path, self.target, self.timeout = path, target, timeout
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        deadline = time.monotonic() + self.timeout
-        delay = 0.002
-        try:
-            while True:
-                try:
-                    if _fcntl is not None:
-                        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-                    elif _msvcrt is not None:
-                        os.lseek(fd, 0, os.SEEK_SET)
-                        _msvcrt.locking(fd, _msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError as err:
-                    if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
-                        if not _FileLock._warned:
-                            _FileLock._warned = True
-                            _log.warning("calibration writes are not locked against other processes: %s", err)
-                        break
-                if time.monotonic() >= deadline:
-                    raise CalibrationError(
-                        f"another ModelDeck process has been writing {self.target} for over {self.timeout:g} s "
-                        f"(it holds {self.path}); nothing was changed. Try again, or close the other ModelDeck.")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing drops the lock
-
-
 @dataclass
 class _Disk:
     """What is at the path: "missing", "ok", "damaged" (move it aside; ``entries`` are the valid ones),
@@ -478,27 +421,7 @@ def _write(path: Path, entries: list[Calibration]) -> None:
     """Replace the file atomically; an OSError leaves the old file as it was (and no temp file)."""
     lines = ",\n".join(" " + json.dumps(e.to_json(), ensure_ascii=False) for e in entries)
     data = f'{{"version": {FILE_VERSION}, "entries": [\n{lines}\n]}}\n'.encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    atomic_write(path, data)
 
 
 def _clean_stale_temps(path: Path) -> None:
@@ -612,8 +535,14 @@ class CalibrationStore:
             lock.release()
 
     # --- internals ------------------------------------------------------------------------------
-    def _lock(self) -> _FileLock:
-        return _FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout)
+    def _lock(self) -> FileLock:
+        return FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout,
+                        busy=self._busy, what="calibration writes")
+
+    def _busy(self) -> CalibrationError:
+        return CalibrationError(
+            f"another ModelDeck process has been writing {self.path} for over {self.lock_timeout:g} s; nothing "
+            "was changed. Try again, or close the other ModelDeck.")
 
     def _set_aside(self, disk: _Disk, *, repair: bool) -> bool:
         """Move a damaged file aside (the lock is held), say so once, and (``repair``) write its valid

@@ -10,13 +10,11 @@ from GGUF / safetensors headers. The seed's API (``ModelMetadata``, ``ModelProvi
 from __future__ import annotations
 
 import difflib
-import errno
 import json
 import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +37,7 @@ from app.core.model_spec import (
     normalize_alias,
 )
 from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy, fill_requirements
+from app.core.storage import FileLock, atomic_write
 
 __all__ = [
     "ModelProvider",
@@ -56,15 +55,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-try:  # POSIX
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - Windows
-    _fcntl = None  # type: ignore[assignment]
-try:  # Windows
-    import msvcrt as _msvcrt
-except ImportError:
-    _msvcrt = None  # type: ignore[assignment]
 
 USER_FILE_VERSION = 1
 
@@ -123,111 +113,6 @@ TEMP_STALE_AFTER_S = 5.0
 _MKSTEMP_NAME = r"[a-z0-9_]{8}"  # tempfile.mkstemp's random part
 
 
-class _FileLock:
-    """An exclusive lock between processes (and between stores in one process), held on a sidecar
-    file next to the model list.
-
-    POSIX: ``flock`` on ``.<name>.lock``, taken without blocking and retried until ``timeout``; the
-    kernel drops it when the holder dies (a SIGKILLed save never leaves a stuck lock). The lock file
-    is removed on release; a waiter that then wins the lock on the removed file notices (its inode
-    is no longer the one at the path) and retries, so the removal is safe. Windows: ``msvcrt.locking``
-    on the first byte of the same file (kept; Windows cannot remove an open file). Where neither
-    exists, or the file system refuses locks (some network mounts), saves still merge with the file
-    on disk, without mutual exclusion, and say so in the log once.
-    """
-
-    _warned = False
-
-    def __init__(self, path: Path, target: Path, timeout: float) -> None:
-        self.path = path
-        self.target = target
-        self.timeout = timeout
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                if not self._lock_fd(fd, deadline):
-                    os.close(fd)  # the file was removed (and maybe re-created) while we waited
-                    continue
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-            return
-
-    def _lock_fd(self, fd: int, deadline: float) -> bool:
-        delay = 0.002
-        while True:
-            try:
-                if _fcntl is not None:
-                    _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-                elif _msvcrt is not None:
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    _msvcrt.locking(fd, _msvcrt.LK_NBLCK, 1)
-                else:
-                    self._no_locking("this platform has neither fcntl nor msvcrt")
-                break
-            except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
-                    self._no_locking(f"the file system refused a lock ({err})")
-                    break
-            if time.monotonic() >= deadline:
-                raise RegistryError(
-                    f"another ModelDeck process has been saving {self.target} for over {self.timeout:g} s "
-                    f"(it holds {self.path}); nothing was changed. Try again, or close the other ModelDeck "
-                    "(a window or a `modeldeck scan`) if it is stuck."
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        if _fcntl is None:
-            return True
-        try:  # still the file at the path? (a releasing holder removes it)
-            here = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(fd)
-        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
-
-    @classmethod
-    def _no_locking(cls, why: str) -> None:
-        if not cls._warned:
-            cls._warned = True
-            _log.warning("model list saves are not locked against other processes: %s", why)
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            if _fcntl is not None:
-                try:
-                    os.unlink(self.path)  # while still held: see the class docstring
-                except OSError:
-                    pass
-                try:
-                    _fcntl.flock(fd, _fcntl.LOCK_UN)
-                except OSError:
-                    pass
-            elif _msvcrt is not None:
-                try:
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    _msvcrt.locking(fd, _msvcrt.LK_UNLCK, 1)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> _FileLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class _Disk:
     """What is at the model list's path now."""
 
@@ -265,7 +150,7 @@ def _dump(model: ModelMetadata) -> dict[str, Any]:
 class UserModelStore:
     """The user's models as a versioned JSON file, shared safely by every ModelDeck process.
 
-    * Saves merge: under a file lock (see ``_FileLock``), the file is read again and only what this
+    * Saves merge: under a file lock (see ``app.core.storage.FileLock``), the file is read again and only what this
       process changed since it last read or wrote it (models added, changed or removed) is applied
       to it; models another process added or removed meanwhile are kept as that process left them
       (for one model changed by both, the later save wins).
@@ -293,16 +178,22 @@ class UserModelStore:
         self._blocking: set[str] = set()
 
     # --- public ---------------------------------------------------------------------------------
-    def lock(self) -> _FileLock:
+    def lock(self) -> FileLock:
         """The lock every load and save of this file holds (a context manager)."""
-        return _FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout)
+        return FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout,
+                        busy=self._busy, what="model list saves")
+
+    def _busy(self) -> RegistryError:
+        return RegistryError(
+            f"another ModelDeck process has been saving {self.path} for over {self.lock_timeout:g} s; nothing was "
+            "changed. Try again, or close the other ModelDeck (a window or a `modeldeck scan`) if it is stuck.")
 
     def load(self) -> list[ModelMetadata]:
         self.problems = []
         self._blocking = set()
         self._base = {}
         self._known = None
-        lock: _FileLock | None = None
+        lock: FileLock | None = None
         try:
             candidate = self.lock()
             candidate.acquire()
@@ -488,29 +379,7 @@ class UserModelStore:
         if len(data) > MAX_USER_FILE_BYTES:
             raise RegistryError(f"your model list {self.path} would grow to {len(data)} bytes, over the "
                                 f"{MAX_USER_FILE_BYTES // (1024 * 1024)} MiB limit; nothing was changed")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                if mode is not None and hasattr(os, "fchmod"):
-                    os.fchmod(fh.fileno(), mode)  # the file keeps its permissions
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:  # make the rename itself durable
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        atomic_write(self.path, data, mode=mode)  # the file keeps its permissions
         return data
 
     def _move_aside(self, why: str) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.core.memory_allocator import AllocatorSettings
+from app.core.storage import atomic_write
 from app.core.units import MiB
 
 __all__ = ["UserSettings", "SettingsError", "default_settings_path", "load_settings", "save_settings",
@@ -230,14 +229,5 @@ def save_settings(settings: UserSettings, path: Path | str | None = None) -> Pat
     path = Path(path) if path is not None else default_settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(settings.model_dump(mode="json"), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
     return path

@@ -68,7 +68,7 @@ def test_ok_applies_to_the_manager_and_saves(qtbot, manager, tmp_path):
     saved = load_settings(path)
     assert saved == changed.args[0] == dialog.settings()
     assert saved.max_loaded_models == 3 and saved.keep_alive_s == -1 and saved.gpu_reserve_mib == 1024
-    assert not list(path.parent.glob(".settings-*"))  # the temporary file of the atomic write is gone
+    assert not list(path.parent.glob(".settings.json.*.tmp"))  # the temporary file of the atomic write is gone
 
 
 def test_ask_before_making_room_leaves_by_its_signal(qtbot):
