@@ -84,3 +84,12 @@ def strategy():
     from app.core.quantization_strategy import QuantizationStrategy
 
     return QuantizationStrategy()
+
+
+@pytest.fixture
+def manager(sampler, registry, clock):
+    """A manager on the simulated GPUs and the test's clock; idle models expire after 5 minutes."""
+    from app.core.model_resource_manager import ManagerSettings, ModelResourceManager
+
+    return ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
+                                settings=ManagerSettings(keep_alive_s=300))

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from app.core.model_resource_manager import ManagerSettings, ModelResourceManager, ModelState
+from app.core.model_resource_manager import ModelState
 from app.widgets.bridge import CoreBridge
 from app.widgets.event_log import EventLog
 from app.widgets.loaded_models_table import COLUMNS, LoadedModelsTable, format_countdown
@@ -17,12 +17,6 @@ from tests.widgets.conftest import DIFF_THRESHOLD
 LLM = "mistralai/Ministral-8B-Instruct-2410"
 SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TTS = "hexgrad/Kokoro-82M"
-
-
-@pytest.fixture
-def manager(sampler, registry, clock):
-    return ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
-                                settings=ManagerSettings(keep_alive_s=300))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
-from app.core.model_resource_manager import ManagerSettings, ModelResourceManager, ModelState
+from app.core.model_resource_manager import ModelState
 from app.core.units import format_gib
 from app.widgets.bridge import CoreBridge
 from app.widgets.loaded_actions import plan_bulk
@@ -26,12 +26,6 @@ LLM = "mistralai/Ministral-8B-Instruct-2410"
 SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TTS = "hexgrad/Kokoro-82M"
 SMALL = "meta-llama/Llama-3.2-1B-Instruct"
-
-
-@pytest.fixture
-def manager(sampler, registry, clock):
-    return ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
-                                settings=ManagerSettings(keep_alive_s=300))
 
 
 @pytest.fixture

@@ -7,18 +7,11 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
 
-from app.core.model_resource_manager import ManagerSettings, ModelResourceManager
 from app.shell import MainWindow
 from app.widgets.shortcuts_dialog import collect_shortcuts, mnemonic_of
 
 LLM = "mistralai/Ministral-8B-Instruct-2410"
 SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-
-@pytest.fixture
-def manager(sampler, registry, clock):
-    return ModelResourceManager(profiler=sampler._profiler, registry=registry, clock=clock,
-                                settings=ManagerSettings(keep_alive_s=300))
 
 
 @pytest.fixture
