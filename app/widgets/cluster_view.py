@@ -148,6 +148,11 @@ class ClusterView(QWidget):
         sigRefreshed(): a refresh's results were applied (``last_nodes`` holds them).
     """
 
+    #: The keys this view answers to (Help › Keyboard shortcuts lists them).
+    KEYS: tuple[tuple[str, str], ...] = (
+        ('Delete', 'Cluster: stop reading the selected source'),
+    )
+
     sigSourcesChanged = Signal(list)
     sigRefreshed = Signal()
 

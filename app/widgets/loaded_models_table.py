@@ -225,6 +225,14 @@ class LoadedModelsTable(QWidget):
         sigConfirmBulkChanged(bool): the user turned the question about several models off (False).
     """
 
+    #: The keys this view answers to (Help › Keyboard shortcuts lists them).
+    KEYS: tuple[tuple[str, str], ...] = (
+        ('Enter', "Loaded: restore an offloaded model, or show a loaded one's details"),
+        ('Delete', 'Loaded: evict the selected models (several: asks first)'),
+        ('Ctrl+A', 'Loaded: select every model'),
+        ('Ctrl+Z', 'Loaded: undo the last offload'),
+    )
+
     sigMessage = Signal(str)
     sigConfirmBulkChanged = Signal(bool)
 

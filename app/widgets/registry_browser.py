@@ -178,6 +178,12 @@ class RegistryBrowser(QWidget):
         sigStatus(str): a one-line message for a status bar (scan results, errors).
     """
 
+    #: The keys this view answers to (Help › Keyboard shortcuts lists them).
+    KEYS: tuple[tuple[str, str], ...] = (
+        ('Ctrl+F', 'Models: go to the search box'),
+        ('Enter', 'Models: from the search box to the results; on a row, open the load picker'),
+    )
+
     sigLoadRequested = Signal(str)
     sigStatus = Signal(str)
 

@@ -116,6 +116,9 @@ def test_help_lists_the_shortcuts_and_every_alt_key_is_unique(qtbot, window):
     keys = dict(rows)
     assert keys["Ctrl+Q"] == "File › Quit" and keys["F1"] == "Help › Keyboard shortcuts"
     assert keys["Alt+M"] == "Models tab" and keys["Alt+Y"] == "Go to History"
+    # The keys that act inside a view are listed too, from the views themselves.
+    assert ("Delete", "Loaded: evict the selected models (several: asks first)") in rows
+    assert ("Ctrl+Z", "Loaded: undo the last offload") in rows and keys["Ctrl+F"] == "Models: go to the search box"
     for tab in range(window.panel.tabs.count()):  # whatever tab is open, one press of Alt+letter is one thing
         window.panel.tabs.setCurrentIndex(tab)
         QApplication.processEvents()
