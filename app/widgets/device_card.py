@@ -121,9 +121,10 @@ class DeviceCard(QFrame):
         layout.addWidget(self._message)
 
     # --- what a card shows ---------------------------------------------------------------------
-    def refresh(self, profile: HardwareProfile) -> None:
+    def refresh(self, profile: HardwareProfile, ledgers: Sequence[DeviceLedger] | None = None) -> None:
         """Show ``profile``'s figures for this card's device with the manager's ledger and pressure
-        (needs the ``manager`` and ``device`` the card was made with)."""
+        (needs the ``manager`` and ``device`` the card was made with). ``ledgers``: the manager's
+        ``ledgers()`` when the caller already read them for several cards (one snapshot a sample)."""
         if self._manager is None or self._device is None:
             raise RuntimeError("DeviceCard.refresh needs the manager and device it was made with")
         device = self._device
@@ -138,7 +139,8 @@ class DeviceCard(QFrame):
                 return
             self.set_gpu(gpu)
             lost = gpu.lost
-        ledger = next((x for x in self._manager.ledgers() if x.device == device), None)
+        ledger = next((x for x in (ledgers if ledgers is not None else self._manager.ledgers()) if x.device == device),
+                      None)
         self.set_ledger(None if lost else ledger)
         self.set_pressure(None if lost else self._manager.pressure(device).value)
 

@@ -91,8 +91,9 @@ class DeviceCells(QScrollArea):
     def refresh(self, profile: HardwareProfile) -> bool:
         """Show ``profile`` on every cell (built or rebuilt first when the devices changed: True then)."""
         rebuilt = self._ensure(profile)
+        ledgers = self._planner_manager.ledgers()  # one snapshot for every card
         for cell in self.cells.values():
-            cell.card.refresh(profile)
+            cell.card.refresh(profile, ledgers)
             cell.graph.refresh(profile)
         return rebuilt
 
