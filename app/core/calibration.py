@@ -536,8 +536,7 @@ class CalibrationStore:
 
     # --- internals ------------------------------------------------------------------------------
     def _lock(self) -> FileLock:
-        return FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout,
-                        busy=self._busy, what="calibration writes")
+        return FileLock.beside(self.path, self.lock_timeout, busy=self._busy, what="calibration writes")
 
     def _busy(self) -> CalibrationError:
         return CalibrationError(

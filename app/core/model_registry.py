@@ -180,8 +180,7 @@ class UserModelStore:
     # --- public ---------------------------------------------------------------------------------
     def lock(self) -> FileLock:
         """The lock every load and save of this file holds (a context manager)."""
-        return FileLock(self.path.with_name(f".{self.path.name}.lock"), self.path, self.lock_timeout,
-                        busy=self._busy, what="model list saves")
+        return FileLock.beside(self.path, self.lock_timeout, busy=self._busy, what="model list saves")
 
     def _busy(self) -> RegistryError:
         return RegistryError(

@@ -81,6 +81,11 @@ class FileLock:
         self._what = what
         self._fd: int | None = None
 
+    @classmethod
+    def beside(cls, target: Path, timeout: float, *, busy: Callable[[], Exception], what: str) -> FileLock:
+        """The lock for ``target``: the sidecar ``.<name>.lock`` in its folder."""
+        return cls(target.with_name(f".{target.name}.lock"), target, timeout, busy=busy, what=what)
+
     def acquire(self) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
