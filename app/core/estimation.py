@@ -42,6 +42,9 @@ __all__ = [
     "resolve_quantization",
     "quantization_names",
     "weight_bytes",
+    "embedding_bytes",
+    "ComponentEstimate",
+    "PhaseEstimate",
     "kv_cache_bytes",
     "llm_compute_bytes",
     "runtime_overhead_bytes",
@@ -323,10 +326,16 @@ class Architecture:
     #: Multi-head latent attention (DeepSeek V2/V3): the cache holds this latent plus the RoPE key.
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+    #: Gate, up and down projections (Llama, Mistral, Qwen); False: up and down only (GPT-2, phi-2, Falcon).
+    mlp_gated: bool = True
+    #: Experts every token passes through besides the routed ones (DeepSeek, Qwen2-MoE), each as wide as
+    #: a routed expert.
+    shared_experts: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers outside ARCHITECTURE_LIMITS: a ValueError naming the field and its range."""
-        for name, limit in ARCHITECTURE_LIMITS.items():
+        limits = {**ARCHITECTURE_LIMITS, "shared_experts": ARCHITECTURE_LIMITS["experts"]}
+        for name, limit in limits.items():
             value = getattr(self, name)
             if value is None and name not in _REQUIRED:
                 continue
@@ -366,7 +375,8 @@ class Architecture:
             return self
         parameters = _check_parameters(parameters)
         probe = replace(self, intermediate_size=1)
-        per_unit = 3 * self.layers * self.hidden_size * max(1, self.n_experts)
+        matrices = 3 if self.mlp_gated else 2
+        per_unit = matrices * self.layers * self.hidden_size * (max(1, self.n_experts) + (self.shared_experts or 0))
         ff = (parameters - probe.parameter_count() + per_unit) / per_unit
         # Published FFN widths are multiples of 256 (which k-quants also need).
         width = max(256, int(round(ff / 256)) * 256)
@@ -420,15 +430,25 @@ def _tensor_groups(a: Architecture) -> list[tuple[str, int, int, int, bool]]:
     if a.n_experts > 1:
         ff = a.expert_intermediate_size or a.intermediate_size or 4 * h
         e = a.n_experts
+        if a.mlp_gated:
+            groups.append(("ffn_gate_exps", ff * e, h, L, True))
         groups += [
-            ("ffn_gate_exps", ff * e, h, L, True),
             ("ffn_up_exps", ff * e, h, L, True),
             ("ffn_down_exps", h * e, ff, L, True),
             ("ffn_gate_inp", e, h, L, False),  # the router stays F32
         ]
+        if a.shared_experts:
+            sh = ff * a.shared_experts
+            if a.mlp_gated:
+                groups.append(("ffn_gate_shexp", sh, h, L, True))
+            groups += [("ffn_up_shexp", sh, h, L, True), ("ffn_down_shexp", h, sh, L, True)]
     else:
         ff = a.intermediate_size or 4 * h
-        groups += [("ffn_gate", ff, h, L, True), ("ffn_up", ff, h, L, True), ("ffn_down", h, ff, L, True)]
+        if a.mlp_gated:
+            groups.append(("ffn_gate", ff, h, L, True))
+        groups += [("ffn_up", ff, h, L, True), ("ffn_down", h, ff, L, True)]
+        if not a.mlp_gated:  # GPT-2-style MLPs carry biases on both projections
+            groups.append(("ffn_bias", 1, ff + h, L, False))
     # 1-D tensors stay F32: two norms per layer (four in Gemma 2 and 3, which add post-attention and
     # post-FFN norms) and the final norm, plus q/k/v biases where present.
     groups.append(("norms", 1, h, _norms_per_layer(a) * L + 1, False))
@@ -603,43 +623,54 @@ def _gguf_group_types(a: Architecture, preset: str, group: str, count: int, base
     return [(count, base)]
 
 
+def _group_bytes(a: Architecture, quant: QuantSpec, group: str, rows: int, ncols: int, count: int,
+                 quantizable: bool, native: str, qkv_as_v: bool) -> list[tuple[str, int]]:
+    """[(storage type, bytes)] of one tensor group at a level."""
+    elements = rows * ncols
+    if not quantizable:
+        return [("F32", elements * count * 4)]
+    if quant.kind == "float":
+        label = {32: "F32", 16: quant.name.upper(), 8: "FP8"}[int(quant.bits)]
+        return [(label, int(elements * count * quant.bits / 8))]
+    if quant.kind == "linear":
+        if group in ("token_embd", "output"):
+            return [(native, elements * count * 2)]
+        if quant.name == "int8":
+            return [("INT8", (elements + rows * 4) * count)]  # int8 weights + an fp32 scale per row
+        return [(quant.name.upper(), math.ceil(elements * quant.bits / 8) * count)]
+    if quant.kind == "ggml":
+        t = _compatible(quant.ggml_type or "F16", ncols)
+        return [(t, _row_bytes(t, ncols) * rows * count)]
+    base = quant.ggml_type or "F16"  # a gguf preset
+    if base in ("F32", "F16", "BF16"):
+        return [(base, _row_bytes(base, ncols) * rows * count)]
+    out = []
+    for n, t in _gguf_group_types(a, quant.name, group, count, base, qkv_as_v):
+        t = _compatible(t, ncols)
+        out.append((t, _row_bytes(t, ncols) * rows * n))
+    return out
+
+
 @lru_cache(maxsize=4096)
 def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16",
                      qkv_as_v: bool = False) -> tuple[tuple[str, int], ...]:
     """Bytes per storage type for a whole model. Cached: the architecture and level are immutable."""
     totals: dict[str, int] = {}
-
-    def add(t: str, n: int) -> None:
-        if n:
-            totals[t] = totals.get(t, 0) + n
-
     for group, rows, ncols, count, quantizable in _tensor_groups(a):
-        elements = rows * ncols
-        if not quantizable:
-            add("F32", elements * count * 4)
-            continue
-        if quant.kind == "float":
-            label = {32: "F32", 16: quant.name.upper(), 8: "FP8"}[int(quant.bits)]
-            add(label, int(elements * count * quant.bits / 8))
-        elif quant.kind == "linear":
-            if group in ("token_embd", "output"):
-                add(native, elements * count * 2)
-            elif quant.name == "int8":
-                add("INT8", (elements + rows * 4) * count)  # int8 weights + an fp32 scale per row
-            else:
-                add(quant.name.upper(), math.ceil(elements * quant.bits / 8) * count)
-        elif quant.kind == "ggml":
-            t = _compatible(quant.ggml_type or "F16", ncols)
-            add(t, _row_bytes(t, ncols) * rows * count)
-        else:  # gguf preset
-            base = quant.ggml_type or "F16"
-            if base in ("F32", "F16", "BF16"):
-                add(base, _row_bytes(base, ncols) * rows * count)
-                continue
-            for n, t in _gguf_group_types(a, quant.name, group, count, base, qkv_as_v):
-                t = _compatible(t, ncols)
-                add(t, _row_bytes(t, ncols) * rows * n)
+        for t, n in _group_bytes(a, quant, group, rows, ncols, count, quantizable, native, qkv_as_v):
+            if n:
+                totals[t] = totals.get(t, 0) + n
     return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def embedding_bytes(quant: QuantSpec | str, architecture: Architecture, native_dtype: str | None = None) -> int:
+    """Bytes of the token embedding matrix (``token_embd``) at a level; 0 without a vocabulary."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    for group, rows, ncols, count, quantizable in _tensor_groups(architecture):
+        if group == "token_embd":
+            return sum(n for _, n in _group_bytes(architecture, q, group, rows, ncols, count, quantizable,
+                                                  _native_label(native_dtype), False))
+    return 0
 
 
 @cache
@@ -739,10 +770,11 @@ def _cached_window(a: Architecture) -> int | None:
     return a.sliding_window
 
 
-def _window_cells(a: Architecture, ctx: int, batch: int, pad_to: int) -> int:
-    """Cells of a sliding-window layer's cache: the window plus one micro-batch, padded, at most ctx."""
+def _window_cells(a: Architecture, ctx: int, batch: int, pad_to: int, sequences: int = 1) -> int:
+    """Cells of a sliding-window layer's cache: the window (one per sequence) plus one micro-batch,
+    padded, at most ctx."""
     window = _cached_window(a) or ctx
-    return min(ctx, _pad(window + (batch if pad_to > 1 else 0), pad_to))
+    return min(ctx, _pad(window * sequences + (batch if pad_to > 1 else 0), pad_to))
 
 
 def _layer_split(a: Architecture) -> tuple[int, int]:
@@ -758,7 +790,7 @@ def _layer_split(a: Architecture) -> tuple[int, int]:
 
 def kv_cache_bytes(
     a: Architecture, context: int, kv_dtype: str = "f16", *, pad_to: int = 1, batch: int = 512, sequences: int = 1,
-    swa_full: bool = False,
+    swa_full: bool = False, v_dtype: str | None = None, window_sequences: int = 1,
 ) -> tuple[int, str]:
     """(bytes, explanation) of the K and V cache for ``context`` tokens (× ``sequences``).
 
@@ -767,13 +799,21 @@ def kv_cache_bytes(
     and llama-cli do by default. ``swa_full``: every layer caches the whole context instead, as with
     ``--swa-full`` and with llama.cpp's library default (``llama_context_default_params``, which
     llama-cpp-python's ``Llama`` keeps unless given ``swa_full=False``).
+    ``v_dtype``: the V cache's type when it differs from K's (``--cache-type-v``). ``window_sequences``:
+    sequences sharing one unified cache (llama-server slots): each keeps its own window
+    (``n_swa × n_seq_max + n_ubatch`` cells in ``llama_kv_cache_iswa``).
     """
     _check_tokens("context", context)
     _check_tokens("batch", batch)
     _check_tokens("sequence count", sequences)
     if context <= 0:
         return 0, "no context requested: no KV cache"
-    per = _kv_bytes_per_element(kv_dtype)
+    _check_tokens("sequence count", window_sequences)
+    per_k = _kv_bytes_per_element(kv_dtype)
+    per_v = per_k if v_dtype is None else _kv_bytes_per_element(v_dtype)
+    per = (per_k + per_v) / 2  # one K and one V element per width unit below
+    if v_dtype is not None and v_dtype.lower() != kv_dtype.lower():
+        kv_dtype = f"K {kv_dtype}, V {v_dtype}"
     ctx = _pad(context, pad_to)
     if a.kv_lora_rank:
         width = a.kv_lora_rank + (a.qk_rope_head_dim or 0)
@@ -786,7 +826,7 @@ def kv_cache_bytes(
     window_size = _cached_window(a)
     if window_size and window_size < ctx and not swa_full:
         n_global, n_local = _layer_split(a)
-        window = _window_cells(a, ctx, batch, pad_to)
+        window = _window_cells(a, ctx, batch, pad_to, window_sequences)
         tokens = n_global * ctx + n_local * window
         total = int(tokens * width * per) * sequences
         return total, (
@@ -868,8 +908,51 @@ class EstimateTerm:
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentEstimate:
+    """One part of a pipeline (a denoiser, a text encoder, a VAE, a speech encoder, a vision tower):
+    its parameters, level, where it sits ("gpu" or "cpu") and its weight bytes."""
+
+    name: str
+    role: str
+    parameters: int
+    level: str
+    device: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "parameters": self.parameters, "level": self.level,
+                "device": self.device, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseEstimate:
+    """One phase of a run (encode, denoise, decode; prompt, generate): the components it needs on the
+    device, its working memory, and the device's peak while it runs (resident weights + working memory)."""
+
+    name: str
+    components: tuple[str, ...]
+    working_bytes: int
+    peak_bytes: int
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "components": list(self.components), "working_bytes": self.working_bytes,
+                "peak_bytes": self.peak_bytes, "explanation": self.explanation}
+
+
+_NO_HOST = EstimateTerm(0, "nothing held in RAM beside the device's share")
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryEstimate:
-    """A memory estimate as a breakdown. Every term is bytes with a one-line reason."""
+    """A memory estimate as a breakdown. Every term is bytes with a one-line reason.
+
+    ``weights``, ``kv_cache``, ``compute`` and ``overhead`` are what the target device holds (their sum is
+    ``total_bytes``); ``host`` is what the runtime holds in RAM beside it (llama.cpp's token embeddings, a
+    text encoder left on the CPU). ``components`` and ``phases`` break a pipeline down; ``compute`` is then
+    the largest phase's working memory, not the sum. ``offload_graph_bytes``: what the device's compute
+    buffer grows by when some layers stay in RAM (llama.cpp copies their weights to the GPU per batch).
+    """
 
     quantization: str
     weights: EstimateTerm
@@ -879,6 +962,12 @@ class MemoryEstimate:
     weights_by_type: tuple[tuple[str, int], ...] = ()
     approximate: bool = False
     notes: tuple[str, ...] = field(default=())
+    host: EstimateTerm = _NO_HOST
+    components: tuple[ComponentEstimate, ...] = ()
+    phases: tuple[PhaseEstimate, ...] = ()
+    #: The runtime settings it was made for, in words (RuntimeProfile.describe()).
+    runtime: str = ""
+    offload_graph_bytes: int = 0
 
     @property
     def weights_bytes(self) -> int:
@@ -897,6 +986,10 @@ class MemoryEstimate:
         return self.overhead.bytes
 
     @property
+    def host_bytes(self) -> int:
+        return self.host.bytes
+
+    @property
     def total_bytes(self) -> int:
         return self.weights.bytes + self.kv_cache.bytes + self.compute.bytes + self.overhead.bytes
 
@@ -904,7 +997,7 @@ class MemoryEstimate:
         return replace(self, overhead=EstimateTerm(0, "runtime overhead counted once per device elsewhere"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The contract's estimate document, plus explanations."""
+        """The contract's estimate document, plus explanations, RAM beside the device, components and phases."""
         return {
             "quantization": self.quantization,
             "weights_bytes": self.weights.bytes,
@@ -912,23 +1005,44 @@ class MemoryEstimate:
             "compute_bytes": self.compute.bytes,
             "overhead_bytes": self.overhead.bytes,
             "total_bytes": self.total_bytes,
+            "host_bytes": self.host.bytes,
             "approximate": self.approximate,
+            "runtime": self.runtime,
             "weights_by_type": {t: b for t, b in self.weights_by_type},
             "explanations": {
                 "weights": self.weights.explanation,
                 "kv_cache": self.kv_cache.explanation,
                 "compute": self.compute.explanation,
                 "overhead": self.overhead.explanation,
+                "host": self.host.explanation,
             },
+            "components": [c.to_dict() for c in self.components],
+            "phases": [p.to_dict() for p in self.phases],
             "notes": list(self.notes),
         }
 
-    def explain(self) -> list[str]:
+    def rows(self) -> list[tuple[str, EstimateTerm]]:
+        """(label, term) for each line of the breakdown, host RAM last when there is any."""
         rows = [("weights", self.weights), ("KV cache", self.kv_cache), ("compute", self.compute),
                 ("overhead", self.overhead)]
-        lines = [f"{label:<9} {format_gib(t.bytes, 2):>11}  {t.explanation}" for label, t in rows]
+        if self.host.bytes:
+            rows.append(("in RAM", self.host))
+        return rows
+
+    def explain(self) -> list[str]:
+        lines = []
+        if self.runtime:
+            lines.append(f"runtime   {self.runtime}")
+        rows = self.rows()
+        lines += [f"{label:<9} {format_gib(t.bytes, 2):>11}  {t.explanation}" for label, t in rows[:4]]
         approx = "  (approximate)" if self.approximate else ""
         lines.append(f"{'total':<9} {format_gib(self.total_bytes, 2):>11}{approx}")
+        lines += [f"{label:<9} {format_gib(t.bytes, 2):>11}  {t.explanation}" for label, t in rows[4:]]
+        for c in self.components:
+            lines.append(f"  part    {format_gib(c.bytes, 2):>11}  {c.name} ({c.role}): {c.parameters / 1e9:.2f} B "
+                         f"parameters at {c.level} on the {c.device.upper() if c.device == 'cpu' else 'GPU'}")
+        for p in self.phases:
+            lines.append(f"  phase   {format_gib(p.peak_bytes, 2):>11}  {p.name}: {p.explanation}")
         return lines
 
 

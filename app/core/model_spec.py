@@ -68,6 +68,11 @@ def normalize_alias(alias: str) -> str:
     return "".join(ch for ch in str(alias or "").lower() if ch.isalnum())
 
 
+#: Families whose MLP is up and down projections only (no gate), when a config does not say.
+_PLAIN_MLP_FAMILIES = frozenset({"gpt2", "gpt_neox", "phi", "falcon", "gpt_bigcode", "starcoder", "bloom", "opt",
+                                 "whisper", "bert", "xlm-roberta", "nomic_bert", "gptj", "mpt"})
+
+
 class ModelArchitecture(BaseModel):
     """Published architecture facts (from the model's config)."""
 
@@ -91,13 +96,26 @@ class ModelArchitecture(BaseModel):
     tie_word_embeddings: bool | None = None
     kv_lora_rank: int | None = Field(default=None, ge=1)
     qk_rope_head_dim: int | None = Field(default=None, ge=1)
+    #: Experts every token passes through besides the routed ones (DeepSeek, Qwen2-MoE).
+    shared_experts: int | None = Field(default=None, ge=1)
+    #: Q/K/V projections carry biases (Qwen2, phi-2); None: as the family has it.
+    attention_bias: bool | None = None
+    #: "gated" (gate, up and down projections: Llama, Mistral, Qwen) or "plain" (up and down only:
+    #: GPT-2, phi-2, Falcon, StarCoder); None: gated.
+    mlp_kind: Literal["gated", "plain"] | None = None
+    #: Parameters per part of a pipeline, by the part's folder name: ``unet``/``transformer`` (the
+    #: denoiser), ``text_encoder``, ``text_encoder_2``, ``text_encoder_3``, ``vae``; ``encoder``/``decoder``
+    #: (speech); ``vision_encoder`` (a VLM's vision tower with its projector); Bark's ``text``, ``coarse``,
+    #: ``fine`` and ``codec``; XTTS's ``gpt`` and ``hifigan``.
     components: dict[str, int] | None = None
 
     def to_estimation(self) -> Architecture | None:
         """The estimator's view; None when layers, hidden size or heads are unknown."""
         if not (self.layers and self.hidden_size and self.heads):
             return None
-        attention_bias = (self.family or "") in ("qwen2", "qwen2_moe")
+        attention_bias = (self.attention_bias if self.attention_bias is not None
+                          else (self.family or "") in ("qwen2", "qwen2_moe", "qwen2_vl", "phi"))
+        mlp_gated = self.mlp_kind != "plain" if self.mlp_kind else (self.family or "") not in _PLAIN_MLP_FAMILIES
         return Architecture(
             layers=self.layers,
             hidden_size=self.hidden_size,
@@ -117,6 +135,8 @@ class ModelArchitecture(BaseModel):
             attention_bias=attention_bias,
             kv_lora_rank=self.kv_lora_rank,
             qk_rope_head_dim=self.qk_rope_head_dim,
+            mlp_gated=mlp_gated,
+            shared_experts=self.shared_experts,
         )
 
 

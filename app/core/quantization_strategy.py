@@ -20,17 +20,16 @@ from app.core.estimation import (
     MemoryEstimate,
     QuantSpec,
     UnknownQuantizationError,
-    estimate_diffusion,
     estimate_embedding,
-    estimate_llm,
-    estimate_speech_to_text,
-    estimate_text_to_speech,
-    estimate_video,
     resolve_quantization,
     runtime_overhead_bytes,
 )
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.model_spec import ModelMetadata, ModelType
+from app.core.pipelines import estimate_diffusion_pipeline, estimate_speech_pipeline, estimate_stages, with_vision
+from app.core.runtime_estimate import estimate_llm_run
+from app.core.runtime_profile import RuntimeProfile, level_suits
+from app.core.runtime_profile import resolve as resolve_profile
 from app.core.units import GiB, format_gib, gib
 
 __all__ = [
@@ -229,60 +228,81 @@ def estimate_model(
     width: int | None = None,
     height: int | None = None,
     frames: int | None = None,
+    profile: RuntimeProfile | None = None,
 ) -> MemoryEstimate:
-    """The memory a model needs at a level, by model type. Context defaults to 4096 tokens
-    (or the model's maximum when smaller). Results are memoised on the metadata object."""
+    """The memory a model needs at a level, by model type, under ``profile`` (None: the runtime this
+    model and level run under, with its defaults). Context defaults to 4096 tokens (or the model's maximum
+    when smaller). ``kv_dtype``, ``batch``, ``width``, ``height`` and ``frames`` fill the profile's fields
+    it leaves unset. Results are memoised on the metadata object."""
     spec = _spec(level)
-    key = (spec.name, context, kv_dtype, batch, device_kind, width, height, frames)
+    profile = merged_profile(profile, kv_dtype=kv_dtype, batch=batch, width=width, height=height, frames=frames)
+    key = (spec.name, context, device_kind, profile)
     cache = metadata.estimate_cache
     est = cache.get(key)
     if est is None:
-        est = cache[key] = _estimate_model(metadata, spec, context=context, kv_dtype=kv_dtype, batch=batch,
-                                           device_kind=device_kind, width=width, height=height, frames=frames)
+        est = cache[key] = _estimate_model(metadata, spec, context=context, device_kind=device_kind, profile=profile)
     return est
 
 
-def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | None, kv_dtype: str,
-                    batch: int | None, device_kind: str, width: int | None, height: int | None,
-                    frames: int | None) -> MemoryEstimate:
+def merged_profile(profile: RuntimeProfile | None, *, kv_dtype: str = "f16", batch: int | None = None,
+                   width: int | None = None, height: int | None = None,
+                   frames: int | None = None) -> RuntimeProfile:
+    """``profile`` with the older keyword settings filled into the fields it leaves unset."""
+    p = profile or RuntimeProfile()
+    updates: dict[str, Any] = {}
+    if kv_dtype and kv_dtype != "f16":
+        if p.cache_type_k is None:
+            updates["cache_type_k"] = kv_dtype
+        if p.cache_type_v is None:
+            updates["cache_type_v"] = kv_dtype
+    for name, value in (("batch", batch), ("width", width), ("height", height), ("frames", frames)):
+        if value is not None and getattr(p, name) is None:
+            updates[name] = value
+    return dataclasses.replace(p, **updates) if updates else p
+
+
+def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | None, device_kind: str,
+                    profile: RuntimeProfile) -> MemoryEstimate:
     params = metadata.parameter_count
     arch = metadata.estimation_architecture
     if params is None and arch is None:
         raise EstimateUnavailable(
-            f"{metadata.id} has no parameter count or size; register it with size_gb or parameters to estimate it"
-        )
+            f"{metadata.name} ({metadata.id}) cannot be estimated: it has no parameter count or size; add its "
+            "parameter count (from the model card) to the model, or scan its weights with `modeldeck scan PATH`")
     mt = metadata.model_type
+    rp = resolve_profile(profile, mt.value, spec.name, metadata.runtime_backend)
+    components = metadata.architecture.components if metadata.architecture else None
     if mt == ModelType.LLM:
         ctx = 4096 if context is None else context
         if arch is not None and arch.max_context:
             ctx = min(ctx, arch.max_context)
-        est = estimate_llm(spec, parameters=params, architecture=arch, context=ctx, kv_dtype=kv_dtype,
-                           batch=batch or 512, device_kind=device_kind, native_dtype=metadata.native_dtype)
-    elif mt == ModelType.TEXT_TO_IMAGE:
-        size = metadata.default_resolution or 1024
-        est = estimate_diffusion(spec, parameters=params or 0, family=_diffusion_family(metadata),
-                                 width=width or size, height=height or size, batch=batch or 1,
-                                 device_kind=device_kind)
-    elif mt == ModelType.TEXT_TO_VIDEO:
-        short = metadata.default_resolution or 480
-        est = estimate_video(spec, parameters=params or 0, family=_diffusion_family(metadata),
-                             width=width or (short * 16 // 9 // 16 * 16), height=height or short,
-                             frames=frames or 81, batch=batch or 1, device_kind=device_kind)
+        est = estimate_llm_run(spec, rp, parameters=params, architecture=arch, context=ctx, device_kind=device_kind,
+                               native_dtype=metadata.native_dtype)
+        if components and components.get("vision_encoder"):
+            est = with_vision(est, components["vision_encoder"], rp, device_kind)
+    elif mt in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
+        video = mt == ModelType.TEXT_TO_VIDEO
+        short = metadata.default_resolution or (480 if video else 1024)
+        w = rp.width or ((short * 16 // 9 // 16 * 16) if video else short)
+        h = rp.height or short
+        est = estimate_diffusion_pipeline(spec, rp, parameters=params or 0, components=components,
+                                          family=_diffusion_family(metadata), width=w, height=h,
+                                          frames=(rp.frames or 81) if video else 1, device_kind=device_kind)
     elif mt == ModelType.SPEECH_TO_TEXT:
-        est = estimate_speech_to_text(spec, parameters=params or 0, architecture=arch, batch=batch or 1,
-                                      device_kind=device_kind)
+        est = estimate_speech_pipeline(spec, rp, parameters=params or 0, architecture=arch, components=components,
+                                       encoder_layers=metadata.architecture.encoder_layers if metadata.architecture
+                                       else None, device_kind=device_kind)
     elif mt == ModelType.EMBEDDING:
-        est = estimate_embedding(spec, parameters=params or 0, architecture=arch, batch=batch or 32,
+        est = estimate_embedding(spec, parameters=params or 0, architecture=arch, batch=rp.batch or 32,
                                  device_kind=device_kind)
+        est = dataclasses.replace(est, runtime=rp.describe())
     else:
-        est = estimate_text_to_speech(spec, parameters=params or 0, device_kind=device_kind)
+        est = estimate_stages(spec, rp, parameters=params or 0, components=components, device_kind=device_kind)
     # A file read from disk at this very level: its header bytes are exact.
     if metadata.weight_bytes is not None and metadata.file_type and _same_level(metadata.file_type, spec):
         est = _with_exact_weights(est, metadata)
     if metadata.approximate and not est.approximate:
-        from dataclasses import replace
-
-        est = replace(est, approximate=True)
+        est = dataclasses.replace(est, approximate=True)
     return est
 
 
@@ -305,11 +325,15 @@ def _same_level(file_type: str, spec: QuantSpec) -> bool:
 
 
 def _with_exact_weights(est: MemoryEstimate, metadata: ModelMetadata) -> MemoryEstimate:
-    from dataclasses import replace
-
+    """The file's own weight bytes, less what the runtime keeps in RAM (as modelled) where it does."""
     w = metadata.weight_bytes or 0
+    modelled = sum(b for _, b in est.weights_by_type)
+    elsewhere = max(0, modelled - est.weights.bytes) if modelled else 0
     text = f"{format_gib(w, 2)} read from the file header{'' if metadata.weights_exact else ' (file size)'}"
-    return replace(est, weights=EstimateTerm(w, text), approximate=not metadata.weights_exact)
+    if elsewhere:
+        text += f"; {format_gib(elsewhere, 2)} of it kept in RAM"
+    return dataclasses.replace(est, weights=EstimateTerm(max(0, w - elsewhere), text),
+                               approximate=not metadata.weights_exact)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,6 +482,7 @@ class QuantizationStrategy:
         batch: int | None = None,
         free_overrides: dict[str, int] | None = None,
         headroom: bool = True,
+        profile: RuntimeProfile | None = None,
     ) -> QuantizationPlan:
         """Choose level and placement. ``device`` is ``cuda:N``, ``cpu`` or None (best GPU).
 
@@ -493,6 +518,8 @@ class QuantizationStrategy:
         device_kind = "cpu" if on_cpu else "gpu"
 
         levels = candidate_levels(metadata)
+        if profile is not None:
+            levels = tuple(lv for lv in levels if level_suits(profile, lv)) or levels
         target_gpu = next((g for g in gpus if g.device_id == target), None)
         if target_gpu is None or (target_gpu.compute_capability or (0, 0)) < (8, 9):
             levels = tuple(lv for lv in levels if lv != "fp8")  # FP8 kernels need Ada/Hopper or newer
@@ -503,11 +530,8 @@ class QuantizationStrategy:
         cache = metadata.estimate_cache
         estimates = {}
         for lv in levels:
-            est = cache.get((lv, context, kv_dtype, batch, device_kind, None, None, None))
-            if est is None:
-                est = estimate_model(metadata, lv, device_kind=device_kind, context=context, kv_dtype=kv_dtype,
-                                     batch=batch)
-            estimates[lv] = est
+            estimates[lv] = estimate_model(metadata, lv, device_kind=device_kind, context=context, kv_dtype=kv_dtype,
+                                           batch=batch, profile=profile)
         cands = tuple(
             Candidate(lv, est, est.total_bytes <= avail, *_quality(lv)) for lv, est in estimates.items()
         )
@@ -592,7 +616,7 @@ class QuantizationStrategy:
                               f"the rest in RAM (slower)")
         # Then the CPU alone.
         cpu_est = {lv: estimate_model(metadata, lv, device_kind="cpu", context=context, kv_dtype=kv_dtype,
-                                      batch=batch)
+                                      batch=batch, profile=profile)
                    for lv in levels}
         for c in cands:
             est = cpu_est[c.quantization]

@@ -558,7 +558,7 @@ TestManagerMachine.settings = settings(max_examples=40, stateful_step_count=25, 
 
 
 def test_split_across_two_gpus_books_both_and_releases_both(tmp_path, registry):
-    manager, _ = make(tmp_path, registry, gpus_gib=(6, 6))  # an 8B at a good level needs both
+    manager, _ = make(tmp_path, registry, gpus_gib=(5, 5))  # an 8B at a good level needs both
     loaded = manager.load(LLAMA_8B)
     assert loaded.quantization in ("Q8_0", "Q6_K", "Q5_K_M")
     assert set(loaded.device.split("+")) == {"cuda:0", "cuda:1"}

@@ -85,8 +85,9 @@ def test_room_made_by_an_offload_is_bookable_before_the_next_measurement():
         t[0] += 1
         manager.observe(profiler.get_profile())  # what the sampler does every second
     sdxl = manager.load("stabilityai/stable-diffusion-xl-base-1.0")
-    assert sdxl.device == "cuda:0" and evicted == [MINISTRAL]
-    assert manager.state_of(MINISTRAL).value == "offloaded"
+    # SDXL in diffusers peaks at 1024² while its VAE decodes in fp32: both others have to go to RAM.
+    assert sdxl.device == "cuda:0" and sorted(evicted) == sorted([MINISTRAL, SD15])
+    assert manager.state_of(MINISTRAL).value == "offloaded" and manager.state_of(SD15).value == "offloaded"
     manager.observe(profiler.get_profile())
     ledger = _ledger(manager, "cuda:0")
     assert ledger.reserved_bytes <= ledger.total_bytes - ledger.safety_reserve_bytes

@@ -18,6 +18,7 @@ from app.core.units import format_gib
 if TYPE_CHECKING:
     from app.core.model_spec import ModelMetadata, ModelType
     from app.core.quantization_strategy import Candidate
+    from app.core.runtime_profile import RuntimeProfile
 
 __all__ = [
     "Action",
@@ -240,6 +241,9 @@ class PlacementRequest:
     height: int | None = None
     #: Fill in every level considered (``alternatives``) for display: the CLI and the picker.
     explain: bool = False
+    #: The runtime and its settings (None: each level's own runtime with its defaults). A runtime named
+    #: here limits the levels to those it loads (GGUF levels for llama.cpp and Ollama).
+    runtime: RuntimeProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)

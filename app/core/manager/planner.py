@@ -34,6 +34,7 @@ from app.core.manager.placement import (
 from app.core.manager.rearrange import make_room, move
 from app.core.model_spec import ModelMetadata, ModelType
 from app.core.quantization_strategy import Candidate, candidate_levels, estimate_model, level_name, quality_of
+from app.core.runtime_profile import level_suits
 from app.core.units import format_gib
 
 __all__ = ["decide", "retarget", "FP8_MIN_CAPABILITY"]
@@ -79,7 +80,9 @@ class _Planner:
         self.low: tuple[str, ...]
         if request.level is None:
             self.levels = candidate_levels(self.meta)
-            key = ("quality split", policy.quality_floor_ppl)
+            if request.runtime is not None:
+                self.levels = tuple(lv for lv in self.levels if level_suits(request.runtime, lv)) or self.levels
+            key = ("quality split", policy.quality_floor_ppl, self.levels)
             split = cache.get(key)
             if split is None:
                 good = [lv for lv in self.levels if quality_of(lv)[0] <= policy.quality_floor_ppl] or list(self.levels)
@@ -96,7 +99,7 @@ class _Planner:
         if est is None:
             req = self.req
             est = estimate_model(self.meta, level, context=req.context, device_kind=kind, kv_dtype=req.kv_dtype,
-                                 batch=req.batch, width=req.width, height=req.height)
+                                 batch=req.batch, width=req.width, height=req.height, profile=req.runtime)
             calibrate = self.policy.calibrate
             if calibrate is not None:  # what real loads of it (or of others) measured
                 est = calibrate(est, self.meta.id, level, req.context)

@@ -1,0 +1,299 @@
+"""Models made of parts: diffusion pipelines, speech encoder–decoders, multi-stage TTS.
+
+A pipeline's memory is its components' weights (each at its own level, on its own device) plus the
+working memory of the phase that needs most, not the sum of every phase: a diffusion pipeline encodes
+the prompt, denoises, then decodes with the VAE, one after the other. With ``offload="model"``
+(diffusers' ``enable_model_cpu_offload``) only the phase's own components are on the GPU, so the peak is
+the largest phase's weights plus its working memory.
+
+Where the numbers come from:
+- denoising activations: per latent pixel per pass, measured in diffusers for SDXL and FLUX.1
+  (``_MEASURED_PER_LATENT_PIXEL``), else ComfyUI's ``memory_required`` rule (comfy/model_base.py) scaled by
+  diffusers' measured ratio to it; classifier-free guidance runs the conditional and unconditional passes
+  as one batch (SD 1.5, SDXL, SD 3; FLUX.1 and HunyuanVideo are guidance-distilled and run one pass).
+- VAE decode: the decoder's last blocks run at full resolution with 256 channels going into 128 (the
+  AutoencoderKL of SD, SDXL, SD 3 and FLUX.1: block_out_channels 128, 256, 512, 512). A ResNet block
+  keeps its input, its normalised copy and the activation alive at once: 3 × 256 channels per pixel per
+  image. SDXL's VAE is upcast to fp32 for decoding (its config has force_upcast: true), so 4 bytes per value
+  and a second copy of its weights in fp32. VAE tiling decodes 512-pixel tiles (diffusers' tile size).
+- Whisper: a 30 s window is 1,500 encoder frames; the decoder caches self-attention keys and values for
+  up to 448 tokens and cross-attention keys and values for the 1,500 frames, per beam.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from app.core.estimation import (
+    Architecture,
+    ComponentEstimate,
+    EstimateTerm,
+    MemoryEstimate,
+    PhaseEstimate,
+    QuantSpec,
+    _check_parameters,
+    resolve_quantization,
+)
+from app.core.runtime_estimate import device_overhead
+from app.core.runtime_profile import RuntimeProfile
+from app.core.units import MiB, format_gib
+
+__all__ = ["Part", "role_of", "with_vision", "estimate_diffusion_pipeline", "estimate_speech_pipeline",
+           "estimate_stages", "DIFFUSION_FACTORS", "GUIDANCE_DISTILLED"]
+
+#: ComfyUI's memory_usage_factor per family (comfy/supported_models.py): SD 1.5 1.0, SDXL 0.8, Flux 2.8,
+#: HunyuanVideo 1.8, Wan 0.9; SD 3 1.2; the rest ComfyUI's base value 2.0.
+DIFFUSION_FACTORS = {"sd15": 1.0, "sdxl": 0.8, "sd3": 1.2, "flux": 2.8, "hunyuan": 1.8, "wan": 0.9}
+#: Families that run one denoising pass per step (guidance distilled), not two.
+GUIDANCE_DISTILLED = frozenset({"flux", "hunyuan"})
+#: Channels alive per pixel at the VAE decoder's peak (3 × 256), and diffusers' VAE tile in pixels.
+_VAE_LIVE_CHANNELS = 3 * 256
+_VAE_TILE = 512
+
+
+#: Working memory of the denoiser per latent pixel per pass at 16 bits, measured in diffusers: SDXL from the
+#: Hugging Face SDXL blog (fp16, 4 images at 1024², VAE slicing: 15.40 GB peak less 6.94 GB of weights over
+#: 8 × 128² latent pixels); FLUX.1-dev from the diffusers quantization blog (bf16, 1024²: 38.83 GB peak
+#: less 33.77 GB of weights over 128² latent pixels). Other families: ComfyUI's rule (2 B × 0.01 ×
+#: memory_usage_factor MiB) times 3.85, the ratio of diffusers' measured SDXL figure to ComfyUI's SDXL rule.
+_MEASURED_PER_LATENT_PIXEL = {
+    "sdxl": (64_550, "measured in diffusers, SDXL blog"),
+    "flux": (309_264, "measured in diffusers, FLUX.1-dev quantization blog"),
+}
+_DIFFUSERS_OVER_COMFY = 3.85
+
+
+def denoise_bytes_per_latent_pixel(family: str) -> tuple[int, str]:
+    """(bytes, source) of denoising working memory per latent pixel per pass, at 16 bits."""
+    if family in _MEASURED_PER_LATENT_PIXEL:
+        return _MEASURED_PER_LATENT_PIXEL[family]
+    factor = DIFFUSION_FACTORS.get(family, 2.0)
+    return int(2 * 0.01 * factor * MiB * _DIFFUSERS_OVER_COMFY), f"ComfyUI's rule × {_DIFFUSERS_OVER_COMFY}"
+
+
+def role_of(name: str) -> str:
+    """What a component does, from its folder name."""
+    key = name.lower()
+    for prefix, role in (("unet", "denoiser"), ("transformer", "denoiser"), ("denoiser", "denoiser"),
+                         ("text_encoder", "text encoder"), ("vae", "VAE"), ("vision", "vision encoder"),
+                         ("encoder", "encoder"), ("decoder", "decoder"), ("codec", "codec"), ("hifigan", "vocoder")):
+        if key.startswith(prefix):
+            return role
+    return "stage"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A component as estimation sees it."""
+
+    name: str
+    parameters: int
+    level: QuantSpec
+    device: str
+
+    @property
+    def bytes(self) -> int:
+        return int(self.parameters * _bits(self.level) / 8)
+
+    def estimate(self) -> ComponentEstimate:
+        return ComponentEstimate(self.name, role_of(self.name), self.parameters, self.level.name, self.device,
+                                 self.bytes)
+
+
+def _bits(q: QuantSpec) -> float:
+    if q.kind in ("float", "linear"):
+        return q.bits
+    return q.bits + 0.5 if q.bits < 16 else q.bits  # GGUF presets keep some tensors at higher precision
+
+
+_SIXTEEN = resolve_quantization("fp16")
+
+
+def _parts(components: dict[str, int] | None, parameters: int, level: QuantSpec, *, main: str,
+           text_device: str) -> list[Part]:
+    """The components at their levels: the main part (the denoiser) at ``level``; text encoders and the VAE
+    at 16 bits unless the level is a float level (then they follow it), text encoders on ``text_device``."""
+    _check_parameters(parameters)
+    comps = dict(components or {})
+    if not comps:
+        comps = {main: parameters}
+    follow = level if level.kind == "float" else _SIXTEEN
+    out = []
+    for name, n in comps.items():
+        role = role_of(name)
+        lv = level if role in ("denoiser", "stage", "encoder", "decoder") else follow
+        device = text_device if role == "text encoder" else "gpu"
+        out.append(Part(name, int(n), lv, device))
+    return out
+
+
+def _peak(parts: list[Part], phases: list[tuple[str, tuple[str, ...], int, str]], offload: bool,
+          device_kind: str, profile: RuntimeProfile, level: QuantSpec, approximate: bool,
+          notes: tuple[str, ...] = ()) -> MemoryEstimate:
+    """Weights, the largest phase's working memory, overhead and host RAM from parts and phases."""
+    on_device = [p for p in parts if device_kind == "cpu" or p.device == "gpu"]
+    host_parts = [] if device_kind == "cpu" else [p for p in parts if p.device != "gpu"]
+    phase_rows = []
+    previous: tuple[str, ...] = ()
+    for name, uses, working, text in phases:
+        # With model offload, diffusers moves the previous component out only once the next one has run
+        # (accelerate's hook chain): the SDXL blog's figures show the UNet still resident while the VAE decodes.
+        resident = [p for p in on_device if p.name in uses or p.name in previous] if offload else on_device
+        phase_rows.append(PhaseEstimate(name, uses + previous if offload else uses, working,
+                                        sum(p.bytes for p in resident) + working, text))
+        previous = uses
+    top = max(phase_rows, key=lambda p: p.peak_bytes) if phase_rows else None
+    if offload and top is not None:
+        resident = [p for p in on_device if p.name in top.components]
+        others = [p for p in on_device if p not in resident]
+        host_parts += others
+        w = sum(p.bytes for p in resident)
+        w_text = (f"{', '.join(p.name for p in resident)} for the {top.name} phase: {format_gib(w, 2)} "
+                  "(one component on the GPU at a time)")
+    else:
+        w = sum(p.bytes for p in on_device)
+        w_text = " + ".join(f"{p.name} {format_gib(p.bytes, 2)}" for p in on_device) + \
+            (f" at {level.name}" if len({p.level.name for p in on_device}) == 1 else "")
+    working = top.working_bytes if top else 0
+    c_text = f"the {top.name} phase needs most: {top.explanation}" if top else "no working memory modelled"
+    host = sum(p.bytes for p in host_parts)
+    h_text = ("; ".join(f"{p.name} {format_gib(p.bytes, 2)} in RAM" for p in host_parts)
+              if host_parts else "nothing held in RAM beside the device's share")
+    ov = device_overhead(profile, device_kind)
+    return MemoryEstimate(
+        level.name, EstimateTerm(w, w_text), EstimateTerm(0, "no KV cache between runs"),
+        EstimateTerm(working, c_text), EstimateTerm(*ov), ((level.name.upper(), w),), approximate=approximate,
+        notes=notes, host=EstimateTerm(host, h_text), components=tuple(p.estimate() for p in parts),
+        phases=tuple(phase_rows), runtime=profile.describe())
+
+
+def estimate_diffusion_pipeline(
+    quant: QuantSpec | str, profile: RuntimeProfile, *, parameters: int, components: dict[str, int] | None,
+    family: str, width: int, height: int, frames: int = 1, device_kind: str = "gpu",
+) -> MemoryEstimate:
+    """A text-to-image or text-to-video pipeline: encode, denoise, decode."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    images = profile.images
+    parts = _parts(components, parameters, q, main="denoiser", text_device=profile.text_encoder_device)
+    dtype = 4 if q.bits > 16 else 2
+    latent_frames = (max(1, frames) - 1) // 4 + 1  # video VAEs compress time 4× (Wan, HunyuanVideo, LTX)
+    passes = 1 if family in GUIDANCE_DISTILLED else 2
+    area = images * passes * latent_frames * (height // 8) * (width // 8)
+    per_px, source = denoise_bytes_per_latent_pixel(family)
+    denoise = int(area * per_px * dtype / 2)
+    if not profile.flash:  # ComfyUI's ratio of plain to efficient attention: 0.15 / (2 × 0.01)
+        denoise = int(denoise * 7.5)
+    denoise_text = (f"latent {width // 8}×{height // 8}" + (f"×{latent_frames}" if latent_frames > 1 else "")
+                    + f" × {images} image{'s' if images > 1 else ''}"
+                    + (" × 2 (guidance pass)" if passes == 2 else "")
+                    + f" × {per_px * dtype / 2 / 1024:.0f} KiB ({source})"
+                    + ("" if profile.flash else " × 7.5 (plain attention)"))
+    upcast = family == "sdxl" and q.bits <= 16
+    vae_dtype = 4 if upcast or q.bits > 16 else 2
+    tile = min(_VAE_TILE, width), min(_VAE_TILE, height)
+    px = (tile[0] * tile[1]) if profile.vae_tiling else width * height
+    decoded_frames = min(frames, 4) if frames > 1 else 1  # video VAEs decode a few frames at a time
+    decode = _VAE_LIVE_CHANNELS * vae_dtype * px * images * decoded_frames
+    vae = [p for p in parts if role_of(p.name) == "VAE"]
+    if upcast and vae:
+        decode += vae[0].parameters * 2  # the fp32 copy beside the fp16 weights
+    decode_text = (f"VAE decode: 3 × 256 channels × {vae_dtype} B × "
+                   + (f"{tile[0]}×{tile[1]} tiles" if profile.vae_tiling else f"{width}×{height}")
+                   + f" × {images} image{'s' if images > 1 else ''}"
+                   + (f" × {decoded_frames} frames" if decoded_frames > 1 else "")
+                   + (" (SDXL's VAE decodes in fp32)" if upcast else ""))
+    text_names = tuple(p.name for p in parts if role_of(p.name) == "text encoder")
+    seq = 512 if any(p.parameters > 1_000_000_000 for p in parts if p.name in text_names) else 77
+    encode = images * seq * 4096 * 2 * 16 if text_names else 0
+    phases: list[tuple[str, tuple[str, ...], int, str]] = []
+    if text_names:
+        phases.append(("encode", text_names, encode, f"text encoders' activations for {seq} tokens (small)"))
+    den = tuple(p.name for p in parts if role_of(p.name) in ("denoiser", "stage"))
+    phases.append(("denoise", den, denoise, denoise_text))
+    if vae:
+        phases.append(("decode", tuple(p.name for p in vae), decode, decode_text))
+    notes = () if components else ("the pipeline's parts are not known separately: all parameters are counted "
+                                   "as the denoiser, and the VAE decode is not modelled",)
+    return _peak(parts, phases, profile.offload == "model", device_kind, profile, q, True, notes)
+
+
+def estimate_speech_pipeline(
+    quant: QuantSpec | str, profile: RuntimeProfile, *, parameters: int, architecture: Architecture | None,
+    components: dict[str, int] | None, encoder_layers: int | None, device_kind: str = "gpu",
+) -> MemoryEstimate:
+    """A Whisper-style encoder–decoder: encode a 30 s window, then decode with beams."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    a = architecture
+    comps = dict(components or {})
+    if not comps and a is not None:
+        d, dec_l = a.hidden_size, a.layers
+        enc_l = encoder_layers or dec_l
+        enc, dec = 12 * d * d * enc_l, 16 * d * d * dec_l + (a.vocab_size or 0) * d
+        comps = {"encoder": parameters * enc // (enc + dec), "decoder": parameters - parameters * enc // (enc + dec)}
+    parts = _parts(comps, parameters, q, main="model", text_device="gpu")
+    batch, beams = profile.images, profile.beam_width
+    phases: list[tuple[str, tuple[str, ...], int, str]] = []
+    if a is not None:
+        d, heads = a.hidden_size, a.heads
+        dtype = 4 if q.bits > 16 else 2
+        scores = 0 if profile.flash else batch * heads * 1500 * 1500 * dtype
+        enc = batch * 1500 * d * dtype * 8 + scores
+        phases.append(("encode", tuple(n for n in comps if role_of(n) == "encoder") or tuple(comps), enc,
+                       f"1,500 frames × {d} × {dtype} B working set"
+                       + (f" + 1,500² attention scores × {heads} heads" if scores else "")))
+        kv = 2 * a.layers * (448 + 1500) * d * dtype * batch * beams
+        phases.append(("decode", tuple(n for n in comps if role_of(n) == "decoder") or tuple(comps), kv,
+                       f"decoder cache: 2 × {a.layers} layers × (448 tokens + 1,500 frames) × {d} × {dtype} B "
+                       f"× {batch * beams} beam{'s' if batch * beams > 1 else ''}"))
+    notes = () if a is not None else ("no architecture: only the weights are estimated",)
+    return _peak(parts, phases, False, device_kind, profile, q, True, notes)
+
+
+def estimate_stages(
+    quant: QuantSpec | str, profile: RuntimeProfile, *, parameters: int, components: dict[str, int] | None,
+    device_kind: str = "gpu",
+) -> MemoryEstimate:
+    """A model run as stages one after another (Bark's text, coarse and fine models and codec; XTTS's GPT
+    and vocoder): all weights resident, and each stage's working memory a quarter of its weights, at
+    least 256 MiB (a rule of thumb for autoregressive stages with short caches)."""
+    q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    parts = _parts(components, parameters, q, main="model", text_device="gpu")
+    phases: list[tuple[str, tuple[str, ...], int, str]] = [
+        (p.name, (p.name,), max(256 * MiB, p.bytes // 4), "a quarter of its weights, at least 256 MiB (rule of thumb)")
+        for p in parts]
+    return _peak(parts, phases, profile.offload == "model", device_kind, profile, q, True)
+
+
+def vision_tokens(width: int, height: int, patch: int = 14) -> int:
+    """Patches of an image for a ViT with ``patch``-pixel patches."""
+    return math.ceil(width / patch) * math.ceil(height / patch)
+
+
+#: A typical vision transformer in a VLM (Qwen2-VL's and LLaVA's CLIP/SigLIP towers): 14-pixel patches,
+#: 16 heads, 1,280 wide; the image is assumed 1024×1024 unless the profile gives a resolution.
+_VIT_PATCH, _VIT_HEADS, _VIT_WIDTH = 14, 16, 1280
+
+
+def with_vision(est: MemoryEstimate, parameters: int, profile: RuntimeProfile, device_kind: str) -> MemoryEstimate:
+    """A language model's estimate with its vision tower (the projector file, mmproj) added: 16-bit weights
+    and the tower's compute buffer for one image, which llama.cpp keeps allocated beside the LLM's."""
+    from dataclasses import replace
+
+    part = Part("vision_encoder", parameters, _SIXTEEN, "gpu")
+    w, h = profile.width or 1024, profile.height or 1024
+    n = vision_tokens(w, h, _VIT_PATCH)
+    act = 4 * n * _VIT_WIDTH * 8
+    scores = 0 if profile.flash else 4 * n * n * _VIT_HEADS
+    work = act + scores
+    text = (f"{n:,} patches of a {w}×{h} image × {_VIT_WIDTH} × 8 f32 values"
+            + (f" + {n:,}² attention scores × {_VIT_HEADS} heads (no flash attention)" if scores else ""))
+    comps = (ComponentEstimate("language model", "language model", 0, est.quantization, "gpu", est.weights.bytes),
+             part.estimate())
+    phase = PhaseEstimate("encode image", ("vision_encoder",), work, est.total_bytes + part.bytes + work, text)
+    return replace(
+        est,
+        weights=EstimateTerm(est.weights.bytes + part.bytes,
+                             f"{est.weights.explanation}; vision tower {format_gib(part.bytes, 2)} (16-bit)"),
+        compute=EstimateTerm(est.compute.bytes + work, f"{est.compute.explanation}; vision: {text}"),
+        components=comps, phases=(phase,))
