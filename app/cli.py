@@ -213,7 +213,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     head_dim = args.head_dim or (args.hidden // args.heads if args.hidden and args.heads else None)
     # The KV cache needs only layers × KV heads × head dim; the weights then come from --params.
     kv_only = not full and args.layers is not None and kv_heads is not None and head_dim is not None
-    flags = (args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.vocab, args.intermediate)
+    weight_flags = {"--vocab": args.vocab, "--intermediate": args.intermediate, "--experts": args.experts,
+                    "--active-experts": args.active_experts, "--expert-intermediate": args.expert_intermediate,
+                    "--shared-experts": args.shared_experts, "--tied/--untied": args.tied, "--mlp": args.mlp,
+                    "--attention-bias": args.attention_bias or None}
+    kv_flags = {"--sliding-window": args.sliding_window, "--sliding-window-pattern": args.sliding_window_pattern,
+                "--kv-lora-rank": args.kv_lora_rank, "--qk-rope-head-dim": args.qk_rope_head_dim}
+    flags = (args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, *weight_flags.values(),
+             *kv_flags.values())
     if any(v is not None for v in flags) and not (full or kv_only):
         raise CliError("the architecture needs at least --layers, --hidden and --heads "
                        "(add --kv-heads, --head-dim and --vocab for an exact KV cache and embeddings), "
@@ -224,9 +231,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if full and args.head_dim is None and args.heads > args.hidden:
         raise CliError(f"--heads {args.heads} is more than --hidden {args.hidden}, so a head would be 0 wide; "
                        "check the numbers or give --head-dim")
-    if kv_only and (args.vocab is not None or args.intermediate is not None):
-        raise CliError("--vocab and --intermediate size the weights, which need --hidden and --heads too; "
-                       "add them, or drop --vocab/--intermediate and let --params size the weights")
+    given = [name for name, v in weight_flags.items() if v is not None]
+    if kv_only and given:
+        raise CliError(f"{', '.join(given)} size the weights, which need --hidden and --heads too; "
+                       "add them, or drop those flags and let --params size the weights")
+    if args.active_experts and args.experts and args.active_experts > args.experts:
+        raise CliError(f"--active-experts {args.active_experts} is more than --experts {args.experts}; "
+                       "a token uses at most every expert")
+    if (args.active_experts or args.expert_intermediate or args.shared_experts) and not args.experts:
+        raise CliError("--active-experts, --expert-intermediate and --shared-experts describe a mixture of experts; "
+                       "give --experts (the routed experts per layer) too")
     if args.params is None and kv_only:
         raise CliError("--layers, --kv-heads and --head-dim size the KV cache; the weights need --params N "
                        "(parameter count) or --hidden and --heads for the full architecture")
@@ -238,6 +252,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from err
     except ValueError as err:  # the estimator's own range checks (e.g. --params too large for the shapes)
         raise CliError(str(err)) from err
+    for note in est.notes:
+        if note.startswith("warning:"):
+            print(f"modeldeck: {note}", file=sys.stderr)
     if args.json:
         _dump(est.to_dict())
     else:
@@ -250,12 +267,22 @@ def _estimate(args: argparse.Namespace, quant: Any, full: bool, kv_only: bool, k
               head_dim: int | None) -> Any:
     import dataclasses
 
-    from app.core.estimation import Architecture, EstimateTerm, estimate_llm, kv_cache_bytes
+    from app.cli_runtime import profile_from
+    from app.core.estimation import Architecture, EstimateTerm, kv_cache_bytes
+    from app.core.runtime_estimate import estimate_llm_run
 
+    profile = profile_from(args, args.kv_dtype).with_defaults_of("llama.cpp" if quant.is_gguf else "transformers")
     arch = None
+    notes: list[str] = []
     if full:
         arch = Architecture(layers=args.layers, hidden_size=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
-                            head_dim=args.head_dim, vocab_size=args.vocab, intermediate_size=args.intermediate)
+                            head_dim=args.head_dim, vocab_size=args.vocab, intermediate_size=args.intermediate,
+                            experts=args.experts, active_experts=args.active_experts,
+                            expert_intermediate_size=args.expert_intermediate, shared_experts=args.shared_experts,
+                            tie_word_embeddings=bool(args.tied), attention_bias=args.attention_bias,
+                            mlp_gated=args.mlp != "plain", sliding_window=args.sliding_window,
+                            sliding_window_pattern=args.sliding_window_pattern, kv_lora_rank=args.kv_lora_rank,
+                            qk_rope_head_dim=args.qk_rope_head_dim, family="custom")
         if args.params:
             arch = arch.with_parameters(args.params)
         modelled = arch.parameter_count()
@@ -263,16 +290,26 @@ def _estimate(args: argparse.Namespace, quant: Any, full: bool, kv_only: bool, k
             raise CliError(f"these flags describe a model of {modelled:.3g} parameters, more than the "
                            f"{_g(MAX_PARAMETERS)} this estimate accepts; check --layers, --hidden, --intermediate "
                            "and --vocab")
-    est = estimate_llm(quant, parameters=args.params, architecture=arch, context=args.context,
-                       kv_dtype=args.kv_dtype, batch=args.batch, device_kind=args.device,
-                       flash_attention=not args.no_flash_attention)
+        if args.params and abs(modelled - args.params) > 0.05 * args.params:
+            notes.append(f"warning: the architecture describes {modelled / 1e9:.2f} B parameters, "
+                         f"{modelled / args.params - 1:+.0%} against --params {args.params / 1e9:.2f} B; "
+                         "check --intermediate, --vocab, --experts, --mlp and --tied (the estimate uses the "
+                         "architecture)")
+    est = estimate_llm_run(quant, profile, parameters=args.params, architecture=arch, context=args.context,
+                           device_kind=args.device)
     if kv_only and kv_heads is not None and head_dim is not None:
         shape = Architecture(layers=args.layers, hidden_size=head_dim, heads=kv_heads,  # only KV numbers count
-                             kv_heads=kv_heads, head_dim=head_dim)
-        kv, kv_text = kv_cache_bytes(shape, args.context, args.kv_dtype, pad_to=256 if quant.is_gguf else 1,
-                                     batch=args.batch)
+                             kv_heads=kv_heads, head_dim=head_dim, sliding_window=args.sliding_window,
+                             sliding_window_pattern=args.sliding_window_pattern, kv_lora_rank=args.kv_lora_rank,
+                             qk_rope_head_dim=args.qk_rope_head_dim, family="custom")
+        ctx = args.context * profile.sequences if profile.defaults.context_per_sequence else args.context
+        kv, kv_text = kv_cache_bytes(shape, ctx, profile.k_type, v_dtype=profile.v_type,
+                                     pad_to=256 if quant.is_gguf else 1, batch=profile.micro_batch,
+                                     window_sequences=profile.sequences)
         est = dataclasses.replace(est, kv_cache=EstimateTerm(kv, kv_text),
                                   notes=tuple(n for n in est.notes if "KV cache" not in n))
+    if notes:
+        est = dataclasses.replace(est, notes=(*notes, *est.notes))
     return est
 
 
@@ -280,27 +317,45 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """What the manager would do now: the same planner, margins and ledger (its preload list held)."""
     import dataclasses
 
+    from app.cli_runtime import profile_from
     from app.core.estimation import UnknownQuantizationError
     from app.core.manager.placement import Decision
     from app.core.units import format_gib
 
+    try:
+        runtime = profile_from(args, args.kv_dtype)
+    except ValueError as err:
+        raise CliError(str(err)) from err
     with _profiler(args.simulate) as profiler:
         manager = _manager(profiler)
-        model = _find_model(manager.model_registry, args.model)
+        path_model = _model_from_path(args.model)
+        model = path_model or _find_model(manager.model_registry, args.model)
         known = [d for d in manager.devices()]
         remote = bool(args.prometheus or args.exporter)  # the device is each node's, not this machine's
         if args.device is not None and args.device not in known and not remote:
             raise CliError(f"no device {args.device!r} here; choose one of: {', '.join(known)}")
         try:
-            request = manager.request(model.id, args.quant, args.device, context=args.context, explain=True)
+            if path_model is not None:
+                from app.core.manager.placement import PlacementRequest
+                from app.core.quantization_strategy import level_name
+
+                request = PlacementRequest(path_model, level_name(args.quant) if args.quant else None, args.device,
+                                           args.context, explain=True)
+            else:
+                request = manager.request(model.id, args.quant, args.device, context=args.context, explain=True)
         except UnknownQuantizationError as err:
             raise CliError(str(err)) from err
-        request = dataclasses.replace(request, kv_dtype=args.kv_dtype)
+        request = dataclasses.replace(request, kv_dtype=args.kv_dtype, runtime=runtime)
         if args.prometheus or args.exporter:
             from app.cli_monitoring import cluster_plan
 
             return cluster_plan(args, model, request)
-        answer = manager.decide(request)
+        from app.core.quantization_strategy import EstimateUnavailable
+
+        try:
+            answer = manager.decide(request)
+        except EstimateUnavailable as err:
+            raise CliError(str(err)) from err
     if isinstance(answer, Decision):
         room = next((r for r in manager.ledger_view(exclude=(model.id,)).devices
                      if r.device == answer.placement.home_device), None)
@@ -325,6 +380,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"  option: {option}")
     est = doc["estimate"]
     if est:
+        if est.get("runtime"):
+            print(f"    runtime  {est['runtime']}")
         for key, label in (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"),
                            ("overhead", "overhead")):
             print(f"    {label:<9}{format_gib(est[key + '_bytes'], 2):>11}  {est['explanations'][key]}")
@@ -332,6 +389,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"    {'total':<9}{format_gib(est['total_bytes'], 2):>11}   bookable {bookable}"
               f" (after the {format_gib(manager.safety_margin(doc['device'].split('+')[0] or 'cpu'), 2)} "
               "safety margin)")
+        if est.get("host_bytes"):
+            print(f"    {'in RAM':<9}{format_gib(est['host_bytes'], 2):>11}  {est['explanations']['host']}")
+        for c in est.get("components", []):
+            where = "CPU" if c["device"] == "cpu" else "GPU"
+            print(f"    part     {format_gib(c['bytes'], 2):>11}  {c['name']} ({c['role']}), {c['level']} "
+                  f"on the {where}")
+        peak = max(est.get("phases", []), key=lambda p: p["peak_bytes"], default=None)
+        for ph in est.get("phases", []):
+            mark = "  ← peak" if ph is peak else ""
+            print(f"    phase    {format_gib(ph['peak_bytes'], 2):>11}  {ph['name']}: {ph['explanation']}{mark}")
+        for note in est.get("notes", []):
+            print(f"    note: {note}")
     if doc["alternatives"]:
         print("  alternatives:")
         for alt in doc["alternatives"]:
@@ -339,6 +408,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"    {alt['quantization']:<10}{format_gib(alt['total_bytes'], 2):>11}  {mark:<8} "
                   f"{alt['quality_ppl']:+.3f} ppl")
     return code
+
+
+def _model_from_path(text: str) -> Any:
+    """A model read from a path (a folder with config.json, a Hugging Face cache entry, a GGUF file), not
+    registered; None when ``text`` is not a path that exists."""
+    import os
+
+    if not (os.sep in text or text.startswith(".") or text.endswith((".gguf", ".json"))) or not os.path.exists(text):
+        return None
+    from app.core.importers import ModelImportError
+
+    try:
+        from app.core.model_registry import metadata_for_path
+    except ImportError:  # pragma: no cover - the reader ships with the registry
+        raise CliError("reading a model from a path is not available in this build") from None
+    try:
+        return metadata_for_path(text)
+    except ModelImportError as err:
+        raise CliError(str(err)) from err
 
 
 def _model_doc(m: Any) -> dict[str, Any]:
@@ -522,7 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     plan = sub.add_parser("plan", help="how a model would load here: level, device, breakdown")
-    plan.add_argument("model", metavar="MODEL", help="model id, name or alias")
+    plan.add_argument("model", metavar="MODEL",
+                      help="model id, name or alias, or a path: a folder with config.json, a Hugging Face cache "
+                           "entry, a GGUF file")
     plan.add_argument("--quant", metavar="Q", help="insist on this level (checked, never silently accepted)")
     plan.add_argument("--context", type=_in_range(int, 0, MAX_CONTEXT, "a context in tokens"), default=None,
                       metavar="N", help="context tokens (default 4096)")
@@ -533,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where it would fit on the nodes this Prometheus server scrapes (proposes, never loads)")
     plan.add_argument("--exporter", action="append", metavar="URL", help="the same, for a node's exporter")
     plan.add_argument("--json", action="store_true", help="print one JSON document")
+    from app.cli_runtime import add_architecture_flags, add_runtime_flags
+
+    add_runtime_flags(plan, _in_range)
     plan.set_defaults(func=cmd_plan)
 
     from app.cli_monitoring import add_exporter_parser
@@ -559,12 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--context", type=_in_range(int, 0, MAX_CONTEXT, "a context in tokens"), default=0,
                      metavar="N", help="tokens of KV cache (default 0)")
     est.add_argument("--kv-dtype", type=_kv_dtype, default="f16", metavar="T", help="f16, q8_0, q4_0 …")
-    est.add_argument("--batch", type=_in_range(int, 1, MAX_BATCH, "a batch in tokens"), default=512, metavar="B",
-                     help="tokens per micro-batch")
     est.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="whose runtime overhead to add")
-    est.add_argument("--no-flash-attention", action="store_true",
-                     help="size the compute buffer without flash attention")
     est.add_argument("--json", action="store_true", help="print one JSON document")
+    add_architecture_flags(est, _in_range)
+    add_runtime_flags(est, _in_range, batch_default=512)
     est.set_defaults(func=cmd_estimate)
 
     scan = sub.add_parser("scan", help="register GGUF / safetensors files, folders and Hugging Face caches")

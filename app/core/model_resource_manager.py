@@ -61,6 +61,7 @@ from app.core.quantization_strategy import (
     file_level,
     level_name,
 )
+from app.core.runtime_profile import RuntimeProfile
 from app.core.units import format_gib, gib
 
 #: The context a plan without one assumes (the estimator's default), and so what a load measured is kept under.
@@ -122,6 +123,9 @@ class ModelResourceManager:
             return
         self.logger = _log
         self.settings = settings or ManagerSettings()
+        #: The runtime settings every plan and load assumes unless a request names its own (None: each
+        #: model's runtime with its defaults). A host sets what its runtimes really use (VAE tiling, slots).
+        self.runtime_profile: RuntimeProfile | None = None
         self.hardware_profiler = profiler or HardwareProfiler()
         self.model_registry = registry or ModelRegistry()
         self.quantization_strategy = strategy or QuantizationStrategy()
@@ -249,7 +253,7 @@ class ModelResourceManager:
 
     def request(self, model_id: str, level: QuantizationLevel | str | None = None, device: str | None = None, *,
                 context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
-                explain: bool = False) -> PlacementRequest:
+                explain: bool = False, runtime: RuntimeProfile | None = None) -> PlacementRequest:
         """A placement request with the manager's defaults (``make_room``: the settings' auto_swap).
 
         A GGUF file is planned at its own level: a runtime loads the file as it is, so another level
@@ -265,7 +269,7 @@ class ModelResourceManager:
             name = own
         return PlacementRequest(metadata, name, device, context,
                                 make_room=self.settings.auto_swap if make_room is None else make_room,
-                                allow_cpu=allow_cpu, explain=explain)
+                                allow_cpu=allow_cpu, explain=explain, runtime=runtime or self.runtime_profile)
 
     def decide(self, request: PlacementRequest) -> Decision | Refusal:
         """The planner's answer for ``request`` against this manager's ledger now."""
@@ -273,10 +277,10 @@ class ModelResourceManager:
 
     def plan(self, model_id: str, level: QuantizationLevel | str | None = None, device: str | None = None, *,
              context: int | None = None, make_room: bool | None = None,
-             allow_cpu: bool | None = None) -> Decision | Refusal:
+             allow_cpu: bool | None = None, runtime: RuntimeProfile | None = None) -> Decision | Refusal:
         """What :meth:`load` would do now (nothing is booked): a Decision, or a Refusal with options."""
         answer = self.decide(self.request(model_id, level, device, context=context, make_room=make_room,
-                                          allow_cpu=allow_cpu, explain=True))
+                                          allow_cpu=allow_cpu, explain=True, runtime=runtime))
         if isinstance(answer, Decision):
             self.plan_ready.emit(answer)
         return answer

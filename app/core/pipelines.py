@@ -182,13 +182,16 @@ def estimate_diffusion_pipeline(
     area = images * passes * latent_frames * (height // 8) * (width // 8)
     per_px, source = denoise_bytes_per_latent_pixel(family)
     denoise = int(area * per_px * dtype / 2)
-    if not profile.flash:  # ComfyUI's ratio of plain to efficient attention: 0.15 / (2 × 0.01)
-        denoise = int(denoise * 7.5)
+    scores = 0
+    if not profile.flash:  # eager attention holds each layer's scores: 10 heads over the first attention level
+        tokens = (height // 8) * (width // 8) * latent_frames // (1 if family == "sd15" else 4)
+        scores = images * passes * 10 * tokens * tokens * dtype
+        denoise += scores
     denoise_text = (f"latent {width // 8}×{height // 8}" + (f"×{latent_frames}" if latent_frames > 1 else "")
                     + f" × {images} image{'s' if images > 1 else ''}"
                     + (" × 2 (guidance pass)" if passes == 2 else "")
                     + f" × {per_px * dtype / 2 / 1024:.0f} KiB ({source})"
-                    + ("" if profile.flash else " × 7.5 (plain attention)"))
+                    + (f" + {format_gib(scores, 2)} of attention scores (eager attention)" if scores else ""))
     upcast = family == "sdxl" and q.bits <= 16
     vae_dtype = 4 if upcast or q.bits > 16 else 2
     tile = min(_VAE_TILE, width), min(_VAE_TILE, height)

@@ -263,10 +263,10 @@ class RuntimeProfile:
             parts.append("flash attention" if self.flash else "no flash attention")
         if self.sequences > 1:
             parts.append(f"{self.sequences} parallel sequences")
-        if self.width and self.height:
+        if self.width and self.height and d.name == "diffusers":
             parts.append(f"{self.width}×{self.height}")
-        if self.batch and d.kind == "python":
-            parts.append(f"batch {self.batch}")
+        if self.batch and d.name == "diffusers":
+            parts.append(f"{self.batch} images at once")
         if self.beam_width > 1:
             parts.append(f"{self.beam_width} beams")
         if self.cache_type_k or self.cache_type_v:

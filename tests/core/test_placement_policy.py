@@ -30,6 +30,7 @@ from app.core.model_resource_manager import (
     Refusal,
 )
 from app.core.quantization_strategy import PlacementError, QuantizationLevel
+from app.core.runtime_profile import RuntimeProfile
 from app.demo import ManualClock
 
 GiB = 1 << 30
@@ -88,7 +89,25 @@ def manager_on(registry, simulate: str, *, loader=None, **settings_kw):
     manager = ModelResourceManager(profiler=HardwareProfiler(simulate=simulate, clock=clock), registry=registry,
                                    loader=loader or RecordingLoader(), settings=ManagerSettings(**settings_kw),
                                    clock=clock)
+    # The story's host decodes SDXL in tiles, as a 12 GB card needs: SDXL's VAE decodes in fp32 and, whole,
+    # peaks near 10 GiB at 1024² (test_sdxl_without_vae_tiling_needs_most_of_a_3060 below).
+    manager.runtime_profile = RuntimeProfile(vae_tiling=True)
     return manager, clock
+
+
+def test_sdxl_without_vae_tiling_needs_most_of_a_3060(registry):
+    manager, _ = manager_on(registry, "rtx3060")
+    manager.runtime_profile = None
+    answer = manager.plan(SDXL, "fp16", make_room=False)
+    phases = {p.name: p for p in (answer.placement.estimate if isinstance(answer, Decision)
+                                  else answer.estimate).phases}
+    assert max(phases.values(), key=lambda p: p.peak_bytes).name == "decode"
+    whole = answer.placement.estimate if isinstance(answer, Decision) else answer.estimate
+    tiled = manager.plan(SDXL, "fp16", make_room=False, runtime=RuntimeProfile(vae_tiling=True))
+    assert isinstance(tiled, Decision)
+    est = tiled.placement.estimate
+    assert est.total_bytes < whole.total_bytes - 2**30  # the fp32 decode of a 1024² image: about 3 GiB less
+    assert max(est.phases, key=lambda p: p.peak_bytes).name == "denoise"
 
 
 def load_the_pair(manager, clock) -> None:

@@ -8,6 +8,7 @@ from app.core.hardware.simulated import HOLD_JITTER
 from app.core.hardware_profiler import HardwareProfiler
 from app.core.model_registry import ModelRegistry
 from app.core.model_resource_manager import ModelResourceManager, SimulatedLoader
+from app.core.runtime_profile import RuntimeProfile
 
 MINISTRAL = "mistralai/Ministral-8B-Instruct-2410"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -78,6 +79,7 @@ def test_room_made_by_an_offload_is_bookable_before_the_next_measurement():
     profiler = HardwareProfiler(simulate="rtx3060", clock=lambda: t[0])
     manager = ModelResourceManager(profiler=profiler, registry=ModelRegistry(user_store=None),
                                    loader=SimulatedLoader.for_profiler(profiler), clock=lambda: t[0])
+    manager.runtime_profile = RuntimeProfile(vae_tiling=True)  # SDXL decoded in tiles, as on a 12 GB card
     evicted = []
     manager.evicted.connect(lambda mid, why: evicted.append(mid))
     for mid, level in ((MINISTRAL, "Q4_K_M"), (SD15, None)):
