@@ -419,12 +419,14 @@ def _model_from_path(text: str) -> Any:
         return None
     from app.core.importers import ModelImportError
 
+    from app.core import model_registry
+
+    reader = getattr(model_registry, "metadata_for_path", None)
+    if reader is None:  # pragma: no cover - the reader ships with the registry
+        raise CliError("reading a model from a path is not available in this build; register it with "
+                       "`modeldeck scan PATH` and plan it by its id")
     try:
-        from app.core.model_registry import metadata_for_path
-    except ImportError:  # pragma: no cover - the reader ships with the registry
-        raise CliError("reading a model from a path is not available in this build") from None
-    try:
-        return metadata_for_path(text)
+        return reader(text)
     except ModelImportError as err:
         raise CliError(str(err)) from err
 

@@ -1,0 +1,77 @@
+"""Estimates against the figures other projects published (tests/data/published_memory.json), per term.
+
+`python -m tests.published` prints every row. The bars: LLM totals within 5% where the runtime settings
+match; diffusion and speech within 15%. Rows the estimator does not meet yet are listed in KNOWN_MISSES
+with the reason, and the test fails when one of them starts to pass, so the list stays true.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.published import TOLERANCE, compare, rows
+
+#: Rows outside the bar, and why (see the estimation issue's closing note).
+KNOWN_MISSES = {
+    "gguf-parser-llama31-405b-iq1m-131k": "gguf-parser's 405B compute at 131k tokens is ~64 GiB above llama.cpp's "
+                                          "graph formula that matches its other rows",
+    "gguf-parser-llama31-405b-iq1m-131k-fa": "as above, with flash attention",
+    "gguf-parser-llama31-405b-iq1m-131k-nommap": "as above",
+    "sdxl-blog-fp16-vae-slicing": "VAE slicing (one image decoded at a time) is not a profile setting yet",
+    "flux-dev-bnb-nf4": "bitsandbytes 4-bit in diffusers keeps more layers at 16 bits than the linear-layer model",
+}
+_SPEECH = "speech estimates miss the measured figures by 30-180%: decoder caches and Python runtimes' own memory"
+
+
+def _main_term(terms):
+    return next((t for t in terms if t[0] in ("total_gpu", "peak_gpu", "total_ram")), None)
+
+
+CASES = [r for r in rows() if r["category"] in ("llm", "diffusion")]
+
+
+@pytest.mark.parametrize("row", CASES, ids=[r["id"] for r in CASES])
+def test_totals_within_the_category_bar(row):
+    terms, why = compare(row)
+    main = _main_term(terms)
+    if why or main is None:
+        pytest.skip(why or "no total stated")
+    _, est, ref = main
+    error = est / ref - 1
+    within = abs(error) <= TOLERANCE[row["category"]]
+    if row["id"] in KNOWN_MISSES:
+        assert not within, f"{row['id']} now meets the bar ({error:+.1%}): remove it from KNOWN_MISSES"
+    else:
+        assert within, f"{row['id']}: {est / 2**30:.2f} GiB vs {ref / 2**30:.2f} GiB published ({error:+.1%})"
+
+
+def test_llama_cpp_logs_match_per_term():
+    """llama.cpp's printed buffers: weights on the GPU, token embeddings in RAM, compute with and without flash
+    attention, KV cache; each within 5% where the model's architecture is fully stated."""
+    checked = 0
+    for row in rows():
+        if row["kind"] != "runtime_log" or row["category"] != "llm":
+            continue
+        terms, why = compare(row)
+        for term, est, ref in terms:
+            if row["id"].startswith("llamacpp-gptoss") and term == "kv_cache":
+                continue  # gpt-oss's attention sinks and SWA layout are not modelled yet
+            if row["id"].startswith("llamacpp-mixtral") and term != "kv_cache":
+                continue  # the log's model buffer is of a file whose tensor mix differs from llama.cpp's preset rules
+            assert abs(est / ref - 1) <= 0.05 or abs(est - ref) < (16 << 20), (row["id"], term, est, ref)
+            checked += 1
+    assert checked >= 6
+
+
+def test_speech_gap_is_recorded():
+    """The speech rows are compared and printed; this test keeps the known gap honest: when the estimates come
+    within 15%, this test fails and the bar moves into test_totals_within_the_category_bar."""
+    errors = []
+    for row in rows():
+        if row["category"] != "speech" or row["kind"] != "measured":
+            continue
+        terms, why = compare(row)
+        main = _main_term(terms)
+        if main:
+            errors.append(abs(main[1] / main[2] - 1))
+    assert errors and max(errors) > TOLERANCE["speech"], _SPEECH
