@@ -417,9 +417,8 @@ def _model_from_path(text: str) -> Any:
 
     if not (os.sep in text or text.startswith(".") or text.endswith((".gguf", ".json"))) or not os.path.exists(text):
         return None
-    from app.core.importers import ModelImportError
-
     from app.core import model_registry
+    from app.core.importers import ModelImportError
 
     reader = getattr(model_registry, "metadata_for_path", None)
     if reader is None:  # pragma: no cover - the reader ships with the registry
