@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 __all__ = [
     "ArchitectureFile",
@@ -81,6 +81,8 @@ _GENERIC_STEMS = frozenset(
 _SKIP_DIRS = frozenset({".git", ".locks", "__pycache__", ".ipynb_checkpoints"})
 
 ProgressCallback = Callable[[int, int, str], None]
+#: One architecture fact: a count, a family or MLP kind, a flag, or parameters per pipeline part (``components``).
+ArchValue: TypeAlias = int | str | bool | dict[str, int] | None
 
 
 class ImportErrorKind(str, Enum):
@@ -172,14 +174,16 @@ class ScannedModel:
     parameters: int | None
     bytes_by_type: tuple[tuple[str, int], ...]
     file_type: str | None
-    architecture: dict[str, int | str | bool | None]
+    architecture: dict[str, ArchValue]
     huggingface_id: str | None = None
     notes: tuple[str, ...] = ()
 
 
 ARCHITECTURE_KEYS = (
-    "family", "layers", "hidden_size", "intermediate_size", "heads", "kv_heads", "head_dim",
-    "vocab_size", "max_context", "sliding_window", "experts", "active_experts", "tie_word_embeddings",
+    "family", "layers", "encoder_layers", "hidden_size", "intermediate_size", "heads", "kv_heads", "head_dim",
+    "vocab_size", "max_context", "sliding_window", "sliding_window_pattern", "experts", "active_experts",
+    "expert_intermediate_size", "shared_experts", "tie_word_embeddings", "attention_bias", "mlp_kind", "kv_lora_rank",
+    "qk_rope_head_dim", "components",
 )
 
 
@@ -198,20 +202,27 @@ ARCHITECTURE_LIMITS: dict[str, int] = {
     "sliding_window": 1 << 30,
     "experts": 1 << 20,  # [384: Kimi K2]
     "active_experts": 1 << 20,
+    "expert_intermediate_size": 1 << 22,
+    "sliding_window_pattern": 10_000,  # at most one per layer
+    "kv_lora_rank": 1 << 16,  # [512: DeepSeek-V3]
+    "qk_rope_head_dim": 1 << 16,  # [64: DeepSeek-V3]
 }
+#: Ranges the estimator has no field for, checked the same way.
+_OTHER_LIMITS: dict[str, int] = {"encoder_layers": 10_000, "shared_experts": 1 << 20}
 # Zero means "not used" for these: llama.cpp writes head_count 0, head_count_kv 0 and
 # feed_forward_length 0 for attention-free models (Mamba, RWKV); dense configs say num_experts 0.
 # A zero anywhere else (layers, hidden size, vocabulary, context) is nonsense and refused.
 _ZERO_MEANS_UNUSED = frozenset({"intermediate_size", "heads", "kv_heads", "head_dim", "sliding_window", "experts",
-                                "active_experts"})
+                                "active_experts", "expert_intermediate_size", "shared_experts",
+                                "sliding_window_pattern", "kv_lora_rank", "qk_rope_head_dim", "encoder_layers"})
 
 
 class _BadArchitecture(Exception):
     """An architecture number outside ARCHITECTURE_LIMITS; the message names where it came from."""
 
 
-def _check_architecture(out: dict[str, int | str | bool | None], sources: dict[str, str]) -> None:
-    for key, limit in ARCHITECTURE_LIMITS.items():
+def _check_architecture(out: dict[str, ArchValue], sources: dict[str, str]) -> None:
+    for key, limit in (*ARCHITECTURE_LIMITS.items(), *_OTHER_LIMITS.items()):
         value = out.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= limit:
             raise _BadArchitecture(f"{sources.get(key, key)} is {_brief(value)}, outside the physical range of "
@@ -229,8 +240,52 @@ def _brief(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _empty_architecture() -> dict[str, int | str | bool | None]:
+def _empty_architecture() -> dict[str, ArchValue]:
     return dict.fromkeys(ARCHITECTURE_KEYS)
+
+
+# What a family's config leaves unsaid, by Hugging Face ``model_type`` and llama.cpp architecture name.
+
+#: Q/K/V projections with biases, though the config has no key that says so.
+_BIASED_ATTENTION = frozenset({
+    "qwen2", "qwen2_moe", "qwen2moe", "qwen2_vl", "qwen2vl", "qwen2_5_vl", "qwen2_audio", "gpt2", "gpt_bigcode",
+    "starcoder", "phi", "phi2", "bloom", "opt", "bert", "whisper", "gpt_neox", "gptneox"})
+#: Config keys that say whether attention projections carry biases (Falcon's and Bark's `bias` covers every layer).
+_BIAS_KEYS = ("attention_bias", "qkv_bias", "use_bias", "bias")
+#: MLPs of an up and a down projection only, no gate.
+_PLAIN_MLP = frozenset({
+    "gpt2", "gpt_neox", "gptneox", "gpt_neo", "gptj", "phi", "phi2", "falcon", "starcoder", "starcoder2", "gpt_bigcode",
+    "bloom", "opt", "mpt", "whisper", "bert", "roberta", "xlm-roberta", "xlm_roberta"})
+#: MLPs with a gate beside the up projection (SwiGLU, GeGLU), by family prefix.
+_GATED_MLP = ("llama", "mistral", "mixtral", "ministral", "qwen", "gemma", "phi3", "phimoe", "deepseek", "gpt_oss",
+              "gpt-oss", "olmo", "granite", "cohere", "command-r", "internlm", "exaone")
+#: Every Nth layer attends globally and the others through the sliding window, where the config does not say.
+_SLIDING_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6, "cohere2": 4, "gpt_oss": 2, "gpt-oss": 2}
+
+
+def _family_mlp(family: ArchValue) -> str | None:
+    name = str(family or "")
+    if name in _PLAIN_MLP:
+        return "plain"
+    return "gated" if name and name.startswith(_GATED_MLP) else None
+
+
+def _family_attention_bias(family: ArchValue) -> bool | None:
+    return True if str(family or "") in _BIASED_ATTENTION else None
+
+
+def _sliding_pattern(sliding: Sequence[bool]) -> int | None:
+    """Every how many layers one attends globally, from per-layer flags (True: through the window).
+
+    None when none does. Global layers that are not evenly spaced give the smallest period with as
+    many of them, so that no global layer's cache is left out."""
+    full = [i for i, flag in enumerate(sliding) if not flag]
+    if not full:
+        return None
+    period = full[0] + 1
+    if all(flag == ((i + 1) % period != 0) for i, flag in enumerate(sliding)):
+        return period
+    return max(1, len(sliding) // len(full))
 
 
 def _sorted_types(totals: dict[str, int]) -> tuple[tuple[str, int], ...]:
@@ -693,7 +748,7 @@ def _gguf_number(kv: dict[str, Any], key: str) -> int | None:
     return _as_count(value)
 
 
-def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> dict[str, int | str | bool | None]:
+def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> dict[str, ArchValue]:
     arch = kv.get("general.architecture")
     out = _empty_architecture()
     if not isinstance(arch, str) or not arch:
@@ -732,12 +787,46 @@ def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> d
     out["vocab_size"] = vocab
     out["max_context"] = num("max_context", "context_length")
     out["sliding_window"] = num("sliding_window", "attention.sliding_window")
+    out["sliding_window_pattern"] = _gguf_sliding_pattern(kv, arch, out["sliding_window"])
     out["experts"] = num("experts", "expert_count")
     out["active_experts"] = num("active_experts", "expert_used_count")
+    out["expert_intermediate_size"] = num("expert_intermediate_size", "expert_feed_forward_length")
+    out["shared_experts"] = num("shared_experts", "expert_shared_count")
+    out["kv_lora_rank"] = num("kv_lora_rank", "attention.kv_lora_rank")
+    if out["kv_lora_rank"]:  # with multi-head latent attention, the RoPE part of the key is cached beside the latent
+        out["qk_rope_head_dim"] = num("qk_rope_head_dim", "rope.dimension_count")
     if embedding is not None:
         out["tie_word_embeddings"] = "output.weight" not in tensors
+    if "blk.0.attn_q.bias" in tensors or "blk.0.attn_qkv.bias" in tensors:
+        out["attention_bias"] = True
+    elif "blk.0.attn_q.weight" in tensors or "blk.0.attn_qkv.weight" in tensors:
+        out["attention_bias"] = False
+    out["mlp_kind"] = _family_mlp(arch) or _gguf_mlp_kind(tensors, out["intermediate_size"])
     _check_architecture(out, sources)
     return out
+
+
+def _gguf_sliding_pattern(kv: dict[str, Any], arch: str, window: ArchValue) -> int | None:
+    """Every how many layers one attends globally: llama.cpp's key (a period, or a flag per layer, True where
+    the layer slides), or the family's known pattern."""
+    if not window:
+        return None
+    value = kv.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(value, _GGUFArray):
+        return _sliding_pattern([bool(v) for v in value.values]) if value.values else None
+    period = _as_count(value)
+    return period if period else _SLIDING_PATTERN.get(arch)
+
+
+def _gguf_mlp_kind(tensors: dict[str, _GGUFTensor], width: ArchValue) -> str | None:
+    """"gated" when the first block has a gate (or an up projection twice the feed-forward width: gate and up
+    fused, as Phi-3's), "plain" when it has an up projection alone."""
+    if "blk.0.ffn_gate.weight" in tensors or "blk.0.ffn_gate_exps.weight" in tensors:
+        return "gated"
+    up = tensors.get("blk.0.ffn_up.weight")
+    if up is None or len(up.dims) < 2:
+        return None
+    return "gated" if isinstance(width, int) and up.dims[1] == 2 * width else "plain"
 
 
 def _gguf_model(headers: list[_GGUFHeader]) -> ScannedModel:
@@ -1044,7 +1133,7 @@ def _read_config(folder: str) -> tuple[dict[str, Any] | None, str | None]:
     return config, None
 
 
-def _config_numbers(config: dict[str, Any], out: dict[str, int | str | bool | None]) -> None:
+def _config_numbers(config: dict[str, Any], out: dict[str, ArchValue]) -> None:
     text = config.get("text_config")
     src = {**config, **text} if isinstance(text, dict) else config
     sources: dict[str, str] = {}
@@ -1059,35 +1148,74 @@ def _config_numbers(config: dict[str, Any], out: dict[str, int | str | bool | No
 
     family = config.get("model_type")
     out["family"] = family if isinstance(family, str) and family else None
-    out["layers"] = first("layers", "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    # The language model's own family (a multimodal config's text_config) says what its config leaves unsaid.
+    text_family = src.get("model_type") if isinstance(src.get("model_type"), str) else ""
+    # Encoder-decoder models (Whisper): the decoder is the part with a KV cache.
+    out["layers"] = first("layers", "decoder_layers", "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    if "decoder_layers" in sources.values():
+        out["encoder_layers"] = first("encoder_layers", "encoder_layers")
     hidden = first("hidden_size", "hidden_size", "n_embd", "d_model")
-    heads = first("heads", "num_attention_heads", "n_head", "num_heads")
+    heads = first("heads", "num_attention_heads", "n_head", "num_heads", "decoder_attention_heads")
     out["hidden_size"] = hidden
-    out["intermediate_size"] = first("intermediate_size", "intermediate_size", "n_inner", "ffn_dim")
+    out["intermediate_size"] = first("intermediate_size", "intermediate_size", "n_inner", "ffn_dim", "decoder_ffn_dim")
     out["heads"] = heads
     kv_heads = first("kv_heads", "num_key_value_heads", "num_kv_heads", "multi_query_group_num")
     out["kv_heads"] = kv_heads if kv_heads is not None else heads  # transformers' default
     if kv_heads is None:
         sources["kv_heads"] = sources.get("heads", "kv_heads")
     head_dim = first("head_dim", "head_dim")
+    out["kv_lora_rank"] = first("kv_lora_rank", "kv_lora_rank")
+    if out["kv_lora_rank"]:  # multi-head latent attention (DeepSeek V2/V3): the cache holds the latent and this key
+        rope = out["qk_rope_head_dim"] = first("qk_rope_head_dim", "qk_rope_head_dim")
+        nope = _as_count(src.get("qk_nope_head_dim"))
+        if head_dim is None and nope and rope:
+            head_dim = nope + rope  # the query/key head: its RoPE and position-free halves
     if head_dim is None and hidden and heads and hidden % heads == 0:
         head_dim = hidden // heads
     out["head_dim"] = head_dim
     out["vocab_size"] = first("vocab_size", "vocab_size", "padded_vocab_size")
     out["max_context"] = first("max_context", "max_position_embeddings", "n_positions", "max_sequence_length",
-                               "seq_length")
-    window = first("sliding_window", "sliding_window")
-    out["sliding_window"] = None if src.get("use_sliding_window") is False else window
+                               "seq_length", "max_target_positions")
+    out["sliding_window"], out["sliding_window_pattern"] = _config_sliding(src, first, text_family or out["family"])
     out["experts"] = first("experts", "num_local_experts", "num_experts", "n_routed_experts")
     out["active_experts"] = first("active_experts", "num_experts_per_tok")
+    expert_width = first("expert_intermediate_size", "moe_intermediate_size")
+    out["expert_intermediate_size"] = expert_width
+    shared = first("shared_experts", "n_shared_experts", "num_shared_experts")
+    shared_width = _as_count(src.get("shared_expert_intermediate_size"))
+    if shared is None and shared_width:  # Qwen2-MoE: one shared expert as wide as this many routed ones
+        shared = -(-shared_width // expert_width) if expert_width else 1
+        sources["shared_experts"] = "shared_expert_intermediate_size"
+    out["shared_experts"] = shared
     tie = src.get("tie_word_embeddings")
     if isinstance(tie, bool):
         out["tie_word_embeddings"] = tie
+    bias = next((src[key] for key in _BIAS_KEYS if isinstance(src.get(key), bool)), None)
+    out["attention_bias"] = bias if bias is not None else _family_attention_bias(text_family or out["family"])
+    out["mlp_kind"] = _family_mlp(text_family or out["family"])
     _check_architecture(out, sources)
 
 
+def _config_sliding(src: dict[str, Any], first: Callable[..., int | None],
+                    family: ArchValue) -> tuple[int | None, int | None]:
+    """(window, every how many layers one attends globally) from a config."""
+    window = first("sliding_window", "sliding_window")
+    if src.get("use_sliding_window") is False:
+        return None, None
+    kinds = src.get("layer_types")
+    if isinstance(kinds, list) and kinds and all(k in ("sliding_attention", "full_attention") for k in kinds):
+        sliding = [k == "sliding_attention" for k in kinds]
+        if not any(sliding):
+            return None, None
+        return window, _sliding_pattern(sliding)
+    pattern = first("sliding_window_pattern", "sliding_window_pattern")
+    if window and pattern is None:
+        pattern = _SLIDING_PATTERN.get(str(family or ""))
+    return window, pattern if window else None
+
+
 def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[str] = (),
-                         notes: list[str] | None = None) -> dict[str, int | str | bool | None]:
+                         notes: list[str] | None = None) -> dict[str, ArchValue]:
     """Architecture from a Hugging Face config.json (text_config first for multimodal configs).
 
     A number outside ARCHITECTURE_LIMITS means the config is not used: a note in `notes` says
@@ -1110,6 +1238,16 @@ def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[s
     return out
 
 
+#: Where a multimodal checkpoint keeps its vision tower and projector (Qwen2-VL, LLaVA, Gemma 3, Phi-3-vision).
+_VISION_PREFIXES = frozenset({"visual", "vision_tower", "vision_model", "multi_modal_projector", "mm_projector",
+                              "vision_embed_tokens"})
+
+
+def _vision_tensor(name: str) -> bool:
+    """True for a tensor of the vision tower or its projector (``visual.``, ``model.vision_tower.``...)."""
+    return name.removeprefix("model.").split(".", 1)[0] in _VISION_PREFIXES
+
+
 def _safetensors_model(path: str, name: str, headers: list[_STHeader], config: dict[str, Any] | None,
                        notes: list[str], index_total: int | None) -> ScannedModel:
     by_type: dict[str, int] = {}
@@ -1128,6 +1266,10 @@ def _safetensors_model(path: str, name: str, headers: list[_STHeader], config: d
         raise _fail(path, ImportErrorKind.MALFORMED,
                     f"its {len(names):,} tensors hold no values at all (every shape has a 0)")
     architecture = _config_architecture(config, names, notes)
+    if config is not None and isinstance(config.get("vision_config"), dict):
+        vision = sum(t.n_elements for h in headers for t in h.tensors if _vision_tensor(t.name))
+        if vision:
+            architecture["components"] = {"vision_encoder": vision}
     if index_total is not None and index_total != weight_bytes:
         notes.append(f"the shard index says total_size {_brief(index_total)}; the headers hold {weight_bytes:,}")
     bytes_by_type = _sorted_types(by_type)
@@ -1171,17 +1313,25 @@ class _Group:
     index_total: int | None = None
     path: str = ""
     notes: list[str] = field(default_factory=list)
+    #: A llama.cpp vision projector (``mmproj-*.gguf``) beside a GGUF model: read with it, last in ``files``.
+    projector: str | None = None
 
     def name(self) -> str:
         stem = os.path.basename(self.files[0] if self.files else self.path).split(".")[0]
-        single = len(self.files) + len(self.missing) == 1 and self.index is None
+        parts = [f for f in self.files if f != self.projector]
+        single = len(parts) + len(self.missing) == 1 and self.index is None
         if single and stem not in _GENERIC_STEMS and not os.path.isfile(os.path.join(self.folder, "config.json")):
             return os.path.basename(self.files[0]).rsplit(".", 1)[0]
         return _folder_name(self.folder)
 
     def read(self, on_file: Callable[[str], None]) -> ScannedModel:
         if self.kind == "gguf":
-            return _read_gguf_parts(self.files, self.missing, on_file)
+            model = _read_gguf_parts([f for f in self.files if f != self.projector], self.missing, on_file)
+            if self.projector is None:
+                return model
+            header = _parse_gguf(self.projector)
+            on_file(self.projector)
+            return _with_projector(model, header, self.notes)
         if self.missing:
             raise _fail(self.missing[0], ImportErrorKind.NOT_FOUND,
                         f"{len(self.missing)} of {len(self.files) + len(self.missing)} weight files are missing"
@@ -1275,6 +1425,7 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
             groups.append(_Group("gguf", folder, *_present(folder, expected, here)))
         else:
             groups.append(_Group("gguf", folder, [os.path.join(folder, name)]))
+    groups = _attach_projectors(groups)
     tensors = _weight_groups(folder, names, "safetensors", (".safetensors",), ".safetensors.index.json", errors)
     pickle_names = [n for n in names if n not in _NOT_WEIGHTS and not n.startswith("rng_state")]
     pickles = _weight_groups(folder, pickle_names, "pytorch-pickle", PICKLE_SUFFIXES, ".bin.index.json", errors)
@@ -1295,6 +1446,46 @@ def _folder_groups(folder: str, names: Iterable[str], errors: list[ModelImportEr
         else:
             group.path = group.index or (group.files or group.missing)[0]
     return groups
+
+
+def _is_projector(group: _Group) -> bool:
+    return len(group.files) == 1 and not group.missing and "mmproj" in os.path.basename(group.files[0]).lower()
+
+
+def _attach_projectors(groups: list[_Group]) -> list[_Group]:
+    """A folder's ``mmproj-*.gguf`` is the vision projector of the GGUF models beside it (llama.cpp's
+    ``--mmproj``): each of them is read with it. A projector alone in its folder stays a model of its own."""
+    projectors = [g for g in groups if _is_projector(g)]
+    models = [g for g in groups if g not in projectors]
+    if not projectors or not models:
+        return groups
+    chosen, *others = projectors
+    for group in models:
+        group.projector = chosen.files[0]
+        group.files.append(chosen.files[0])
+        if others:
+            group.notes.append(f"{', '.join(os.path.basename(g.files[0]) for g in others)} not counted: llama.cpp "
+                               f"loads one projector, {os.path.basename(chosen.files[0])} was read")
+    return models
+
+
+def _with_projector(model: ScannedModel, header: _GGUFHeader, notes: list[str]) -> ScannedModel:
+    """The model with its vision projector: its tensors in every total, its parameters as ``vision_encoder``."""
+    _, names, _ = _ggml_tables()
+    by_type = dict(model.bytes_by_type)
+    for tensor in header.tensors:
+        by_type[names[tensor.type_id]] = by_type.get(names[tensor.type_id], 0) + tensor.n_bytes
+    parameters = sum(t.n_elements for t in header.tensors)
+    n_bytes = sum(t.n_bytes for t in header.tensors)
+    architecture = dict(model.architecture)
+    if parameters:
+        architecture["components"] = {"vision_encoder": parameters}
+    note = (f"vision projector {os.path.basename(header.path)}: {parameters:,} parameters, {n_bytes:,} bytes, "
+            "counted in the totals")
+    return replace(model, files=(*model.files, header.path), file_bytes=model.file_bytes + header.size,
+                   weight_bytes=model.weight_bytes + n_bytes, parameters=(model.parameters or 0) + parameters,
+                   bytes_by_type=_sorted_types(by_type), architecture=architecture,
+                   notes=(*model.notes, note, *notes))
 
 
 def _model_pickles(groups: list[_Group], errors: list[ModelImportError]) -> list[_Group]:
@@ -1361,6 +1552,118 @@ def _read_safetensors(full: str) -> ScannedModel:
         group.notes.append(f"shard {int(match['no'])} of {int(match['count'])}: read the folder or its index "
                            "for the whole model")
     return group.read(lambda _: None)
+
+
+# ---------------------------------------------------------------------------------- diffusers pipelines
+
+
+def _pipeline_index(folder: str, errors: list[ModelImportError]) -> tuple[str | None, list[str]]:
+    """The pipeline class a diffusers ``model_index.json`` names, and the part folders it lists."""
+    path = os.path.join(folder, "model_index.json")
+    try:
+        index = _read_json(path, "model_index.json")
+    except ModelImportError as exc:
+        errors.append(exc)
+        return None, []
+    if not isinstance(index, dict):
+        errors.append(_fail(path, ImportErrorKind.MALFORMED, "is not a JSON object",
+                            "Download the pipeline's model_index.json again."))
+        return None, []
+    parts = sorted(name for name, value in index.items()
+                   if isinstance(name, str) and not name.startswith("_") and name not in (".", "..")
+                   and name == os.path.basename(name) and isinstance(value, list) and len(value) == 2
+                   and all(isinstance(v, str) for v in value))
+    class_name = index.get("_class_name")
+    return (class_name if isinstance(class_name, str) and class_name else None), parts
+
+
+def _variant(group: _Group) -> bool:
+    """True for a weights variant (``diffusion_pytorch_model.fp16.safetensors``) rather than the main file."""
+    return group.index is None and os.path.basename((group.files or group.missing)[0]).count(".") > 1
+
+
+def _part_group(folder: str, names: Iterable[str], errors: list[ModelImportError]) -> tuple[_Group | None, list[str]]:
+    """The weights of one pipeline part (safetensors before pickles, the main file before its fp16/bf16
+    variants: one copy, as diffusers loads), and the files left out."""
+    groups = [g for g in _folder_groups(folder, names, errors, model_folder=True) if g.kind != "gguf"]
+    if not groups:
+        return None, []
+    ranked = sorted(groups, key=lambda g: (g.kind != "safetensors", g.index is None, _variant(g),
+                                           (g.files or g.missing)[0]))
+    return ranked[0], [os.path.basename((g.files or g.missing)[0]) for g in ranked[1:]]
+
+
+def _pipeline_job(root: str, name: str, listing: dict[str, list[str]] | None, errors: list[ModelImportError], *,
+                  notes: Sequence[str] = (), huggingface_id: str | None = None) -> _Job | None:
+    """One job for a diffusers pipeline: every part its ``model_index.json`` lists that holds weights, read
+    as one model with each part's parameters in ``components``. None when no listed part holds weights.
+    ``listing``: the files of each folder where known (a Hugging Face snapshot), else the disk is listed."""
+    class_name, names = _pipeline_index(root, errors)
+    parts: list[tuple[str, _Group]] = []
+    left_out: list[str] = []
+    for part in names:
+        folder = os.path.join(root, part)
+        if listing is not None:
+            files = listing.get(folder)
+            if files is None:
+                continue
+        else:
+            if not os.path.isdir(folder):
+                continue
+            try:
+                files = os.listdir(folder)
+            except OSError as exc:
+                errors.append(_os_error(folder, exc))
+                continue
+        group, skipped = _part_group(folder, files, errors)
+        if group is not None:
+            parts.append((part, group))
+            left_out += [f"{part}/{file}" for file in skipped]
+    if not parts:
+        return None
+    extra = list(notes) + ([f"not counted (another copy of a part): {', '.join(left_out)}"] if left_out else [])
+
+    def run(on_file: Callable[[str], None]) -> ScannedModel:
+        models = [(part, group.read(on_file)) for part, group in parts]
+        return _pipeline_model(root, name, class_name, models, extra, huggingface_id)
+
+    return _Job(root, [f for _, group in parts for f in group.files], run)
+
+
+def _pipeline_model(root: str, name: str, class_name: str | None, models: list[tuple[str, ScannedModel]],
+                    notes: list[str], huggingface_id: str | None) -> ScannedModel:
+    by_type: dict[str, int] = {}
+    for _, model in models:
+        for type_name, n in model.bytes_by_type:
+            by_type[type_name] = by_type.get(type_name, 0) + n
+    components = {part: model.parameters for part, model in models if model.parameters is not None}
+    unread = [part for part, model in models if model.parameters is None]
+    architecture = _empty_architecture()
+    architecture["family"] = class_name
+    architecture["components"] = components or None
+    exact = all(model.exact for _, model in models)
+    bytes_by_type = _sorted_types(by_type)
+    all_notes = [f"diffusers pipeline {class_name or '(no _class_name)'}: {', '.join(part for part, _ in models)}",
+                 *notes]
+    if unread:
+        all_notes.append(f"{', '.join(unread)}: pickle weights, sized by file only (no parameter count)")
+    for part, model in models:
+        all_notes += [f"{part}: {note}" for note in model.notes]
+    return ScannedModel(
+        path=root,
+        name=name,
+        format="hf-cache" if huggingface_id else "diffusers",
+        files=tuple(f for _, model in models for f in model.files),
+        file_bytes=sum(model.file_bytes for _, model in models),
+        weight_bytes=sum(model.weight_bytes for _, model in models),
+        exact=exact,
+        parameters=sum(components.values()) if components and not unread else None,
+        bytes_by_type=bytes_by_type,
+        file_type=bytes_by_type[0][0] if bytes_by_type and exact else None,
+        architecture=architecture,
+        huggingface_id=huggingface_id,
+        notes=tuple(all_notes),
+    )
 
 
 # ----------------------------------------------------------------------------------- Hugging Face
@@ -1431,6 +1734,12 @@ def _revision_jobs(repo_id: str, revision: Any, errors: list[ModelImportError]) 
     refs = ", ".join(sorted(revision.refs))
     label = f"revision {revision.commit_hash[:12]}" + (f" (refs: {refs})" if refs else "")
     jobs: list[_Job] = []
+    if "model_index.json" in by_folder.get(snapshot, ()):
+        pipeline = _pipeline_job(snapshot, repo_id, {f: n for f, n in by_folder.items() if f != snapshot}, errors,
+                                 notes=[label], huggingface_id=repo_id)
+        if pipeline is not None:  # the pipeline is the revision's model: other non-GGUF weights are left out
+            jobs.append(pipeline)
+            groups = [g for g in groups if g.kind == "gguf"]
     for group in (g for g in groups if g.kind == "gguf"):
         def run_gguf(on_file: Callable[[str], None], group: _Group = group) -> ScannedModel:
             model = group.read(on_file)
@@ -1558,7 +1867,7 @@ class ArchitectureFile:
     file holds the weights (a GGUF or safetensors header), and the file read."""
 
     path: str
-    architecture: dict[str, int | str | bool | None]
+    architecture: dict[str, ArchValue]
     parameters: int | None
     notes: tuple[str, ...] = ()
 
@@ -1614,6 +1923,12 @@ def _tree_jobs(root: str, errors: list[ModelImportError]) -> list[_Job]:
         if any(_is_hf_repo(os.path.join(folder, d)) for d in dirnames):
             jobs.extend(_hf_cache_jobs(folder, None, errors))
             dirnames[:] = [d for d in dirnames if not d.startswith(("models--", "datasets--", "spaces--"))]
+        if "model_index.json" in filenames:  # a diffusers pipeline: its part folders are read as one model
+            pipeline = _pipeline_job(folder, os.path.basename(folder), None, errors)
+            if pipeline is not None:
+                jobs.append(pipeline)
+                read = {os.path.relpath(os.path.dirname(f), folder) for f in pipeline.files}
+                dirnames[:] = [d for d in dirnames if d not in read]
         group_jobs(_folder_groups(folder, filenames, errors))
     return jobs
 
@@ -1644,7 +1959,10 @@ def scan_path(path: str | os.PathLike[str],
             names = os.listdir(folder)
         except OSError as exc:
             return [], [_os_error(folder, exc)]
-        groups = [g for g in _folder_groups(folder, names, errors) if full in g.files]
+        found = _folder_groups(folder, names, errors)
+        groups = [g for g in found if full in g.files and full != g.projector]
+        if not groups and any(full == g.projector for g in found):  # a projector asked for by name: read alone
+            groups = [_Group("gguf", folder, [full], path=full)]
         errors = [e for e in errors if e.path == full]
         if not groups and name.lower().endswith(PICKLE_SUFFIXES):  # asked for by name: register it (unverified)
             errors = [e for e in errors if e.kind != ImportErrorKind.NOT_A_MODEL]

@@ -52,6 +52,8 @@ __all__ = [
     "validate_user_model",
     "normalize_alias",
     "Origin",
+    "metadata_for_path",
+    "missing_facts",
 ]
 
 _log = logging.getLogger(__name__)
@@ -892,8 +894,14 @@ def _closest(query: str, index: dict[str, set[int]], keys: list[tuple[str, str]]
 _FAMILY_PROVIDERS = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mistral", "qwen": "qwen", "gemma": "gemma", "phi": "phi",
     "gpt_oss": "openai", "gpt-oss": "openai", "deepseek": "deepseek", "whisper": "whisper", "bert": "other",
+    # diffusers pipelines, by their class name
+    "stablediffusion": "stable_diffusion", "flux": "flux", "wan": "wan", "ltx": "ltx", "hunyuan": "hunyuan",
 }
 _EMBEDDING_FAMILIES = ("bert", "xlm-roberta", "xlm_roberta", "nomic_bert", "nomic-bert")
+#: Pipeline parts that denoise: a diffusers folder with one of them is an image or video generator.
+_DENOISERS = ("unet", "transformer", "prior", "decoder")
+#: diffusers pipelines that make videos, besides those with "video" in their class name.
+_VIDEO_PIPELINES = ("wan", "ltx", "cogvideo", "mochi", "allegro", "skyreels")
 
 
 def metadata_from_scan(scanned: Any) -> ModelMetadata:
@@ -901,7 +909,12 @@ def metadata_from_scan(scanned: Any) -> ModelMetadata:
     arch = {k: v for k, v in (scanned.architecture or {}).items() if v is not None}
     family = str(arch.get("family") or "").lower()
     provider = next((p for key, p in _FAMILY_PROVIDERS.items() if family.startswith(key)), "other")
-    if family.startswith("whisper"):
+    components: dict[str, Any] = arch["components"] if isinstance(arch.get("components"), dict) else {}
+    pipeline = any(part in components for part in _DENOISERS) and not arch.get("layers")
+    if pipeline:
+        video = "video" in family or family.startswith(_VIDEO_PIPELINES)
+        model_type = ModelType.TEXT_TO_VIDEO if video else ModelType.TEXT_TO_IMAGE
+    elif family.startswith("whisper"):
         model_type = ModelType.SPEECH_TO_TEXT
     elif family.startswith(_EMBEDDING_FAMILIES):
         model_type = ModelType.EMBEDDING
@@ -914,6 +927,8 @@ def metadata_from_scan(scanned: Any) -> ModelMetadata:
     params = scanned.parameters
     size_gb = round(params / 1e9, 3) if params else round(scanned.weight_bytes / 2 / 1e9, 3)  # pickles: ~16-bit
     runtime = "llama.cpp" if scanned.format == "gguf" or str(scanned.path).endswith(".gguf") else "transformers"
+    if pipeline:
+        runtime = "diffusers"
     return ModelMetadata(
         name=scanned.name or Path(scanned.path).name,
         provider=provider,
@@ -936,3 +951,103 @@ def metadata_from_scan(scanned: Any) -> ModelMetadata:
         source=str(Path(scanned.path).resolve()),
         quality_note="; ".join(scanned.notes) or None,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# A model from a path, and what a model lacks
+# ------------------------------------------------------------------------------------------------
+
+
+def metadata_for_path(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The model at ``path``, described but not registered: a GGUF file, a folder with a ``config.json``
+    (weights beside it or not: a config alone gives the architecture, and the parameters are left to it), a
+    Hugging Face cache entry (a ``models--org--name`` folder or one of its snapshots) or a diffusers folder
+    (``model_index.json``). Read with the scanner's own readers (:func:`app.core.importers.scan_path`).
+
+    Raises :class:`app.core.importers.ModelImportError` (one line: the path, what is wrong, what to do) for a
+    missing path, a folder without a model, an unreadable or corrupt file, or a folder of several models."""
+    from app.core.importers import ImportErrorKind, ModelImportError, ScannedModel, read_architecture, scan_path
+
+    full = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.exists(full):
+        raise ModelImportError(full, ImportErrorKind.NOT_FOUND,
+                               "not found. Check the path: a .gguf file, or a model's folder with its config.json")
+    repo = _hf_repo_of_snapshot(full)
+    models, errors = scan_path(repo or full)
+    if repo is not None:  # one snapshot of a cached repo: its revision only, read as the cache reads it
+        models = [m for m in models if m.path == full or m.path.startswith(full + os.sep)]
+    if not models:
+        if errors:
+            raise errors[0]
+        if not (os.path.isdir(full) and os.path.isfile(os.path.join(full, "config.json"))):
+            raise ModelImportError(full, ImportErrorKind.NOT_FOUND,
+                                   "holds no model: no .gguf or .safetensors weights and no config.json. Point at "
+                                   "a .gguf file, or a model's folder with its config.json")
+        found = read_architecture(full)  # a config.json alone: its architecture, no weights
+        notes = ("config.json only: no weights beside it, so the parameters come from the architecture",
+                 *found.notes)
+        scanned = ScannedModel(path=full, name=os.path.basename(full), format="config", files=(found.path,),
+                               file_bytes=0, weight_bytes=0, exact=False, parameters=None, bytes_by_type=(),
+                               file_type=None, architecture=found.architecture, notes=notes)
+        metadata = metadata_from_scan(scanned).model_copy(update={"size_gb": None, "weight_bytes": None,
+                                                                  "formats": ()})
+        return _with_requirements(metadata)
+    return _with_requirements(metadata_from_scan(_one_model(models, full)))
+
+
+def _hf_repo_of_snapshot(path: str) -> str | None:
+    """The ``models--org--name`` folder of a Hugging Face cache snapshot (``…/snapshots/<revision>``), else None."""
+    snapshots = os.path.dirname(path)
+    repo = os.path.dirname(snapshots)
+    if os.path.basename(snapshots) == "snapshots" and os.path.basename(repo).startswith("models--"):
+        return repo
+    return None
+
+
+def _one_model(models: list[Any], full: str) -> Any:
+    """The model ``full`` names: the one in that very folder (or that file), the cached revision ``main`` points
+    at, or the only one; several equally named are one clear error."""
+    from app.core.importers import ImportErrorKind, ModelImportError
+
+    direct = [m for m in models if m.path == full or os.path.dirname(m.path) == full]
+    candidates = direct or models
+    if len(candidates) > 1:
+        main = [m for m in candidates if any(re.search(r"refs: .*\bmain\b", note) for note in m.notes)]
+        candidates = main if len(main) == 1 else candidates
+    if len(candidates) > 1:
+        names = ", ".join(sorted({os.path.basename(m.path) or m.name for m in candidates})[:5])
+        raise ModelImportError(full, ImportErrorKind.UNSUPPORTED,
+                               f"holds {len(candidates)} models ({names}{', …' if len(candidates) > 5 else ''}). "
+                               "Point at one of them: its file or its own folder")
+    return candidates[0]
+
+
+def _with_requirements(metadata: ModelMetadata) -> ModelMetadata:
+    """The seed's requirement fields filled as for a registered model, when they can be estimated."""
+    try:
+        return fill_requirements(metadata)
+    except (EstimateUnavailable, ValueError):
+        return metadata
+
+
+#: Models made of a pipeline of parts (denoiser, text encoders, VAE).
+_PIPELINE_TYPES = (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO)
+
+
+def missing_facts(metadata: ModelMetadata) -> list[str]:
+    """What ``metadata`` lacks for ModelDeck to estimate it, each fact in words with how to add it; empty when
+    nothing is missing. The first, when present, means no estimate can be made at all."""
+    facts: list[str] = []
+    arch = metadata.architecture
+    if not metadata.parameter_count and metadata.estimation_architecture is None:
+        facts.append("no parameter count or size: add `parameters` (the total from the model card) or scan its "
+                     "weights with `modeldeck scan PATH`")
+    if metadata.model_type in (ModelType.LLM, ModelType.SPEECH_TO_TEXT) and metadata.estimation_architecture is None:
+        part = "KV cache" if metadata.model_type == ModelType.LLM else "decoder's KV cache"
+        facts.append(f"no architecture (layers, KV heads, head size): the {part} cannot be estimated; read it from "
+                     "its config.json with `modeldeck scan FOLDER`")
+    if metadata.model_type in _PIPELINE_TYPES and not (arch and arch.components):
+        facts.append("no parameter count per part (denoiser, text encoders, VAE): the pipeline is sized as one "
+                     "block; read them from its diffusers folder with `modeldeck scan FOLDER`, or add "
+                     "`architecture.components`")
+    return facts

@@ -129,9 +129,11 @@ def test_gguf_figures_are_exact_and_match_gguf_reader(tmp_path):
     assert model.file_bytes == path.stat().st_size > model.weight_bytes
     assert model.huggingface_id is None
     assert model.architecture == {
+        **dict.fromkeys(ARCHITECTURE_KEYS),
         "family": "llama", "layers": 1, "hidden_size": HIDDEN, "intermediate_size": FFN, "heads": 8,
         "kv_heads": 2, "head_dim": HIDDEN // 8, "vocab_size": VOCAB, "max_context": 8192,
         "sliding_window": None, "experts": None, "active_experts": None, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_kind": "gated",  # attn_q without a bias; llama's gated MLP
     }
 
 
@@ -424,9 +426,10 @@ def test_safetensors_with_config_gives_the_architecture(tmp_path):
     assert model.name == "TinyLlama-2L"  # the folder, not a checkpoint path from _name_or_path
     assert model.path == str(folder / "model.safetensors")
     assert model.architecture == {
+        **dict.fromkeys(ARCHITECTURE_KEYS),
         "family": "llama", "layers": 2, "hidden_size": 64, "intermediate_size": 128, "heads": 4, "kv_heads": 2,
         "head_dim": 16, "vocab_size": 100, "max_context": 2048, "sliding_window": None, "experts": None,
-        "active_experts": None, "tie_word_embeddings": False,
+        "active_experts": None, "tie_word_embeddings": False, "mlp_kind": "gated",
     }
     assert model.weight_bytes == 2 * 100 * 64 * 2 and model.file_type == "F16"
 
