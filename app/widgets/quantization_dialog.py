@@ -6,30 +6,38 @@ selected level and device, what loading would really do — including any model 
 unload or move, named before anything happens. "Best placement" lets the planner choose the
 device (a split across GPUs, or layers in RAM, when that is its answer). OK returns that
 :class:`Decision`: the very object the manager then books.
+
+The "Runtime" group (:class:`~app.widgets.runtime_settings.RuntimeSettings`) sets the runtime and its
+settings; each change re-plans through the same requests (``PlacementRequest(runtime=...)``,
+``estimate_model(..., profile=...)``), so the levels offered, every fit and the breakdown follow it. The
+breakdown names the runtime, what stays in RAM beside the device, and a pipeline's components and phases.
 """
 
 from __future__ import annotations
 
 from typing import Any
+import time
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-    QPlainTextEdit, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHeaderView, QLabel,
+    QPlainTextEdit, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from app.core.estimation import MemoryEstimate
 from app.core.hardware.snapshot import HardwareProfile
-from app.core.manager.placement import Decision, DeviceRoom, Refusal
+from app.core.manager.placement import Decision, DeviceRoom, PlacementRequest, Refusal
 from app.core.model_registry import ModelType
 from app.core.quantization_strategy import EstimateUnavailable, QuantizationStrategy, candidate_levels, estimate_model, quality_of
+from app.core.runtime_profile import RuntimeProfile, level_suits
 from app.core.units import format_gib
 from app.widgets.planning import Answer, ViewPlanner
 from app.widgets.registry_browser import breakdown_lines, monospace_font
 from app.widgets.registry_table_model import params_label
+from app.widgets.runtime_settings import RuntimeSettings
 
-__all__ = ["QuantizationDialog", "BEST_PLACEMENT"]
+__all__ = ["QuantizationDialog", "BEST_PLACEMENT", "detail_lines"]
 
 _FITS = QColor(22, 163, 74, 60)
 _SHORT = QColor(220, 38, 38, 60)
@@ -45,14 +53,62 @@ def _label(room: DeviceRoom, profile: HardwareProfile) -> str:
     return f"GPU {gpu.index}" if gpu is not None else room.device
 
 
+def detail_lines(estimate: MemoryEstimate) -> list[str]:
+    """The breakdown as the picker shows it: the runtime, the terms on the device and their total, what
+    stays in RAM beside it, and for a pipeline one row per component and one per phase (the peak marked)."""
+    lines = [f"runtime  {estimate.runtime}"] if estimate.runtime else []
+    lines += breakdown_lines(estimate)
+    if estimate.host_bytes:
+        lines.append(f"{'in RAM':<9}{format_gib(estimate.host_bytes, 2):>11}")
+        lines.append(f"  {estimate.host.explanation}")
+    width = max([10, *(len(c.name) for c in estimate.components), *(len(p.name) for p in estimate.phases)])
+    if estimate.components:
+        lines.append(f"{'component':<{width}}  {'role':<13} {'level':<7} {'on':<4}{'size':>10}")
+        for c in estimate.components:
+            lines.append(f"{c.name:<{width}}  {c.role:<13} {c.level:<7} {'CPU' if c.device == 'cpu' else 'GPU':<4}"
+                         f"{format_gib(c.bytes, 2):>10}")
+    if estimate.phases:
+        peak = max(estimate.phases, key=lambda p: p.peak_bytes)
+        lines.append(f"{'phase':<{width}}  {'device peak':>13}")
+        for p in estimate.phases:
+            mark = "  ← peak" if p is peak else ""
+            lines.append(f"{p.name:<{width}}  {format_gib(p.peak_bytes, 2):>13}{mark}")
+            lines.append(f"  {p.explanation}")
+    return lines
+
+
+class _FittedTable(QTableWidget):
+    """A table that asks for all its rows and columns (up to limits), yet may shrink and scroll."""
+
+    _fitted = QSize(400, 160)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return self._fitted
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(240, 100)
+
+
+class _Breakdown(QPlainTextEdit):
+    """The breakdown pane: asks for about seven lines (it scrolls), so the levels get the room first."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(400, 130)
+
+
 def fit_to_contents(table: QTableWidget, max_width: int, max_height: int) -> None:
-    """Have ``table`` ask for all its rows and columns (up to the limits), so none is clipped."""
+    """Have ``table`` ask for all its rows and columns (up to the limits), so none is clipped when there is room."""
     table.resizeColumnsToContents()
     frame = 2 * table.frameWidth()
     header = table.horizontalHeader()
     width = header.length() + frame + table.verticalScrollBar().sizeHint().width() + 2
     height = table.verticalHeader().length() + header.sizeHint().height() + frame + 2
-    table.setMinimumSize(min(width, max_width), min(height, max_height))
+    size = QSize(min(width, max_width), min(height, max_height))
+    if isinstance(table, _FittedTable):
+        table._fitted = size
+        table.updateGeometry()
+    else:
+        table.setMinimumSize(size)
 
 
 class QuantizationDialog(QDialog):
@@ -73,13 +129,18 @@ class QuantizationDialog(QDialog):
             planner = ViewPlanner(None, strategy=planner, profile=profile)
             planner.observe(profile)
         self._planner = planner
-        self._levels = candidate_levels(metadata)
+        #: Every level the model comes in; ``_levels`` those the chosen runtime loads (the table's rows).
+        self._all_levels = candidate_levels(metadata)
+        self._levels = self._all_levels
         self._rooms = tuple(r for r in planner.rooms(exclude=getattr(metadata, "id", None))
                             if not r.is_gpu or r.total_bytes > 0)
         self._estimates: dict[tuple[str, str], MemoryEstimate] = {}
         #: (level, device) -> the planner's answer as things are; (level, device or BEST) -> what Load would do.
         self._cells: dict[tuple[str, str], Answer] = {}
         self._decision: Answer | None = None
+        self._request: PlacementRequest | None = None
+        #: Seconds the last re-plan took (every level × device, then the selection).
+        self.last_replan_s = 0.0
         self.setWindowTitle(f"Load {metadata.name}")
 
         self._is_llm = metadata.model_type == ModelType.LLM
@@ -93,18 +154,14 @@ class QuantizationDialog(QDialog):
         self.context_spin.setSuffix(" tokens")
         self.context_spin.setToolTip("Context length: the KV cache grows linearly with it.")
         self.context_spin.setMinimumWidth(140)
-        default_res = metadata.default_resolution or (480 if metadata.model_type == ModelType.TEXT_TO_VIDEO else 1024)
-        self.width_spin, self.height_spin = QSpinBox(), QSpinBox()
-        for spin in (self.width_spin, self.height_spin):
-            spin.setRange(64, 8192)
-            spin.setSingleStep(64)
-            spin.setValue(default_res)
-            spin.setSuffix(" px")
-            spin.setToolTip("Output resolution: activations grow with the pixel count.")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 64)
-        self.batch_spin.setValue(1)
-        self.batch_spin.setToolTip("Images generated at once.")
+        video = metadata.model_type == ModelType.TEXT_TO_VIDEO
+        short = metadata.default_resolution or (480 if video else 1024)
+        resolution = ((short * 16 // 9 // 16 * 16) if video else short, short)  # as estimate_model assumes
+        self.runtime_settings = RuntimeSettings(metadata.model_type, levels=self._all_levels,
+                                                backend_hint=getattr(metadata, "runtime_backend", None),
+                                                resolution=resolution)
+        self.width_spin, self.height_spin = self.runtime_settings.width_spin, self.runtime_settings.height_spin
+        self.batch_spin = self.runtime_settings.images_spin
         self.device_combo = QComboBox()
         self.device_combo.addItem("Best placement (ModelDeck chooses)", BEST_PLACEMENT)
         for room in self._rooms:
@@ -115,7 +172,7 @@ class QuantizationDialog(QDialog):
                                      "A device you choose is used or refused, never replaced.")
         self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
-        self.table = QTableWidget(0, len(self.FIXED_COLUMNS) + len(self._rooms) + 1)
+        self.table = _FittedTable(0, len(self.FIXED_COLUMNS) + len(self._rooms) + 1)
         self.table.setHorizontalHeaderLabels(
             [*self.FIXED_COLUMNS, *(_label(r, profile) for r in self._rooms), "Quality"])
         for i, room in enumerate(self._rooms):
@@ -136,10 +193,10 @@ class QuantizationDialog(QDialog):
         self.fit_label = QLabel()
         self.fit_label.setWordWrap(True)
         self.fit_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.detail = QPlainTextEdit()
+        self.detail = _Breakdown()
         self.detail.setReadOnly(True)
         self.detail.setFont(monospace_font(self.font()))
-        self.detail.setFixedHeight(132)
+        self.detail.setMinimumHeight(90)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("&Load")
         self.buttons.accepted.connect(self.accept)
@@ -149,33 +206,39 @@ class QuantizationDialog(QDialog):
         options.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         if self._is_llm:
             options.addRow("&Context:", self.context_spin)
-        if self._is_image:
-            size = QHBoxLayout()
-            size.addWidget(self.width_spin)
-            size.addWidget(QLabel("×"))
-            size.addWidget(self.height_spin)
-            resolution = QLabel("&Resolution:")  # a layout has no buddy: point the mnemonic at the width
-            resolution.setBuddy(self.width_spin)
-            options.addRow(resolution, size)
-            options.addRow("&Batch:", self.batch_spin)
         options.addRow("&Device:", self.device_combo)
         summary = QLabel(f"{metadata.name} · {params_label(metadata.parameter_count)} parameters"
                          + (" (approximate)" if metadata.approximate else ""))
         layout = QVBoxLayout(self)
         layout.addWidget(summary)
         layout.addLayout(options)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.runtime_settings)
+        # the table and the breakdown share what height there is; either can be dragged larger
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(self.detail)
+        self.splitter.setStretchFactor(0, 0)  # the table asks for its rows; room beyond them goes to the breakdown
+        self.splitter.setStretchFactor(1, 1)
+        layout.addWidget(self.splitter, 1)
         layout.addWidget(self.fit_label)
-        layout.addWidget(self.detail)
         layout.addWidget(self.buttons)
+        previous: QWidget = self.device_combo
+        for control in [*self.runtime_settings.controls(), self.table, self.detail]:
+            QWidget.setTabOrder(previous, control)
+            previous = control
 
-        for spin in (self.context_spin, self.width_spin, self.height_spin, self.batch_spin):
-            spin.valueChanged.connect(self._recompute)
+        self.context_spin.valueChanged.connect(self._recompute)
+        self.runtime_settings.sigProfileChanged.connect(self._on_profile)
         self.device_combo.currentIndexChanged.connect(self._update_detail)
         self._recompute()
         self._preselect()
         fit_to_contents(self.table, self.MAX_TABLE_WIDTH, self.MAX_TABLE_HEIGHT)
-        self.resize(self.sizeHint())
+        hint = self.sizeHint()
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        if screen is not None:
+            hint = hint.boundedTo(screen.size())  # a small screen: the table and breakdown scroll
+        self.resize(hint)
 
     # --- results -----------------------------------------------------------------------------------
     def selected_level(self) -> str | None:
@@ -188,6 +251,18 @@ class QuantizationDialog(QDialog):
 
     def context(self) -> int | None:
         return self.context_spin.value() if self._is_llm else None
+
+    def runtime_profile(self) -> RuntimeProfile:
+        """The runtime and settings every estimate and plan here is made for."""
+        return self.runtime_settings.profile()
+
+    def levels(self) -> tuple[str, ...]:
+        """The levels listed: those the chosen runtime loads."""
+        return tuple(self._levels)
+
+    def request(self) -> PlacementRequest | None:
+        """The request the selection's answer was planned for (its ``runtime`` is :meth:`runtime_profile`)."""
+        return self._request
 
     def decision(self) -> Decision | None:
         """What Load does: the planner's Decision for the selected level and device (None: it cannot)."""
@@ -211,6 +286,10 @@ class QuantizationDialog(QDialog):
             return {"width": self.width_spin.value(), "height": self.height_spin.value(),
                     "batch": self.batch_spin.value()}
         return {}
+
+    def breakdown(self) -> list[str]:
+        """The breakdown's lines, as shown."""
+        return self.detail.toPlainText().splitlines()
 
     def select_level(self, level: str) -> None:
         if level in self._levels:
@@ -241,11 +320,35 @@ class QuantizationDialog(QDialog):
         return 0
 
     # --- internals ---------------------------------------------------------------------------------
+    def _make_request(self, level: str | None, device: str | None, *, make_room: bool | None,
+                      allow_cpu: bool | None) -> PlacementRequest:
+        """The request ViewPlanner.decide would make, with the runtime profile inside (which carries the
+        size and images of a diffusion model)."""
+        auto_swap = self._planner.manager.settings.auto_swap
+        return PlacementRequest(
+            self._meta, level, device, self.context(), make_room=auto_swap if make_room is None else make_room,
+            allow_cpu=True if device == "cpu" else allow_cpu, runtime=self.runtime_profile())
+
     def _ask(self, level: str | None, device: str | None, *, make_room: bool | None, allow_cpu: bool | None) -> Answer:
-        opts = self.options()
-        return self._planner.decide(self._meta, level=level, device=device, context=opts.get("context"),
-                                    width=opts.get("width"), height=opts.get("height"), batch=opts.get("batch"),
-                                    make_room=make_room, allow_cpu=allow_cpu)
+        return self._planner.manager.decide(self._make_request(level, device, make_room=make_room,
+                                                               allow_cpu=allow_cpu))
+
+    def _on_profile(self, profile: RuntimeProfile) -> None:
+        """A runtime setting changed: the levels it loads, every fit and the breakdown, at once."""
+        started = time.perf_counter()
+        selected = self.selected_level()
+        levels = tuple(lv for lv in self._all_levels if level_suits(profile, lv)) or self._all_levels
+        if levels != tuple(self._levels):
+            self._levels = levels
+            self.table.clearSelection()
+            self._recompute()
+            if selected in levels:
+                self.select_level(selected)
+            else:
+                self._preselect()
+        else:
+            self._recompute()
+        self.last_replan_s = time.perf_counter() - started
 
     def _preselect(self) -> None:
         try:
@@ -261,13 +364,11 @@ class QuantizationDialog(QDialog):
     def _estimate_all(self) -> str | None:
         self._estimates.clear()
         self._cells.clear()
-        opts = self.options()
         try:
             for level in self._levels:
                 for kind in ("gpu", "cpu"):
                     self._estimates[(level, kind)] = estimate_model(
-                        self._meta, level, device_kind=kind, context=opts.get("context"), width=opts.get("width"),
-                        height=opts.get("height"), batch=opts.get("batch"))
+                        self._meta, level, device_kind=kind, context=self.context(), profile=self.runtime_profile())
                 for room in self._rooms:
                     self._cells[(level, room.device)] = self._ask(level, room.device, make_room=False,
                                                                   allow_cpu=not room.is_gpu)
@@ -330,20 +431,22 @@ class QuantizationDialog(QDialog):
         if level is None or not self._estimates:
             self.detail.setPlainText("")
             self.fit_label.setText("Select a level.")
-            self._decision = None
+            self._decision = self._request = None
             ok.setEnabled(False)
             return
-        answer = self._ask(level, None if device == BEST_PLACEMENT else device, make_room=None, allow_cpu=None)
-        self._decision = answer
+        request = self._make_request(level, None if device == BEST_PLACEMENT else device, make_room=None,
+                                     allow_cpu=None)
+        answer = self._planner.manager.decide(request)
+        self._decision, self._request = answer, request
         if isinstance(answer, Refusal):
             est = answer.estimate or self.estimate(level, device)
-            self.detail.setPlainText("\n".join(breakdown_lines(est)) if est else "")
+            self.detail.setPlainText("\n".join(detail_lines(est)) if est else "")
             self.fit_label.setText(f"Cannot load: {answer.message()}.")
             ok.setText("&Load")
             ok.setEnabled(False)
             return
         placement = answer.placement
-        lines = breakdown_lines(placement.estimate)
+        lines = detail_lines(placement.estimate)
         for share in placement.shares:
             layers = f", {share.layers} layers" if share.layers is not None and placement.kind != "gpu" else ""
             lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}{layers}")

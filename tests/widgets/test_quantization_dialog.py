@@ -65,6 +65,7 @@ def test_diffusion_models_get_resolution_and_batch(qtbot, registry, sampler, str
     level = dialog.selected_level()
     before = dialog.estimate(level, "cuda:0").total_bytes
     dialog.batch_spin.setValue(4)
+    dialog.runtime_settings.flush()  # spin boxes re-plan once the user stops stepping
     assert dialog.estimate(level, "cuda:0").total_bytes > before
 
 
