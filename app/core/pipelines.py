@@ -16,8 +16,10 @@ Where the numbers come from:
   keeps its input, its normalised copy and the activation alive at once: 3 × 256 channels per pixel per
   image. SDXL's VAE is upcast to fp32 for decoding (its config has force_upcast: true), so 4 bytes per value
   and a second copy of its weights in fp32. VAE tiling decodes 512-pixel tiles (diffusers' tile size).
-- Whisper: a 30 s window is 1,500 encoder frames; the decoder caches self-attention keys and values for
-  up to 448 tokens and cross-attention keys and values for the 1,500 frames, per beam.
+- Whisper: a 30 s window is 1,500 encoder frames; the decoder holds cross-attention keys and values for the
+  1,500 frames (once per beam where the runtime repeats the encoder output) and a self-attention cache
+  (see ``estimate_speech_pipeline``); faster-whisper's benchmark (large-v2, 1 and 8 windows at once) puts
+  the memory per extra window at the cross-attention term within 5%.
 """
 
 from __future__ import annotations
@@ -221,34 +223,55 @@ def estimate_diffusion_pipeline(
     return _peak(parts, phases, profile.offload == "model", device_kind, profile, q, True, notes)
 
 
+#: Tokens a decoder generates for a 30-second window of speech: about 150 words a minute is ~100 tokens
+#: (Whisper's limit is 448). Runtimes that grow their self-attention cache hold this many positions.
+_SPEECH_TOKENS = 100
+#: Runtimes that repeat the encoder output for every beam, so the cross-attention keys and values are held
+#: once per beam: openai-whisper (``audio_features.repeat_interleave``) and transformers (generate's
+#: ``_expand_inputs_for_generation``). CTranslate2 and whisper.cpp keep them once per audio window.
+_CROSS_PER_BEAM = frozenset({"openai-whisper", "transformers"})
+
+
 def estimate_speech_pipeline(
     quant: QuantSpec | str, profile: RuntimeProfile, *, parameters: int, architecture: Architecture | None,
     components: dict[str, int] | None, encoder_layers: int | None, device_kind: str = "gpu",
 ) -> MemoryEstimate:
-    """A Whisper-style encoder–decoder: encode a 30 s window, then decode with beams."""
+    """A Whisper-style encoder–decoder: encode a 30 s window (1,500 frames), then decode with beams.
+
+    The decoder holds cross-attention keys and values over the 1,500 frames (per beam where the runtime
+    repeats the encoder output) and a self-attention cache: whisper.cpp allocates Whisper's full 448
+    positions per beam up front; the others grow theirs to the tokens generated (about 100 per window).
+    """
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     a = architecture
     comps = dict(components or {})
-    if not comps and a is not None:
+    if not comps and a is not None and parameters:
         d, dec_l = a.hidden_size, a.layers
         enc_l = encoder_layers or dec_l
         enc, dec = 12 * d * d * enc_l, 16 * d * d * dec_l + (a.vocab_size or 0) * d
         comps = {"encoder": parameters * enc // (enc + dec), "decoder": parameters - parameters * enc // (enc + dec)}
     parts = _parts(comps, parameters, q, main="model", text_device="gpu")
     batch, beams = profile.images, profile.beam_width
+    runtime = profile.defaults.name
     phases: list[tuple[str, tuple[str, ...], int, str]] = []
     if a is not None:
         d, heads = a.hidden_size, a.heads
-        dtype = 4 if q.bits > 16 else 2
+        dtype = 4 if q.bits > 16 else 2  # int8 runtimes compute in 16 bits
         scores = 0 if profile.flash else batch * heads * 1500 * 1500 * dtype
         enc = batch * 1500 * d * dtype * 8 + scores
         phases.append(("encode", tuple(n for n in comps if role_of(n) == "encoder") or tuple(comps), enc,
                        f"1,500 frames × {d} × {dtype} B working set"
                        + (f" + 1,500² attention scores × {heads} heads" if scores else "")))
-        kv = 2 * a.layers * (448 + 1500) * d * dtype * batch * beams
-        phases.append(("decode", tuple(n for n in comps if role_of(n) == "decoder") or tuple(comps), kv,
-                       f"decoder cache: 2 × {a.layers} layers × (448 tokens + 1,500 frames) × {d} × {dtype} B "
-                       f"× {batch * beams} beam{'s' if batch * beams > 1 else ''}"))
+        cross_copies = beams if runtime in _CROSS_PER_BEAM else 1
+        tokens = 448 if runtime == "whisper.cpp" else _SPEECH_TOKENS
+        if runtime == "whisper.cpp":
+            dtype = 2  # ggml keeps whisper.cpp's caches in f16 whatever the weights
+        cross = 2 * a.layers * 1500 * d * dtype * batch * cross_copies
+        self_kv = 2 * a.layers * tokens * d * dtype * batch * beams
+        phases.append(("decode", tuple(n for n in comps if role_of(n) == "decoder") or tuple(comps), cross + self_kv,
+                       f"cross-attention K and V: 2 × {a.layers} layers × 1,500 frames × {d} × {dtype} B × "
+                       f"{batch * cross_copies} ({format_gib(cross, 2)}); self-attention cache for {tokens} tokens × "
+                       f"{batch * beams} beam{'s' if batch * beams > 1 else ''} ({format_gib(self_kv, 2)})"))
     notes = () if a is not None else ("no architecture: only the weights are estimated",)
     return _peak(parts, phases, False, device_kind, profile, q, True, notes)
 

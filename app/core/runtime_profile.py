@@ -265,7 +265,7 @@ class RuntimeProfile:
             parts.append(f"{self.sequences} parallel sequences")
         if self.width and self.height and d.name == "diffusers":
             parts.append(f"{self.width}×{self.height}")
-        if self.batch and d.name == "diffusers":
+        if self.batch and self.batch > 1 and d.name == "diffusers":
             parts.append(f"{self.batch} images at once")
         if self.beam_width > 1:
             parts.append(f"{self.beam_width} beams")

@@ -19,15 +19,21 @@ KNOWN_MISSES = {
     "gguf-parser-llama31-405b-iq1m-131k-nommap": "as above",
     "sdxl-blog-fp16-vae-slicing": "VAE slicing (one image decoded at a time) is not a profile setting yet",
     "flux-dev-bnb-nf4": "bitsandbytes 4-bit in diffusers keeps more layers at 16 bits than the linear-layer model",
+    "fw-bench-small-cpu-openaiwhisper-fp32": "openai-whisper on the CPU: the cross-attention cache per beam is "
+                                             "counted at fp32; the run holds less",
+    "fw-bench-largev2-gpu-ctranslate2-int8-b8": "CTranslate2 int8 with 8 windows: the self-attention cache at "
+                                                "100 tokens × 5 beams per window is more than it holds",
 }
-_SPEECH = "speech estimates miss the measured figures by 30-180%: decoder caches and Python runtimes' own memory"
 
 
 def _main_term(terms):
     return next((t for t in terms if t[0] in ("total_gpu", "peak_gpu", "total_ram")), None)
 
 
-CASES = [r for r in rows() if r["category"] in ("llm", "diffusion")]
+# openai-whisper's README "Required VRAM" column rounds to whole GB and is about twice what faster-whisper's
+# benchmark measured with openai-whisper itself: those rows are printed, not held to the bar.
+CASES = [r for r in rows() if r["category"] in ("llm", "diffusion", "vlm")
+         or (r["category"] == "speech" and r["kind"] == "measured")]
 
 
 @pytest.mark.parametrize("row", CASES, ids=[r["id"] for r in CASES])
@@ -61,17 +67,3 @@ def test_llama_cpp_logs_match_per_term():
             assert abs(est / ref - 1) <= 0.05 or abs(est - ref) < (16 << 20), (row["id"], term, est, ref)
             checked += 1
     assert checked >= 6
-
-
-def test_speech_gap_is_recorded():
-    """The speech rows are compared and printed; this test keeps the known gap honest: when the estimates come
-    within 15%, this test fails and the bar moves into test_totals_within_the_category_bar."""
-    errors = []
-    for row in rows():
-        if row["category"] != "speech" or row["kind"] != "measured":
-            continue
-        terms, why = compare(row)
-        main = _main_term(terms)
-        if main:
-            errors.append(abs(main[1] / main[2] - 1))
-    assert errors and max(errors) > TOLERANCE["speech"], _SPEECH

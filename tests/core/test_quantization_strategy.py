@@ -97,7 +97,10 @@ def test_cpu_when_there_is_no_gpu(registry):
     model = registry.get_model("meta-llama/Llama-3.2-3B-Instruct")
     plan = QuantizationStrategy().plan(model, machine((), ram_gib=16))
     assert plan.placement == "cpu" and plan.device == "cpu" and plan.fits
-    assert plan.estimate.overhead_bytes == 150 * (1 << 20)
+    # The runtime's own RAM: llama.cpp's 150 MiB footprint for GGUF levels; a Python runtime's libraries
+    # and allocator (1.27 GiB, faster-whisper's CPU benchmark) for transformers levels.
+    expected = 150 * (1 << 20) if plan.quantization[:1].isupper() else 1300 * (1 << 20)
+    assert plan.estimate.overhead_bytes == expected
     assert "CPU" in plan.reason
 
 

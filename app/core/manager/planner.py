@@ -231,13 +231,18 @@ class _Planner:
                 continue
             est = self.est(lv)
             per = (est.weights_bytes + est.kv_cache_bytes) // layers
-            fixed = est.compute_bytes + max(0, est.overhead_bytes - room.runtime_bytes)
+            # With layers in RAM, llama.cpp copies their weights (the output matrix included) to the GPU for
+            # each large batch: the GPU's compute buffer grows by about the output matrix.
+            graph = est.offload_graph_bytes
+            fixed = est.compute_bytes + graph + max(0, est.overhead_bytes - room.runtime_bytes)
             n = layers if per <= 0 else max(0, min(layers - 1, (room.available_bytes - fixed) // per))
             if n <= 0:
                 continue
             gpu = self.layer_shares(est, [(room.device, int(n))], est.overhead_bytes)[0]
-            rest = Share("cpu", est.weights_bytes - gpu.weights_bytes, est.kv_cache_bytes - gpu.kv_cache_bytes, 0,
-                         cpu_runtime, layers - int(n))
+            gpu = gpu._replace(compute_bytes=gpu.compute_bytes + graph)
+            # RAM holds the other layers and what the runtime keeps there anyway (the token embeddings).
+            rest = Share("cpu", est.weights_bytes - gpu.weights_bytes + est.host_bytes,
+                         est.kv_cache_bytes - gpu.kv_cache_bytes, 0, cpu_runtime, layers - int(n))
             if rest.own_bytes + max(0, cpu_runtime - self.cpu.runtime_bytes) > self.cpu.available_bytes:
                 continue
             options.append((lv, int(n), quality_of(lv)[0], (gpu, rest)))
