@@ -3,7 +3,8 @@
 Every figure a view shows about fit comes from ``ModelResourceManager.decide`` against the
 manager's ledger: the browser's "best level", the picker's per-level, per-device cells and its
 recommendation. A panel given no manager (a host that loads models itself) plans with a private
-manager that books nothing and sees the measurements the panel is shown.
+manager that books nothing and sees the measurements the panel is shown. A request that names no
+runtime profile gets the manager's own (``runtime_profile``), as ``manager.plan`` and ``load`` do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from app.core.hardware.snapshot import HardwareProfile
 from app.core.manager.placement import Decision, DeviceRoom, PlacementRequest, Refusal
 from app.core.memory_allocator import AllocatorSettings
 from app.core.quantization_strategy import QuantizationStrategy
+from app.core.runtime_profile import RuntimeProfile
+from app.widgets.ports import runtime_profile_of
 
 __all__ = ["ViewPlanner", "Answer", "kind_of"]
 
@@ -83,14 +86,24 @@ class ViewPlanner:
         """The best level as things are, touching nothing (the browser's column): CPU counts, as an answer."""
         return self.decide(metadata, device=device, make_room=False, allow_cpu=True)
 
-    def decide(self, metadata: Any, *, level: str | None = None, device: str | None = None,
-               context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
-               width: int | None = None, height: int | None = None, batch: int | None = None,
-               explain: bool = False) -> Answer:
+    def request(self, metadata: Any, *, level: str | None = None, device: str | None = None,
+                context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
+                width: int | None = None, height: int | None = None, batch: int | None = None,
+                explain: bool = False, runtime: RuntimeProfile | None = None) -> PlacementRequest:
+        """The request :meth:`decide` asks: the manager's defaults (``make_room``: auto_swap; ``runtime``: its
+        ``runtime_profile``), and ``allow_cpu`` for a CPU device."""
         settings = self.manager.settings
-        request = PlacementRequest(
+        return PlacementRequest(
             metadata, level, device, context,
             make_room=settings.auto_swap if make_room is None else make_room,
             allow_cpu=True if device == "cpu" else allow_cpu, batch=batch, width=width, height=height,
-            explain=explain)
-        return self.manager.decide(request)
+            explain=explain, runtime=runtime if runtime is not None else runtime_profile_of(self.manager))
+
+    def decide(self, metadata: Any, *, level: str | None = None, device: str | None = None,
+               context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,
+               width: int | None = None, height: int | None = None, batch: int | None = None,
+               explain: bool = False, runtime: RuntimeProfile | None = None) -> Answer:
+        """The manager's answer to :meth:`request` with these arguments."""
+        return self.manager.decide(self.request(
+            metadata, level=level, device=device, context=context, make_room=make_room, allow_cpu=allow_cpu,
+            width=width, height=height, batch=batch, explain=explain, runtime=runtime))

@@ -23,8 +23,9 @@ from app.core.manager.queries import Booking
 from app.core.manager.settings import ManagerSettings
 from app.core.memory_allocator import DeviceLedger, PressureLevel
 from app.core.model_registry import ModelMetadata
+from app.core.runtime_profile import RuntimeProfile
 
-__all__ = ["SamplerPort", "RegistryPort", "ManagedRegistry", "ManagerPort"]
+__all__ = ["SamplerPort", "RegistryPort", "ManagedRegistry", "ManagerPort", "runtime_profile_of"]
 
 
 @runtime_checkable
@@ -86,6 +87,9 @@ class ManagerPort(Protocol):
     quantization_proposed: CoreSignal[Any]
 
     settings: ManagerSettings
+    #: The runtime settings the host's runtimes use (``RuntimeProfile(vae_tiling=True)``, say), applied to
+    #: every request that names none. A port without it counts as None: read it with ``runtime_profile_of``.
+    runtime_profile: RuntimeProfile | None
 
     @property
     def clock(self) -> Callable[[], float]: ...
@@ -132,3 +136,9 @@ class ManagerPort(Protocol):
     def update_settings(self, settings: ManagerSettings) -> None: ...
 
     def free_memory(self, model_ids: Iterable[str], *, offload: bool = False) -> list[tuple[str, str]]: ...
+
+
+def runtime_profile_of(manager: Any) -> RuntimeProfile | None:
+    """The runtime settings ``manager`` says its runtimes use; None for no manager, or a port without them."""
+    profile = getattr(manager, "runtime_profile", None)
+    return profile if isinstance(profile, RuntimeProfile) else None

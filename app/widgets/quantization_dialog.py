@@ -8,8 +8,9 @@ device (a split across GPUs, or layers in RAM, when that is its answer). OK retu
 :class:`Decision`: the very object the manager then books.
 
 The "Runtime" group (:class:`~app.widgets.runtime_settings.RuntimeSettings`) sets the runtime and its
-settings; each change re-plans through the same requests (``PlacementRequest(runtime=...)``,
-``estimate_model(..., profile=...)``), so the levels offered, every fit and the breakdown follow it. The
+settings. It starts from the manager's ``runtime_profile`` (the settings the host's runtimes use), so the
+picker plans what ``manager.plan`` and ``load`` plan; each change re-plans through the same requests
+(``ViewPlanner.decide(..., runtime=...)``, ``estimate_model(..., profile=...)``), so the levels offered, every fit and the breakdown follow it. The
 breakdown names the runtime, what stays in RAM beside the device, and a pipeline's components and phases.
 """
 
@@ -33,6 +34,7 @@ from app.core.quantization_strategy import EstimateUnavailable, QuantizationStra
 from app.core.runtime_profile import RuntimeProfile, level_suits
 from app.core.units import format_gib
 from app.widgets.planning import Answer, ViewPlanner
+from app.widgets.ports import runtime_profile_of
 from app.widgets.registry_browser import breakdown_lines, monospace_font
 from app.widgets.registry_table_model import params_label
 from app.widgets.runtime_settings import RuntimeSettings
@@ -159,7 +161,9 @@ class QuantizationDialog(QDialog):
         resolution = ((short * 16 // 9 // 16 * 16) if video else short, short)  # as estimate_model assumes
         self.runtime_settings = RuntimeSettings(metadata.model_type, levels=self._all_levels,
                                                 backend_hint=getattr(metadata, "runtime_backend", None),
-                                                resolution=resolution)
+                                                resolution=resolution,
+                                                initial=runtime_profile_of(planner.manager))
+        self._levels = self._suiting(self.runtime_settings.profile())
         self.width_spin, self.height_spin = self.runtime_settings.width_spin, self.runtime_settings.height_spin
         self.batch_spin = self.runtime_settings.images_spin
         self.device_combo = QComboBox()
@@ -322,22 +326,24 @@ class QuantizationDialog(QDialog):
     # --- internals ---------------------------------------------------------------------------------
     def _make_request(self, level: str | None, device: str | None, *, make_room: bool | None,
                       allow_cpu: bool | None) -> PlacementRequest:
-        """The request ViewPlanner.decide would make, with the runtime profile inside (which carries the
-        size and images of a diffusion model)."""
-        auto_swap = self._planner.manager.settings.auto_swap
-        return PlacementRequest(
-            self._meta, level, device, self.context(), make_room=auto_swap if make_room is None else make_room,
-            allow_cpu=True if device == "cpu" else allow_cpu, runtime=self.runtime_profile())
+        """ViewPlanner's request with the runtime profile inside (which carries a diffusion model's size and
+        images)."""
+        return self._planner.request(self._meta, level=level, device=device, context=self.context(),
+                                     make_room=make_room, allow_cpu=allow_cpu, runtime=self.runtime_profile())
 
     def _ask(self, level: str | None, device: str | None, *, make_room: bool | None, allow_cpu: bool | None) -> Answer:
-        return self._planner.manager.decide(self._make_request(level, device, make_room=make_room,
-                                                               allow_cpu=allow_cpu))
+        return self._planner.decide(self._meta, level=level, device=device, context=self.context(),
+                                    make_room=make_room, allow_cpu=allow_cpu, runtime=self.runtime_profile())
+
+    def _suiting(self, profile: RuntimeProfile) -> tuple[str, ...]:
+        """The levels the profile's runtime loads (all of them where it loads none)."""
+        return tuple(lv for lv in self._all_levels if level_suits(profile, lv)) or tuple(self._all_levels)
 
     def _on_profile(self, profile: RuntimeProfile) -> None:
         """A runtime setting changed: the levels it loads, every fit and the breakdown, at once."""
         started = time.perf_counter()
         selected = self.selected_level()
-        levels = tuple(lv for lv in self._all_levels if level_suits(profile, lv)) or self._all_levels
+        levels = self._suiting(profile)
         if levels != tuple(self._levels):
             self._levels = levels
             self.table.clearSelection()

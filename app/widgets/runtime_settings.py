@@ -9,6 +9,10 @@ Every control shows what the runtime does by default (a spin box's "default (4)"
 :data:`~app.core.runtime_profile.RUNTIMES`' sources); a setting left at its default stays ``None`` in the
 profile, so the estimate follows the runtime. Spin boxes are debounced (``DEBOUNCE_MS``): holding an arrow
 key re-plans once it is released, not at every step. No figures are computed here.
+
+The group starts from ``initial`` (a host's :attr:`ModelResourceManager.runtime_profile`, say) and
+:meth:`RuntimeSettings.set_profile` sets every control from a profile at once: ``set_profile(p)`` then
+``profile()`` gives ``p`` back for the settings the model type shows.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class RuntimeSettings(QGroupBox):
     """The "Runtime" group: a runtime combo and the settings relevant to ``model_type``.
 
     ``levels`` are the model's candidate levels (what "Automatic" may pick a runtime for);
-    ``backend_hint`` the runtime the model names; ``resolution`` its default (width, height).
+    ``backend_hint`` the runtime the model names; ``resolution`` its default (width, height);
+    ``initial`` the profile the controls start from (None: every setting at the runtime's default).
     """
 
     sigProfileChanged = Signal(object)
@@ -119,7 +124,8 @@ class RuntimeSettings(QGroupBox):
     DEBOUNCE_MS = 150
 
     def __init__(self, model_type: ModelType, *, levels: Iterable[str] = (), backend_hint: str | None = None,
-                 resolution: tuple[int, int] = (1024, 1024), parent: QWidget | None = None) -> None:
+                 resolution: tuple[int, int] = (1024, 1024), initial: RuntimeProfile | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__("Runtime", parent)
         self.model_type = model_type
         self.is_llm = model_type == ModelType.LLM
@@ -134,6 +140,7 @@ class RuntimeSettings(QGroupBox):
         self._timer.setInterval(self.DEBOUNCE_MS)
         self._timer.timeout.connect(self._emit)
         self._profile = RuntimeProfile()
+        self._resolution = resolution
 
         self.runtime_combo = QComboBox()
         auto = ", ".join(RUNTIMES[r].label for r in self._auto)
@@ -232,6 +239,8 @@ class RuntimeSettings(QGroupBox):
             row.addStretch(1)
 
         self._apply_defaults()
+        if initial is not None:
+            self._set_controls(initial)  # nothing is connected yet: no signal
         self._profile = self._build()
         self.runtime_combo.currentIndexChanged.connect(self._on_runtime)
         self.flash_check.toggled.connect(self._on_flash)
@@ -248,6 +257,17 @@ class RuntimeSettings(QGroupBox):
     def profile(self) -> RuntimeProfile:
         """The profile as the controls stand (settings left at the default are None)."""
         return self._profile
+
+    def set_profile(self, profile: RuntimeProfile) -> None:
+        """Set every control from ``profile`` (a setting it leaves None shows the runtime's default).
+
+        Emits ``sigProfileChanged`` once at the end if the profile changed, never once per control; a
+        pending debounced change is dropped (``profile`` replaces it). Settings this model type does not
+        show (an LLM's cache types for a diffusion model, the backend) are not kept.
+        """
+        self._timer.stop()
+        self._set_controls(profile)
+        self._emit()
 
     def runtime(self) -> str | None:
         """The runtime chosen, or None for automatic (each level's own runtime)."""
@@ -311,6 +331,37 @@ class RuntimeSettings(QGroupBox):
                                     + _sources(ggml or cands, "batch"))
         self.beams_spin.set_default(self._common("beams"))
         self.beams_spin.setToolTip("Beam search width: the decoder keeps a cache per beam.\n" + _sources(cands, "beam"))
+
+    def _set_controls(self, profile: RuntimeProfile) -> None:
+        """Every control from ``profile``, with no control's signal sent."""
+        widgets = [self.runtime_combo, self.flash_check, self.parallel_spin, self.ubatch_spin, self.k_combo,
+                   self.v_combo, self.kv_ram_check, self.width_spin, self.height_spin, self.images_spin,
+                   self.offload_check, self.text_cpu_check, self.tiling_check, self.beams_spin, self.batch_spin]
+        blocked = [w.blockSignals(True) for w in widgets]
+        try:
+            index = self.runtime_combo.findData(profile.runtime)
+            self.runtime_combo.setCurrentIndex(max(0, index))  # a runtime this type lacks: automatic
+            if self.is_llm:
+                self._flash_override = profile.flash_attention
+                self.parallel_spin.setValue(profile.parallel or 0)
+                self.ubatch_spin.setValue(profile.ubatch or 0)
+                for combo, value in ((self.k_combo, profile.cache_type_k), (self.v_combo, profile.cache_type_v)):
+                    combo.setCurrentIndex(max(0, combo.findData(value)))
+                self.kv_ram_check.setChecked(not profile.kv_offload)
+            elif self.is_image:
+                self.width_spin.setValue(profile.width or self._resolution[0])
+                self.height_spin.setValue(profile.height or self._resolution[1])
+                self.images_spin.setValue(profile.batch or 1)
+                self.offload_check.setChecked(profile.offload == "model")
+                self.text_cpu_check.setChecked(profile.text_encoder_device == "cpu")
+                self.tiling_check.setChecked(profile.vae_tiling)
+            elif self.is_speech:
+                self.beams_spin.setValue(profile.beams or 0)
+                self.batch_spin.setValue(profile.batch or 0)
+            self._apply_defaults()  # the runtime's defaults and the flash check (from the override)
+        finally:
+            for w, was in zip(widgets, blocked, strict=True):
+                w.blockSignals(was)
 
     def _on_runtime(self) -> None:
         self._apply_defaults()

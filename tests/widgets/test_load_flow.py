@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.core.hardware_profiler import HardwareProfiler
 from app.core.model_resource_manager import ModelResourceManager, ModelState
+from app.core.runtime_profile import RuntimeProfile
 from app.core.sampler import Sampler
 from app.widgets.resource_panel import ResourcePanel
 
@@ -19,14 +20,21 @@ SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 
 @pytest.fixture
 def walk(qtbot, tmp_path, registry, clock):
-    """The story on one RTX 3060 (others hold a fixed 2.5 GiB): Ministral 8B at Q4_K_M and SD 1.5 loaded."""
+    """The story on one RTX 3060 (others hold a fixed 2.0 GiB): Ministral 8B at Q4_K_M and SD 1.5 loaded.
+
+    The browser holds 1.5 GiB, not 2.0: SDXL at fp16 with VAE tiling books 8.43 GiB on the GPU (8.88 GiB with
+    the CUDA context), and with 2.5 GiB held by others only 8.32 GiB is bookable even once both models are
+    offloaded (0.61 + 2.60 + 5.11), so the load would be refused, not made room for. At 1.5 GiB it fits with
+    0.39 GiB to spare after making room, and still needs room while the two are loaded (1.11 GiB bookable).
+    """
     rig = tmp_path / "rtx3060.json"
     rig.write_text(json.dumps({"gpus": [{"card": "rtx3060", "processes": [{"name": "Xorg", "used_gib": 0.5},
-                                                                           {"name": "browser", "used_gib": 2.0}]}]}))
+                                                                           {"name": "browser", "used_gib": 1.5}]}]}))
     profiler = HardwareProfiler(simulate=str(rig), clock=clock)
     sampler = Sampler(profiler, interval_s=1.0, clock=clock)
     sampler.tick()
     manager = ModelResourceManager(profiler=profiler, registry=registry, clock=clock)
+    manager.runtime_profile = RuntimeProfile(vae_tiling=True)  # SDXL's fp32 VAE decode peaks ~10 GiB: 12 GB cards tile
     manager.load(MINISTRAL, "Q4_K_M")
     clock.advance(5)
     manager.load(SD15)

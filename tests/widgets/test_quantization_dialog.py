@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from app.core.manager.placement import Decision
 from app.core.quantization_strategy import candidate_levels, estimate_model
+from app.core.runtime_profile import RuntimeProfile
 from app.core.units import GiB
+from app.widgets.planning import ViewPlanner
 from app.widgets.quantization_dialog import QuantizationDialog
 from tests.widgets._support import png_of
 from tests.widgets.conftest import DIFF_THRESHOLD
 
 MINISTRAL = "mistralai/Ministral-8B-Instruct-2410"
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
 def _dialog(qtbot, registry, sampler, strategy, model_id=MINISTRAL) -> QuantizationDialog:
@@ -81,3 +85,51 @@ def test_ok_returns_level_device_context(qtbot, registry, sampler, strategy):
 def test_screenshot_quantization_dialog(qtbot, registry, sampler, strategy, image_regression):
     dialog = _dialog(qtbot, registry, sampler, strategy)
     image_regression.check(png_of(dialog, (900, 660)), diff_threshold=DIFF_THRESHOLD)
+
+
+def test_the_picker_starts_from_the_managers_runtime_profile_and_plans_what_plan_does(
+        qtbot, registry, sampler, manager):
+    """One decision, one object: a host whose runtimes tile SDXL's VAE gets the same plan from the picker as
+    from ``manager.plan`` (same level, device and bytes), with "VAE tiling" shown checked."""
+    manager.observe(sampler.latest)
+    manager.runtime_profile = RuntimeProfile(vae_tiling=True)
+    meta = registry.get_model(SDXL)
+    dialog = QuantizationDialog(meta, sampler.latest, ViewPlanner(registry, manager))
+    qtbot.addWidget(dialog)
+    assert dialog.runtime_settings.tiling_check.isChecked()
+    assert dialog.runtime_profile().vae_tiling and dialog.request().runtime == dialog.runtime_profile()
+
+    planned = manager.plan(SDXL)
+    picked = dialog.decision()
+    assert isinstance(planned, Decision) and picked is not None
+    assert picked.placement.level == planned.placement.level
+    assert picked.placement.device == planned.placement.device
+    assert picked.placement.estimate.total_bytes == planned.placement.estimate.total_bytes
+    assert "VAE tiling" in picked.placement.estimate.runtime
+    # the profile matters here: without it SDXL's fp32 decode of the whole image is the peak
+    untiled = estimate_model(meta, picked.placement.level, profile=RuntimeProfile())
+    assert picked.placement.estimate.total_bytes < untiled.total_bytes
+
+    manager.runtime_profile = None  # and a host that names none gets the runtime's defaults, as plan does
+    plain = QuantizationDialog(meta, sampler.latest, ViewPlanner(registry, manager))
+    qtbot.addWidget(plain)
+    assert not plain.runtime_settings.tiling_check.isChecked()
+    assert plain.decision().placement.estimate.total_bytes == manager.plan(SDXL).placement.estimate.total_bytes
+
+
+def test_a_port_without_a_runtime_profile_starts_from_the_defaults(qtbot, registry, sampler, manager):
+    class Port:  # a host's facade over the manager that predates runtime_profile
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            if name == "runtime_profile":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    manager.observe(sampler.latest)
+    manager.runtime_profile = RuntimeProfile(vae_tiling=True)
+    dialog = QuantizationDialog(registry.get_model(SDXL), sampler.latest, ViewPlanner(registry, Port(manager)))
+    qtbot.addWidget(dialog)
+    assert not dialog.runtime_settings.tiling_check.isChecked()
+    assert dialog.request().runtime == dialog.runtime_profile()

@@ -198,3 +198,44 @@ def test_screenshot_sdxl_pipeline_breakdown(qtbot, registry, sampler, strategy, 
     dialog.resize(900, 760)
     dialog.splitter.setSizes([150, 400])
     image_regression.check(png_of(dialog, (900, 760)), diff_threshold=DIFF_THRESHOLD)
+
+
+@pytest.mark.parametrize(("model_type", "profile"), [
+    (ModelType.LLM, RuntimeProfile(runtime="ollama", flash_attention=True, parallel=4, ubatch=256,
+                                   cache_type_k="q8_0", cache_type_v="q4_0", kv_offload=False)),
+    (ModelType.LLM, RuntimeProfile(runtime="llama.cpp", flash_attention=False)),
+    (ModelType.TEXT_TO_IMAGE, RuntimeProfile(runtime="diffusers", width=768, height=1344, batch=3, offload="model",
+                                             text_encoder_device="cpu", vae_tiling=True)),
+    (ModelType.TEXT_TO_IMAGE, RuntimeProfile(width=1024, height=1024, vae_tiling=True)),
+    (ModelType.SPEECH_TO_TEXT, RuntimeProfile(runtime="ctranslate2", beams=2, batch=8)),
+])
+def test_set_profile_round_trips_and_emits_once(qtbot, model_type, profile):
+    rs = RuntimeSettings(model_type, levels=("Q4_K_M", "fp16"))
+    qtbot.addWidget(rs)
+    sent = []
+    rs.sigProfileChanged.connect(sent.append)
+    rs.set_profile(profile)
+    assert rs.profile() == profile and sent == [profile]  # one signal for every control set
+    rs.set_profile(profile)
+    assert sent == [profile]  # nothing changed: nothing sent
+    rs.set_profile(RuntimeProfile(width=1024, height=1024) if rs.is_image else RuntimeProfile())
+    assert len(sent) == 2 and rs.profile() == sent[-1]  # back to the defaults
+    assert rs.runtime() is None and not rs.tiling_check.isChecked() and not rs.kv_ram_check.isChecked()
+
+
+def test_initial_profile_sets_the_controls_without_a_signal(qtbot):
+    initial = RuntimeProfile(runtime="ollama", flash_attention=True, parallel=2, cache_type_v="q8_0")
+    sent = []
+    rs = RuntimeSettings(ModelType.LLM, initial=initial)
+    qtbot.addWidget(rs)
+    rs.sigProfileChanged.connect(sent.append)
+    QApplication.processEvents()
+    assert rs.profile() == initial and not sent
+    assert rs.runtime() == "ollama" and rs.flash_check.isChecked()  # Ollama's default is off: the profile's on
+    assert rs.parallel_spin.value() == 2 and rs.v_combo.currentData() == "q8_0"
+    rs.flash_check.setChecked(False)  # the user's change still counts, once
+    assert len(sent) == 1 and sent[0].flash_attention is None  # off is Ollama's default
+    image = RuntimeSettings(ModelType.TEXT_TO_IMAGE, resolution=(1024, 1024), initial=RuntimeProfile(vae_tiling=True))
+    qtbot.addWidget(image)
+    assert image.tiling_check.isChecked() and image.profile() == RuntimeProfile(width=1024, height=1024,
+                                                                                vae_tiling=True)
