@@ -31,6 +31,18 @@ def _cache_type(text: str) -> str:
     return low
 
 
+def _component_level(text: str) -> tuple[str, str]:
+    from app.core.estimation import UnknownQuantizationError, resolve_quantization
+
+    name, sep, level = text.partition("=")
+    if not sep or not name.strip() or not level.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write PART=LEVEL, e.g. text_encoder_3=int8")
+    try:
+        return name.strip(), resolve_quantization(level.strip()).name
+    except UnknownQuantizationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _resolution(text: str) -> tuple[int, int]:
     from app.core.runtime_profile import parse_resolution
 
@@ -70,6 +82,9 @@ def add_runtime_flags(parser: argparse.ArgumentParser, in_range: Any, *, batch_d
                    help="one pipeline component on the GPU at a time (diffusers' enable_model_cpu_offload)")
     g.add_argument("--text-encoders-on-cpu", action="store_true", help="keep a pipeline's text encoders in RAM")
     g.add_argument("--vae-tiling", action="store_true", help="decode images in 512-pixel tiles")
+    g.add_argument("--vae-slicing", action="store_true", help="decode the batch one image at a time")
+    g.add_argument("--component-level", type=_component_level, action="append", metavar="PART=LEVEL",
+                   help="a pipeline part's own level, e.g. text_encoder_3=int8 (repeatable)")
 
 
 def profile_from(args: argparse.Namespace, kv_dtype: str | None = None) -> Any:
@@ -84,7 +99,8 @@ def profile_from(args: argparse.Namespace, kv_dtype: str | None = None) -> Any:
         cache_type_v=args.cache_type_v or kv,
         kv_offload=not args.no_kv_offload, width=width, height=height, frames=args.frames, beams=args.beams,
         offload="model" if args.offload_components else "none",
-        text_encoder_device="cpu" if args.text_encoders_on_cpu else "gpu", vae_tiling=args.vae_tiling)
+        text_encoder_device="cpu" if args.text_encoders_on_cpu else "gpu", vae_tiling=args.vae_tiling,
+        vae_slicing=args.vae_slicing, component_levels=tuple(dict(args.component_level or ()).items()))
 
 
 #: estimate's architecture flags beyond layers/hidden/heads/kv-heads/head-dim/vocab/intermediate.

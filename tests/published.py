@@ -63,7 +63,9 @@ def compare(row: dict[str, Any]) -> tuple[list[tuple[str, int, int]], str | None
         ubatch=rt.get("ubatch"), cache_type_k=rt.get("cache_type_k"), cache_type_v=rt.get("cache_type_v"),
         width=rt.get("width"), height=rt.get("height"), beams=rt.get("beams"),
         offload=rt.get("offload", "none"), text_encoder_device=rt.get("text_encoder_device", "gpu"),
-        vae_tiling=bool(rt.get("vae_tiling")))
+        vae_tiling=bool(rt.get("vae_tiling")), vae_slicing=bool(rt.get("vae_slicing")),
+        component_levels=tuple((k[: -len("_level")], _LEVELS.get(str(v).lower(), v)) for k, v in rt.items()
+                               if k.endswith("_level")))
     try:
         meta = _metadata(row)
         est = estimate_model(meta, level, context=rt.get("context"), profile=profile,

@@ -3,7 +3,7 @@
 A pipeline's memory is its components' weights (each at its own level, on its own device) plus the
 working memory of the phase that needs most, not the sum of every phase: a diffusion pipeline encodes
 the prompt, denoises, then decodes with the VAE, one after the other. With ``offload="model"``
-(diffusers' ``enable_model_cpu_offload``) only the phase's own components are on the GPU, so the peak is
+(diffusers' ``enable_model_cpu_offload``) only the running component is on the GPU, so the peak is
 the largest phase's weights plus its working memory.
 
 Where the numbers come from:
@@ -58,7 +58,8 @@ _VAE_TILE = 512
 #: Hugging Face SDXL blog (fp16, 4 images at 1024², VAE slicing: 15.40 GB peak less 6.94 GB of weights over
 #: 8 × 128² latent pixels); FLUX.1-dev from the diffusers quantization blog (bf16, 1024²: 38.83 GB peak
 #: less 33.77 GB of weights over 128² latent pixels). Other families: ComfyUI's rule (2 B × 0.01 ×
-#: memory_usage_factor MiB) times 3.85, the ratio of diffusers' measured SDXL figure to ComfyUI's SDXL rule.
+#: memory_usage_factor MiB), times 3.85 for UNets (the ratio of diffusers' measured SDXL figure to ComfyUI's SDXL
+#: rule); transformer families patchify the latent and keep the rule as it is.
 _MEASURED_PER_LATENT_PIXEL = {
     "sdxl": (64_550, "measured in diffusers, SDXL blog"),
     "flux": (309_264, "measured in diffusers, FLUX.1-dev quantization blog"),
@@ -66,12 +67,20 @@ _MEASURED_PER_LATENT_PIXEL = {
 _DIFFUSERS_OVER_COMFY = 3.85
 
 
+#: UNet families, whose working memory in diffusers scales from ComfyUI's rule as SDXL's measured figure does.
+#: Transformer (DiT) families patchify the latent and scale differently: ComfyUI's rule as it is.
+_UNET_FAMILIES = frozenset({"sd15", "sd2", "sdxl"})
+
+
 def denoise_bytes_per_latent_pixel(family: str) -> tuple[int, str]:
     """(bytes, source) of denoising working memory per latent pixel per pass, at 16 bits."""
     if family in _MEASURED_PER_LATENT_PIXEL:
         return _MEASURED_PER_LATENT_PIXEL[family]
     factor = DIFFUSION_FACTORS.get(family, 2.0)
-    return int(2 * 0.01 * factor * MiB * _DIFFUSERS_OVER_COMFY), f"ComfyUI's rule × {_DIFFUSERS_OVER_COMFY}"
+    if family in _UNET_FAMILIES:
+        return (int(2 * 0.01 * factor * MiB * _DIFFUSERS_OVER_COMFY),
+                f"ComfyUI's rule × {_DIFFUSERS_OVER_COMFY}, as measured for SDXL")
+    return int(2 * 0.01 * factor * MiB), "ComfyUI's rule"
 
 
 def role_of(name: str) -> str:
@@ -113,18 +122,20 @@ _SIXTEEN = resolve_quantization("fp16")
 
 
 def _parts(components: dict[str, int] | None, parameters: int, level: QuantSpec, *, main: str,
-           text_device: str) -> list[Part]:
+           text_device: str, levels: tuple[tuple[str, str], ...] = ()) -> list[Part]:
     """The components at their levels: the main part (the denoiser) at ``level``; text encoders and the VAE
-    at 16 bits unless the level is a float level (then they follow it), text encoders on ``text_device``."""
+    at 16 bits unless the level is a float level (then they follow it), text encoders on ``text_device``;
+    ``levels`` names a component's own level (a T5 encoder loaded in 8 bits)."""
     _check_parameters(parameters)
     comps = dict(components or {})
     if not comps:
         comps = {main: parameters}
     follow = level if level.kind == "float" else _SIXTEEN
+    own = {name: resolve_quantization(lv) for name, lv in levels}
     out = []
     for name, n in comps.items():
         role = role_of(name)
-        lv = level if role in ("denoiser", "stage", "encoder", "decoder") else follow
+        lv = own.get(name) or (level if role in ("denoiser", "stage", "encoder", "decoder") else follow)
         device = text_device if role == "text encoder" else "gpu"
         out.append(Part(name, int(n), lv, device))
     return out
@@ -137,14 +148,11 @@ def _peak(parts: list[Part], phases: list[tuple[str, tuple[str, ...], int, str]]
     on_device = [p for p in parts if device_kind == "cpu" or p.device == "gpu"]
     host_parts = [] if device_kind == "cpu" else [p for p in parts if p.device != "gpu"]
     phase_rows = []
-    previous: tuple[str, ...] = ()
     for name, uses, working, text in phases:
-        # With model offload, diffusers moves the previous component out only once the next one has run
-        # (accelerate's hook chain): the SDXL blog's figures show the UNet still resident while the VAE decodes.
-        resident = [p for p in on_device if p.name in uses or p.name in previous] if offload else on_device
-        phase_rows.append(PhaseEstimate(name, uses + previous if offload else uses, working,
-                                        sum(p.bytes for p in resident) + working, text))
-        previous = uses
+        # With model offload, accelerate's hook moves the previous component out before the next one runs
+        # (diffusers hooks the VAE's decode too, with apply_forward_hook): one component at a time.
+        resident = [p for p in on_device if p.name in uses] if offload else on_device
+        phase_rows.append(PhaseEstimate(name, uses, working, sum(p.bytes for p in resident) + working, text))
     top = max(phase_rows, key=lambda p: p.peak_bytes) if phase_rows else None
     if offload and top is not None:
         resident = [p for p in on_device if p.name in top.components]
@@ -177,19 +185,23 @@ def estimate_diffusion_pipeline(
     """A text-to-image or text-to-video pipeline: encode, denoise, decode."""
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
     images = profile.images
-    parts = _parts(components, parameters, q, main="denoiser", text_device=profile.text_encoder_device)
+    parts = _parts(components, parameters, q, main="denoiser", text_device=profile.text_encoder_device,
+                   levels=profile.component_levels)
     dtype = 4 if q.bits > 16 else 2
-    latent_frames = (max(1, frames) - 1) // 4 + 1  # video VAEs compress time 4× (Wan, HunyuanVideo, LTX)
+    # Video VAEs compress time 4× and space 8× (Wan, HunyuanVideo); LTX-Video's 8× and 32× (its paper's 1:192).
+    t_down, s_down = (8, 32) if family == "ltx" else (4, 8)
+    latent_frames = (max(1, frames) - 1) // t_down + 1
     passes = 1 if family in GUIDANCE_DISTILLED else 2
-    area = images * passes * latent_frames * (height // 8) * (width // 8)
+    lh, lw = max(1, height // s_down), max(1, width // s_down)
+    area = images * passes * latent_frames * lh * lw
     per_px, source = denoise_bytes_per_latent_pixel(family)
     denoise = int(area * per_px * dtype / 2)
     scores = 0
     if not profile.flash:  # eager attention holds each layer's scores: 10 heads over the first attention level
-        tokens = (height // 8) * (width // 8) * latent_frames // (1 if family == "sd15" else 4)
+        tokens = max(1, lh * lw * latent_frames // (1 if family in ("sd15", "ltx") else 4))
         scores = images * passes * 10 * tokens * tokens * dtype
         denoise += scores
-    denoise_text = (f"latent {width // 8}×{height // 8}" + (f"×{latent_frames}" if latent_frames > 1 else "")
+    denoise_text = (f"latent {lw}×{lh}" + (f"×{latent_frames}" if latent_frames > 1 else "")
                     + f" × {images} image{'s' if images > 1 else ''}"
                     + (" × 2 (guidance pass)" if passes == 2 else "")
                     + f" × {per_px * dtype / 2 / 1024:.0f} KiB ({source})"
@@ -199,13 +211,15 @@ def estimate_diffusion_pipeline(
     tile = min(_VAE_TILE, width), min(_VAE_TILE, height)
     px = (tile[0] * tile[1]) if profile.vae_tiling else width * height
     decoded_frames = min(frames, 4) if frames > 1 else 1  # video VAEs decode a few frames at a time
-    decode = _VAE_LIVE_CHANNELS * vae_dtype * px * images * decoded_frames
+    decoded = 1 if profile.vae_slicing else images
+    decode = _VAE_LIVE_CHANNELS * vae_dtype * px * decoded * decoded_frames
     vae = [p for p in parts if role_of(p.name) == "VAE"]
     if upcast and vae:
         decode += vae[0].parameters * 2  # the fp32 copy beside the fp16 weights
     decode_text = (f"VAE decode: 3 × 256 channels × {vae_dtype} B × "
                    + (f"{tile[0]}×{tile[1]} tiles" if profile.vae_tiling else f"{width}×{height}")
-                   + f" × {images} image{'s' if images > 1 else ''}"
+                   + f" × {decoded} image{'s' if decoded > 1 else ''}"
+                   + (" (one at a time: VAE slicing)" if profile.vae_slicing and images > 1 else "")
                    + (f" × {decoded_frames} frames" if decoded_frames > 1 else "")
                    + (" (SDXL's VAE decodes in fp32)" if upcast else ""))
     text_names = tuple(p.name for p in parts if role_of(p.name) == "text encoder")

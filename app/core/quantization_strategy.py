@@ -206,7 +206,8 @@ def _candidate_levels(metadata: ModelMetadata) -> tuple[str, ...]:
 
 def _diffusion_family(metadata: ModelMetadata) -> str:
     text = f"{metadata.id} {metadata.name}".lower()
-    for key, fam in (("flux", "flux"), ("xl", "sdxl"), ("3.5", "sd3"), ("stable-diffusion-3", "sd3"),
+    for key, fam in (("flux", "flux"), ("pixart", "pixart"), ("xl", "sdxl"), ("3.5", "sd3"),
+                     ("stable-diffusion-3", "sd3"), ("sd3", "sd3"),
                      ("v1-5", "sd15"), ("1.5", "sd15"), ("wan", "wan"), ("hunyuan", "hunyuan"), ("ltx", "ltx")):
         if key in text:
             return fam

@@ -164,6 +164,10 @@ class RuntimeProfile:
     offload: Literal["none", "model"] = "none"
     text_encoder_device: Literal["gpu", "cpu"] = "gpu"
     vae_tiling: bool = False
+    #: Decode one image of the batch at a time (diffusers' enable_vae_slicing).
+    vae_slicing: bool = False
+    #: A pipeline component's own level, e.g. (("text_encoder_3", "int8"),): T5 loaded in 8 bits.
+    component_levels: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.runtime is not None:
@@ -186,6 +190,11 @@ class RuntimeProfile:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
                 raise ValueError(f"{name} must be a whole number between 1 and {limit:,}, not {value!r}")
+        if isinstance(self.component_levels, dict):
+            object.__setattr__(self, "component_levels", tuple(sorted(self.component_levels.items())))
+        for entry in self.component_levels:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+                raise ValueError(f"component_levels holds (component, level) pairs, not {entry!r}")
         if self.offload not in ("none", "model"):
             raise ValueError(f"offload must be 'none' or 'model', not {self.offload!r}")
         if self.text_encoder_device not in ("gpu", "cpu"):
@@ -252,7 +261,7 @@ class RuntimeProfile:
             "cache_type_k": self.k_type, "cache_type_v": self.v_type, "kv_offload": self.kv_offload,
             "mmap": self.mmap, "width": self.width, "height": self.height, "frames": self.frames,
             "beams": self.beam_width, "offload": self.offload, "text_encoder_device": self.text_encoder_device,
-            "vae_tiling": self.vae_tiling,
+            "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing, "component_levels": dict(self.component_levels),
         }
 
     def describe(self) -> str:
@@ -279,6 +288,10 @@ class RuntimeProfile:
             parts.append("text encoders on the CPU")
         if self.vae_tiling:
             parts.append("VAE tiling")
+        if self.vae_slicing:
+            parts.append("VAE slicing")
+        for name, level in self.component_levels:
+            parts.append(f"{name} at {level}")
         return ", ".join(parts)
 
 
