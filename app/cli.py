@@ -270,8 +270,14 @@ def _estimate(args: argparse.Namespace, quant: Any, full: bool, kv_only: bool, k
     from app.cli_runtime import profile_from
     from app.core.estimation import Architecture, EstimateTerm, kv_cache_bytes
     from app.core.runtime_estimate import estimate_llm_run
+    from app.core.runtime_profile import check_runtime
 
-    profile = profile_from(args, args.kv_dtype).with_defaults_of("llama.cpp" if quant.is_gguf else "transformers")
+    given = profile_from(args, args.kv_dtype)
+    try:
+        check_runtime(given, "llm", quant.name)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    profile = given.with_defaults_of("llama.cpp" if quant.is_gguf else "transformers")
     arch = None
     notes: list[str] = []
     if full:
@@ -320,6 +326,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from app.cli_runtime import profile_from
     from app.core.estimation import UnknownQuantizationError
     from app.core.manager.placement import Decision
+    from app.core.runtime_profile import check_runtime
     from app.core.units import format_gib
 
     try:
@@ -346,6 +353,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except UnknownQuantizationError as err:
             raise CliError(str(err)) from err
         request = dataclasses.replace(request, kv_dtype=args.kv_dtype, runtime=runtime)
+        try:
+            check_runtime(runtime, model.model_type, request.level)
+        except ValueError as err:
+            raise CliError(str(err)) from err
         if args.prometheus or args.exporter:
             from app.cli_monitoring import cluster_plan
 
@@ -410,6 +421,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return code
 
 
+def _one_model_folder(folder: str) -> bool:
+    """A folder that describes one model by itself (checked without walking the tree under it)."""
+    import os
+
+    name = os.path.basename(os.path.normpath(folder))
+    if name.startswith("models--") or os.path.basename(os.path.dirname(os.path.normpath(folder))) == "snapshots":
+        return True
+    try:
+        entries = set(os.listdir(folder))
+    except OSError:
+        return False
+    return bool(entries & {"config.json", "model_index.json"}) or any(e.endswith(".gguf") for e in entries)
+
+
 def _model_from_path(text: str) -> Any:
     """A model read from a path (a folder with config.json, a Hugging Face cache entry, a GGUF file), not
     registered; None when ``text`` is not a path that exists."""
@@ -417,6 +442,10 @@ def _model_from_path(text: str) -> Any:
 
     if not (os.sep in text or text.startswith(".") or text.endswith((".gguf", ".json"))) or not os.path.exists(text):
         return None
+    if os.path.isdir(text) and not _one_model_folder(text):
+        raise CliError(f"{text} is not one model's folder (no config.json or model_index.json in it, and not a "
+                       "Hugging Face cache entry); give the model's own folder or file, or register a tree of "
+                       "models with `modeldeck scan PATH`")
     from app.core import model_registry
     from app.core.importers import ModelImportError
 
@@ -653,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--context", type=_in_range(int, 0, MAX_CONTEXT, "a context in tokens"), default=0,
                      metavar="N", help="tokens of KV cache (default 0)")
     est.add_argument("--kv-dtype", type=_kv_dtype, default="f16", metavar="T", help="f16, q8_0, q4_0 …")
-    est.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="whose runtime overhead to add")
+    est.add_argument("--device", type=str.lower, choices=("gpu", "cpu"), default="gpu",
+                     help="whose runtime overhead to add")
     est.add_argument("--json", action="store_true", help="print one JSON document")
     add_architecture_flags(est, _in_range)
     add_runtime_flags(est, _in_range, batch_default=512)

@@ -59,7 +59,8 @@ def add_runtime_flags(parser: argparse.ArgumentParser, in_range: Any, *, batch_d
     g = parser.add_argument_group("runtime (defaults: the runtime's own, see `--runtime`)")
     g.add_argument("--runtime", type=_runtime, metavar="R",
                    help=f"the runtime that will load it: {', '.join(RUNTIMES)} (default: by level and model type)")
-    g.add_argument("--backend", choices=BACKENDS, default=None, help="the GPU backend (default cuda)")
+    g.add_argument("--backend", type=str.lower, choices=BACKENDS, default=None,
+                   help="the GPU backend (default cuda)")
     fa = g.add_mutually_exclusive_group()
     fa.add_argument("--flash-attention", dest="flash_attention", action="store_const", const=True, default=None,
                     help="size the compute buffers with flash attention")
@@ -126,7 +127,7 @@ def add_architecture_flags(parser: argparse.ArgumentParser, in_range: Any) -> No
     tie.add_argument("--tied", dest="tied", action="store_const", const=True, default=None,
                      help="the output layer shares the token embeddings")
     tie.add_argument("--untied", dest="tied", action="store_const", const=False, help="it has its own (default)")
-    g.add_argument("--mlp", choices=("gated", "plain"), default=None,
+    g.add_argument("--mlp", type=str.lower, choices=("gated", "plain"), default=None,
                    help="gated: gate, up and down (Llama, default); plain: up and down only (GPT-2, phi-2)")
     g.add_argument("--attention-bias", action="store_true", help="Q/K/V projections have biases (Qwen2, phi-2)")
     g.add_argument("--sliding-window", type=in_range(int, 1, L["sliding_window"], "a window in tokens"),

@@ -29,6 +29,8 @@ __all__ = [
     "runtime_for",
     "resolve",
     "level_suits",
+    "runtimes_for",
+    "check_runtime",
     "runtime_name",
 ]
 
@@ -261,7 +263,8 @@ class RuntimeProfile:
             "cache_type_k": self.k_type, "cache_type_v": self.v_type, "kv_offload": self.kv_offload,
             "mmap": self.mmap, "width": self.width, "height": self.height, "frames": self.frames,
             "beams": self.beam_width, "offload": self.offload, "text_encoder_device": self.text_encoder_device,
-            "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing, "component_levels": dict(self.component_levels),
+            "vae_tiling": self.vae_tiling, "vae_slicing": self.vae_slicing,
+            "component_levels": dict(self.component_levels),
         }
 
     def describe(self) -> str:
@@ -334,6 +337,37 @@ def runtime_for(model_type: str, level: str | None = None, backend_hint: str | N
             return "whisper.cpp"
         return hint if hint in ("ctranslate2", "openai-whisper", "transformers") else "transformers"
     return "transformers"
+
+
+_RUNTIMES_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "llm": ("llama.cpp", "ollama", "transformers"),
+    "text_to_image": ("diffusers",),
+    "text_to_video": ("diffusers",),
+    "speech_to_text": ("ctranslate2", "openai-whisper", "whisper.cpp", "transformers"),
+}
+
+
+def runtimes_for(model_type: Any) -> tuple[str, ...]:
+    """The runtimes (keys of RUNTIMES) that run a model of ``model_type`` (a ModelType or its value)."""
+    return _RUNTIMES_BY_TYPE.get(str(getattr(model_type, "value", model_type)), ("transformers",))
+
+
+def check_runtime(profile: RuntimeProfile, model_type: Any, level: str | None = None) -> None:
+    """A ValueError, in words a user can act on, when the profile's runtime does not run this kind of model
+    or does not load ``level`` (llama.cpp loads GGUF levels; transformers does not load them as they are)."""
+    if profile.runtime is None:
+        return
+    kind = str(getattr(model_type, "value", model_type))
+    words = {"llm": "language", "text_to_image": "image", "text_to_video": "video", "speech_to_text": "speech-to-text",
+             "text_to_speech": "text-to-speech", "embedding": "embedding"}.get(kind, kind)
+    allowed = runtimes_for(model_type)
+    if profile.runtime not in allowed:
+        raise ValueError(f"{RUNTIMES[profile.runtime].label} does not run {words} models; use one of: "
+                         f"{', '.join(allowed)}, or leave --runtime out")
+    if level is not None and kind == "llm" and not level_suits(profile, level):
+        want = "a GGUF level such as Q4_K_M or Q8_0" if profile.defaults.kind == "ggml" else \
+            "a level such as bf16, fp16, int8 or nf4"
+        raise ValueError(f"{RUNTIMES[profile.runtime].label} does not load {level}; choose {want}, or another runtime")
 
 
 def level_suits(profile: RuntimeProfile, level: str) -> bool:

@@ -35,7 +35,8 @@ from app.core.runtime_profile import RuntimeProfile, level_suits
 from app.core.units import format_gib
 from app.widgets.planning import Answer, ViewPlanner
 from app.widgets.ports import runtime_profile_of
-from app.widgets.registry_browser import breakdown_lines, monospace_font
+from app.widgets.breakdown_text import detail_lines
+from app.widgets.registry_browser import monospace_font
 from app.widgets.registry_table_model import params_label
 from app.widgets.runtime_settings import RuntimeSettings
 
@@ -53,30 +54,6 @@ def _label(room: DeviceRoom, profile: HardwareProfile) -> str:
         return "CPU (RAM)"
     gpu = next((g for g in profile.gpus if g.device_id == room.device), None)
     return f"GPU {gpu.index}" if gpu is not None else room.device
-
-
-def detail_lines(estimate: MemoryEstimate) -> list[str]:
-    """The breakdown as the picker shows it: the runtime, the terms on the device and their total, what
-    stays in RAM beside it, and for a pipeline one row per component and one per phase (the peak marked)."""
-    lines = [f"runtime  {estimate.runtime}"] if estimate.runtime else []
-    lines += breakdown_lines(estimate)
-    if estimate.host_bytes:
-        lines.append(f"{'in RAM':<9}{format_gib(estimate.host_bytes, 2):>11}")
-        lines.append(f"  {estimate.host.explanation}")
-    width = max([10, *(len(c.name) for c in estimate.components), *(len(p.name) for p in estimate.phases)])
-    if estimate.components:
-        lines.append(f"{'component':<{width}}  {'role':<13} {'level':<7} {'on':<4}{'size':>10}")
-        for c in estimate.components:
-            lines.append(f"{c.name:<{width}}  {c.role:<13} {c.level:<7} {'CPU' if c.device == 'cpu' else 'GPU':<4}"
-                         f"{format_gib(c.bytes, 2):>10}")
-    if estimate.phases:
-        peak = max(estimate.phases, key=lambda p: p.peak_bytes)
-        lines.append(f"{'phase':<{width}}  {'device peak':>13}")
-        for p in estimate.phases:
-            mark = "  ← peak" if p is peak else ""
-            lines.append(f"{p.name:<{width}}  {format_gib(p.peak_bytes, 2):>13}{mark}")
-            lines.append(f"  {p.explanation}")
-    return lines
 
 
 class _FittedTable(QTableWidget):

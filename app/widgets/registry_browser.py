@@ -21,6 +21,7 @@ from app.core.manager.placement import Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
 from app.widgets.add_model_dialog import AddModelDialog, ModelEditing
+from app.widgets.breakdown_text import detail_lines
 from app.widgets.ports import ManagedRegistry
 from app.widgets.folder_scan import FolderScan, ScanFlow
 from app.widgets.scan_preview import ScanPreviewDialog
@@ -32,19 +33,6 @@ from app.widgets.focus import select_current_on_focus
 __all__ = ["RegistryBrowser", "RegistryFilterProxy"]
 
 _Index = QModelIndex | QPersistentModelIndex
-
-
-def breakdown_lines(estimate: Any) -> list[str]:
-    """An estimate as aligned "term  GiB" lines, each followed by its reason (wraps in a narrow pane)."""
-    rows = (("weights", estimate.weights), ("KV cache", estimate.kv_cache), ("compute", estimate.compute),
-            ("overhead", estimate.overhead))
-    lines: list[str] = []
-    for label, term in rows:
-        lines.append(f"{label:<9}{format_gib(term.bytes, 2):>11}")
-        if term.explanation:
-            lines.append(f"  {term.explanation}")
-    lines.append(f"{'total':<9}{format_gib(estimate.total_bytes, 2):>11}" + ("  (approximate)" if estimate.approximate else ""))
-    return lines
 
 
 def origin_label(meta: ModelMetadata, override: bool) -> str:
@@ -111,11 +99,11 @@ def plan_lines(plan: Any, problem: str | None) -> tuple[str, list[str]]:
     if plan is None:
         return problem or "", []
     if isinstance(plan, Refusal):
-        lines = breakdown_lines(plan.estimate) if plan.estimate else []
+        lines = detail_lines(plan.estimate) if plan.estimate else []
         lines.append(f"needs {format_gib(plan.needed_bytes, 2)}, {format_gib(plan.available_bytes, 2)} bookable")
         return plan.message(), lines
     placement = plan.placement
-    lines = breakdown_lines(placement.estimate)
+    lines = detail_lines(placement.estimate)
     if placement.kind in ("split", "partial"):
         lines.append("layers: " + ", ".join(f"{s.layers} on {s.device}" for s in placement.shares))
     for share in placement.shares:

@@ -25,25 +25,20 @@ from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from app.core.model_registry import ModelType
-from app.core.runtime_profile import CACHE_TYPES, MAX_PARALLEL, RUNTIMES, RuntimeDefaults, RuntimeProfile, runtime_for
+from app.core.runtime_profile import (
+    CACHE_TYPES,
+    MAX_PARALLEL,
+    RUNTIMES,
+    RuntimeDefaults,
+    RuntimeProfile,
+    runtime_for,
+    runtimes_for,
+)
 
 __all__ = ["RuntimeSettings", "DefaultSpin", "runtimes_for"]
 
 _IMAGE_TYPES = (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO)
 #: Runtimes offered per model type (the rest: transformers).
-_RUNTIMES_BY_TYPE = {
-    ModelType.LLM: ("llama.cpp", "ollama", "transformers"),
-    ModelType.TEXT_TO_IMAGE: ("diffusers",),
-    ModelType.TEXT_TO_VIDEO: ("diffusers",),
-    ModelType.SPEECH_TO_TEXT: ("ctranslate2", "openai-whisper", "whisper.cpp", "transformers"),
-}
-
-
-def runtimes_for(model_type: ModelType) -> tuple[str, ...]:
-    """The runtimes (keys of RUNTIMES) that run a model of ``model_type``."""
-    return _RUNTIMES_BY_TYPE.get(model_type, ("transformers",))
-
-
 def _sources(defaults: Iterable[RuntimeDefaults], topic: str | None = None) -> str:
     """The defaults' sources (those mentioning ``topic`` where any does), one line per runtime."""
     lines = []
