@@ -189,7 +189,8 @@ def test_runtime_and_level_are_checked_against_the_model():
         check_runtime(RuntimeProfile(runtime="ollama"), "llm", "nf4")
 
 
-@pytest.mark.parametrize(("text", "size"), [("1024x768", (1024, 768)), ("512", (512, 512)), (" 832 × 480 ", (832, 480))])
+@pytest.mark.parametrize(("text", "size"), [("1024x768", (1024, 768)), ("512", (512, 512)),
+                                           (" 832 × 480 ", (832, 480))])
 def test_resolutions(text, size):
     assert parse_resolution(text) == size
 
