@@ -273,6 +273,8 @@ class RuntimeProfile:
         parts = [f"{d.label} on {self.device_backend.upper() if self.device_backend != 'metal' else 'Metal'}"]
         if d.kind in ("ggml", "llm"):
             parts.append("flash attention" if self.flash else "no flash attention")
+        elif not self.flash:
+            parts.append("no flash attention (eager attention)")
         if self.sequences > 1:
             parts.append(f"{self.sequences} parallel sequences")
         if self.width and self.height and d.name == "diffusers":

@@ -129,3 +129,27 @@ def test_cli_plan_and_the_manager_agree_on_the_same_ledger(tmp_path, args):
         assert doc[key] == expected[key], key
     # The margin is the manager's (0.45 GiB per GPU), not a headroom of the CLI's own.
     assert doc["headroom_bytes"] == expected["headroom_bytes"]
+
+
+def test_plan_a_folder_with_a_config_json(tmp_path):
+    """`plan PATH`: a model nobody registered, described by its config.json alone (Qwen2.5-7B's numbers)."""
+    folder = tmp_path / "Qwen2.5-7B-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16"}))
+    out = run("plan", str(folder), "--simulate", "rtx3060", "--quant", "Q4_K_M", "--context", "8192", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    # 28 layers × 8192 tokens × 4 KV heads × 128 × 2 (K, V) × 2 B
+    assert doc["estimate"]["kv_cache_bytes"] == 28 * 8192 * 4 * 128 * 2 * 2
+    assert doc["estimate"]["host_bytes"] > 0 and doc["quantization"] == "Q4_K_M"
+    text = run("plan", str(folder), "--simulate", "rtx3060", "--no-flash-attention")
+    assert text.returncode == 0 and "no flash attention" in text.stdout and "Traceback" not in text.stderr
+
+
+def test_plan_a_folder_that_is_not_one_model_is_refused_at_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    out = run("plan", str(tmp_path), "--simulate", "rtx3060")
+    assert out.returncode != 0 and "not one model's folder" in out.stderr and "Traceback" not in out.stderr
