@@ -206,3 +206,15 @@ def test_profiles_are_hashable_and_key_the_estimate_cache(registry):
     a = estimate_model(sd15, "fp16", profile=RuntimeProfile(vae_tiling=True))
     b = estimate_model(sd15, "fp16", profile=dataclasses.replace(RuntimeProfile(), vae_tiling=True))
     assert a is b and a is not estimate_model(sd15, "fp16")
+
+
+def test_a_refused_pipeline_names_the_lighter_settings_that_fit(registry):
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.manager.placement import Refusal
+    from app.core.model_resource_manager import ModelResourceManager
+
+    manager = ModelResourceManager(profiler=HardwareProfiler(simulate="rtx3060"), registry=registry)
+    answer = manager.plan("stabilityai/stable-diffusion-xl-base-1.0", "fp16", runtime=RuntimeProfile(batch=2))
+    assert isinstance(answer, Refusal)
+    assert any(o.startswith("with one component on the GPU at a time: fp16 on cuda:0") for o in answer.options)
+    assert manager.loaded_models() == ()  # options are proposals: nothing was loaded or changed

@@ -34,7 +34,7 @@ from app.core.manager.placement import (
 from app.core.manager.rearrange import make_room, move
 from app.core.model_spec import ModelMetadata, ModelType
 from app.core.quantization_strategy import Candidate, candidate_levels, estimate_model, level_name, quality_of
-from app.core.runtime_profile import level_suits
+from app.core.runtime_profile import RuntimeProfile, level_suits
 from app.core.units import format_gib
 
 __all__ = ["decide", "retarget", "FP8_MIN_CAPABILITY"]
@@ -330,6 +330,7 @@ def options(p: _Planner) -> tuple[str, ...]:
         tries.append(("another device", dataclasses.replace(p.req, device=None)))
     if p.req.allow_cpu is not True and p.req.device != "cpu":
         tries.append(("with allow_cpu", dataclasses.replace(p.req, allow_cpu=True, device=None)))
+    tries += [(label, dataclasses.replace(p.req, runtime=profile)) for label, profile in _lighter_runtimes(p)]
     for label, req in tries:
         decision = _Planner(req, p.ledger, p.policy).first()
         if decision is not None:
@@ -337,3 +338,23 @@ def options(p: _Planner) -> tuple[str, ...]:
             if text not in out:
                 out.append(text)
     return tuple(out)
+
+
+def _lighter_runtimes(p: _Planner) -> list[tuple[str, RuntimeProfile]]:
+    """Runtime settings that hold less, for the refusal's options (the user chooses; nothing changes by itself)."""
+    base = p.req.runtime or RuntimeProfile()
+    out: list[tuple[str, RuntimeProfile]] = []
+    mt = p.meta.model_type
+    if mt in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
+        if not base.vae_tiling:
+            out.append(("with VAE tiling", dataclasses.replace(base, vae_tiling=True)))
+        if base.text_encoder_device != "cpu":
+            out.append(("with the text encoders on the CPU", dataclasses.replace(base, text_encoder_device="cpu")))
+        if base.offload != "model":
+            out.append(("with one component on the GPU at a time", dataclasses.replace(base, offload="model")))
+        if len(out) > 1:  # all of them at once
+            combined = dataclasses.replace(base, vae_tiling=True, text_encoder_device="cpu", offload="model")
+            out.append(("with " + ", ".join(label.removeprefix("with ") for label, _ in out), combined))
+    elif mt == ModelType.LLM and base.cache_type_k is None and base.cache_type_v is None:
+        out.append(("with a q8_0 KV cache", dataclasses.replace(base, cache_type_k="q8_0", cache_type_v="q8_0")))
+    return out
