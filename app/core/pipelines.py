@@ -175,7 +175,7 @@ def _peak(parts: list[Part], phases: list[tuple[str, tuple[str, ...], int, str]]
         level.name, EstimateTerm(w, w_text), EstimateTerm(0, "no KV cache between runs"),
         EstimateTerm(working, c_text), EstimateTerm(*ov), ((level.name.upper(), w),), approximate=approximate,
         notes=notes, host=EstimateTerm(host, h_text), components=tuple(p.estimate() for p in parts),
-        phases=tuple(phase_rows), runtime=profile.describe())
+        phases=tuple(phase_rows), runtime=profile.describe(device_kind))
 
 
 def estimate_diffusion_pipeline(

@@ -296,7 +296,7 @@ def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | 
     elif mt == ModelType.EMBEDDING:
         est = estimate_embedding(spec, parameters=params or 0, architecture=arch, batch=rp.batch or 32,
                                  device_kind=device_kind)
-        est = dataclasses.replace(est, runtime=rp.describe())
+        est = dataclasses.replace(est, runtime=rp.describe(device_kind))
     else:
         est = estimate_stages(spec, rp, parameters=params or 0, components=components, device_kind=device_kind)
     # A file read from disk at this very level: its header bytes are exact.

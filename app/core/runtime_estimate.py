@@ -96,7 +96,8 @@ def estimate_llm_run(
     base = estimate_llm(q, parameters=parameters, architecture=architecture, context=total_ctx,
                         kv_dtype=profile.k_type, batch=ub, flash_attention=profile.flash, device_kind=device_kind,
                         native_dtype=native_dtype)
-    est = replace(base, overhead=EstimateTerm(*device_overhead(profile, device_kind)), runtime=profile.describe())
+    est = replace(base, overhead=EstimateTerm(*device_overhead(profile, device_kind)),
+                  runtime=profile.describe(device_kind))
     a = architecture
     if a is None:
         return est
@@ -157,7 +158,8 @@ def _python_run(q: QuantSpec, profile: RuntimeProfile, parameters: int | None, a
     seqs = profile.sequences
     base = estimate_llm(q, parameters=parameters, architecture=a, context=context, kv_dtype="f16",
                         batch=max(1, context), flash_attention=True, device_kind=device_kind, native_dtype=native_dtype)
-    est = replace(base, overhead=EstimateTerm(*device_overhead(profile, device_kind)), runtime=profile.describe())
+    est = replace(base, overhead=EstimateTerm(*device_overhead(profile, device_kind)),
+                  runtime=profile.describe(device_kind))
     if a is None or context <= 0:
         return est
     kv, kv_text = kv_cache_bytes(a, context, "f16", sequences=seqs, swa_full=False)

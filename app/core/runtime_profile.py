@@ -267,10 +267,13 @@ class RuntimeProfile:
             "component_levels": dict(self.component_levels),
         }
 
-    def describe(self) -> str:
-        """One line: ``llama.cpp on CUDA, flash attention, 1 sequence, micro-batch 512, K f16 / V f16``."""
+    def describe(self, device_kind: str = "gpu") -> str:
+        """One line: ``llama.cpp on CUDA, flash attention, 4 parallel sequences, K q8_0 / V f16``."""
         d = self.defaults
-        parts = [f"{d.label} on {self.device_backend.upper() if self.device_backend != 'metal' else 'Metal'}"]
+        backend = self.device_backend
+        where = "the CPU" if device_kind == "cpu" or backend == "cpu" else \
+            ("Metal" if backend == "metal" else backend.upper())
+        parts = [f"{d.label} on {where}"]
         if d.kind in ("ggml", "llm"):
             parts.append("flash attention" if self.flash else "no flash attention")
         elif not self.flash:

@@ -208,12 +208,17 @@ def test_profiles_are_hashable_and_key_the_estimate_cache(registry):
     assert a is b and a is not estimate_model(sd15, "fp16")
 
 
-def test_a_refused_pipeline_names_the_lighter_settings_that_fit(registry):
+def test_a_refused_pipeline_names_the_lighter_settings_that_fit(registry, tmp_path):
+    import json
+
     from app.core.hardware_profiler import HardwareProfiler
     from app.core.manager.placement import Refusal
     from app.core.model_resource_manager import ModelResourceManager
 
-    manager = ModelResourceManager(profiler=HardwareProfiler(simulate="rtx3060"), registry=registry)
+    rig = tmp_path / "rtx3060.json"  # one RTX 3060 with a desktop holding a fixed 0.5 GiB
+    rig.write_text(json.dumps({"gpus": [{"card": "rtx3060", "processes": [{"name": "Xorg", "used_gib": 0.5}]}]}))
+    manager = ModelResourceManager(profiler=HardwareProfiler(simulate=str(rig), clock=lambda: 1000.0),
+                                   registry=registry)
     answer = manager.plan("stabilityai/stable-diffusion-xl-base-1.0", "fp16", runtime=RuntimeProfile(batch=2))
     assert isinstance(answer, Refusal)
     assert any(o.startswith("with one component on the GPU at a time: fp16 on cuda:0") for o in answer.options)
