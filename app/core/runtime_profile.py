@@ -31,6 +31,7 @@ __all__ = [
     "level_suits",
     "runtimes_for",
     "check_runtime",
+    "lighter_settings",
     "runtime_name",
 ]
 
@@ -391,3 +392,24 @@ def resolve(profile: RuntimeProfile | None, model_type: str, level: str | None =
     if profile is None:
         return RuntimeProfile(runtime=runtime)
     return profile.with_defaults_of(runtime)
+
+
+def lighter_settings(model_type: Any, base: RuntimeProfile) -> list[tuple[str, RuntimeProfile]]:
+    """Settings that hold less than ``base`` for this kind of model, as (words, profile), lightest last:
+    a pipeline's VAE tiling, text encoders on the CPU, one component at a time, then all three; an LLM's
+    q8_0 KV cache. For refusals' options and the browser's fit: proposals, never applied by themselves."""
+    kind = str(getattr(model_type, "value", model_type))
+    out: list[tuple[str, RuntimeProfile]] = []
+    if kind in ("text_to_image", "text_to_video"):
+        if not base.vae_tiling:
+            out.append(("with VAE tiling", replace(base, vae_tiling=True)))
+        if base.text_encoder_device != "cpu":
+            out.append(("with the text encoders on the CPU", replace(base, text_encoder_device="cpu")))
+        if base.offload != "model":
+            out.append(("with one component on the GPU at a time", replace(base, offload="model")))
+        if len(out) > 1:  # all of them at once
+            combined = replace(base, vae_tiling=True, text_encoder_device="cpu", offload="model")
+            out.append(("with " + ", ".join(label.removeprefix("with ") for label, _ in out), combined))
+    elif kind == "llm" and base.cache_type_k is None and base.cache_type_v is None:
+        out.append(("with a q8_0 KV cache", replace(base, cache_type_k="q8_0", cache_type_v="q8_0")))
+    return out

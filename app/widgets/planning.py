@@ -15,7 +15,7 @@ from app.core.hardware.snapshot import HardwareProfile
 from app.core.manager.placement import Decision, DeviceRoom, PlacementRequest, Refusal
 from app.core.memory_allocator import AllocatorSettings
 from app.core.quantization_strategy import QuantizationStrategy
-from app.core.runtime_profile import RuntimeProfile
+from app.core.runtime_profile import RuntimeProfile, lighter_settings
 from app.widgets.ports import runtime_profile_of
 
 __all__ = ["ViewPlanner", "Answer", "kind_of"]
@@ -49,6 +49,7 @@ class ViewPlanner:
     def __init__(self, registry: Any, manager: Any = None, strategy: QuantizationStrategy | None = None,
                  profile: HardwareProfile | None = None) -> None:
         self._private: _Latest | None = None
+        self._lighter: dict[str, str] = {}
         if manager is None:
             from app.core.model_resource_manager import ManagerSettings, ModelResourceManager
 
@@ -83,8 +84,26 @@ class ViewPlanner:
         return int(self.manager.safety_margin(device))
 
     def best(self, metadata: Any, device: str | None = None) -> Answer:
-        """The best level as things are, touching nothing (the browser's column): CPU counts, as an answer."""
-        return self.decide(metadata, device=device, make_room=False, allow_cpu=True)
+        """The best level as things are, touching nothing (the browser's column): CPU counts, as an answer.
+
+        Where that is the CPU or nothing, the core's lighter settings (VAE tiling, text encoders on the CPU,
+        one component at a time; a q8_0 KV cache) are asked in turn: the first that fits a GPU is the answer,
+        and :meth:`lighter_label` says which, so the view shows the condition next to the fit."""
+        answer = self.decide(metadata, device=device, make_room=False, allow_cpu=True)
+        self._lighter.pop(metadata.id, None)
+        if device == "cpu" or (isinstance(answer, Decision) and answer.placement.kind != "cpu"):
+            return answer
+        base = runtime_profile_of(self.manager) or RuntimeProfile()
+        for label, profile in lighter_settings(metadata.model_type, base):
+            alt = self.decide(metadata, device=device, make_room=False, allow_cpu=False, runtime=profile)
+            if isinstance(alt, Decision):
+                self._lighter[metadata.id] = label
+                return alt
+        return answer
+
+    def lighter_label(self, model_id: str) -> str | None:
+        """The lighter setting the last :meth:`best` for this model needed ("with VAE tiling"), or None."""
+        return self._lighter.get(model_id)
 
     def request(self, metadata: Any, *, level: str | None = None, device: str | None = None,
                 context: int | None = None, make_room: bool | None = None, allow_cpu: bool | None = None,

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from app.core.hardware.snapshot import HardwareProfile
 from app.core.model_registry import ModelMetadata, ModelProvider, ModelType
-from app.core.manager.placement import Refusal
+from app.core.manager.placement import Decision, Refusal
 from app.core.quantization_strategy import QuantizationStrategy
 from app.core.units import format_gib
 from app.widgets.add_model_dialog import AddModelDialog, ModelEditing
@@ -94,8 +94,9 @@ def fill_devices(combo: QComboBox, profile: HardwareProfile, gpus: tuple[str, ..
     combo.blockSignals(False)
 
 
-def plan_lines(plan: Any, problem: str | None) -> tuple[str, list[str]]:
-    """The planner's answer as (one-line reason, breakdown lines) for the detail pane."""
+def plan_lines(plan: Any, problem: str | None, lighter: str | None = None) -> tuple[str, list[str]]:
+    """The planner's answer as (one-line reason, breakdown lines) for the detail pane; ``lighter`` names the
+    lighter runtime setting the answer needed ("with VAE tiling"), when it needed one."""
     if plan is None:
         return problem or "", []
     if isinstance(plan, Refusal):
@@ -109,6 +110,9 @@ def plan_lines(plan: Any, problem: str | None) -> tuple[str, list[str]]:
     for share in placement.shares:
         lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}"
                      f" (+ its share of the {format_gib(share.runtime_bytes, 2)} runtime context)")
+    if lighter:
+        return (f"{placement.describe()} {lighter} (the runtime's defaults do not fit): {placement.reason}",
+                lines)
     return f"{placement.describe()}: {placement.reason}", lines
 
 
@@ -475,7 +479,10 @@ class RegistryBrowser(QWidget):
             return
         meta = self.table_model.metadata_at(row)
         self.detail_title.setText(f"{meta.name}  ({params_label(meta.parameter_count)}, {type_label(meta.model_type.value)})")
-        reason, lines = plan_lines(self.table_model.plan_for(row), self.table_model.plan_problem(row))
+        plan = self.table_model.plan_for(row)
+        lighter = self.table_model.planner.lighter_label(plan.placement.model_id) \
+            if isinstance(plan, Decision) else None
+        reason, lines = plan_lines(plan, self.table_model.plan_problem(row), lighter)
         warnings = model_warnings(meta)  # first: what the figures below lack
         lines = ([*warnings, ""] if warnings else []) + lines
         lines += ["", f"id: {meta.id}", f"origin: {origin_label(meta, self._registry.is_override(meta.id))}"]

@@ -32,6 +32,7 @@ FIT_LABELS: dict[str, tuple[str, QColor]] = {
     "gpu": ("fits", QColor(22, 163, 74, 70)),
     "split": ("fits (split)", QColor(22, 163, 74, 50)),
     "partial": ("partial", QColor(202, 138, 4, 80)),
+    "lighter": ("fits*", QColor(202, 138, 4, 55)),
     "cpu": ("CPU only", QColor(59, 130, 246, 60)),
     "none": ("no", QColor(220, 38, 38, 70)),
 }
@@ -160,13 +161,18 @@ class RegistryTableModel(QAbstractTableModel):
         for first, last in _runs(changed):
             self.dataChanged.emit(self.index(first, self.LEVEL), self.index(last, self.FIT))
 
-    @staticmethod
-    def _cells_of(plan: Answer | str) -> tuple[str, ...]:
+    def _cells_of(self, plan: Answer | str) -> tuple[str, ...]:
         """What the level, size and fit cells show for a plan."""
         if not isinstance(plan, (Decision, Refusal)):
             return ("–",)
         estimate = plan.placement.estimate if isinstance(plan, Decision) else plan.estimate
-        return (plan.level or "–", format_gib(estimate.total_bytes) if estimate else "–", kind_of(plan))
+        return (plan.level or "–", format_gib(estimate.total_bytes) if estimate else "–", self._fit_kind(plan))
+
+    def _fit_kind(self, plan: Answer | None) -> str:
+        """The Fit cell's kind: the placement's, or "lighter" when it fits only with lighter runtime settings."""
+        if isinstance(plan, Decision) and self._planner.lighter_label(plan.placement.model_id):
+            return "lighter"
+        return kind_of(plan)
 
     # --- lookups -------------------------------------------------------------------------------
     def metadata_at(self, row: int) -> Any:
@@ -232,7 +238,7 @@ class RegistryTableModel(QAbstractTableModel):
             return self._tooltip(row, col, meta)
         if role == Qt.ItemDataRole.BackgroundRole and col == self.FIT:
             plan = self.plan_for(row)
-            return FIT_LABELS[kind_of(plan)][1] if plan else None
+            return FIT_LABELS[self._fit_kind(plan)][1] if plan else None
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.PARAMS, self.SIZE):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.TextAlignmentRole and col == self.FIT:
@@ -256,7 +262,7 @@ class RegistryTableModel(QAbstractTableModel):
             return plan.level or "–"
         if col == self.SIZE:
             return format_gib(estimate.total_bytes) if estimate else "–"
-        return FIT_LABELS[kind_of(plan)][0]
+        return FIT_LABELS[self._fit_kind(plan)][0]
 
     def _is_override(self, meta: Any) -> bool:
         """A user entry standing in for a built-in (a registry without overrides has none)."""
@@ -272,7 +278,7 @@ class RegistryTableModel(QAbstractTableModel):
                 est = (plan.placement.estimate if isinstance(plan, Decision) else plan.estimate) if plan else None
                 return float(est.total_bytes) if est else -1.0
             if col == self.FIT:
-                return ("gpu", "split", "partial", "cpu", "none").index(kind_of(plan)) if plan else 9
+                return ("gpu", "split", "lighter", "partial", "cpu", "none").index(self._fit_kind(plan)) if plan else 9
         return self._display(row, col, meta).lower()
 
     def _tooltip(self, row: int, col: int, meta: Any) -> str | None:
@@ -287,7 +293,10 @@ class RegistryTableModel(QAbstractTableModel):
             est = plan.placement.estimate if isinstance(plan, Decision) else plan.estimate
             if col == self.SIZE:
                 return "\n".join(est.explain()) if est else plan.reason
-            return plan.reason if isinstance(plan, Decision) else plan.message()
+            if isinstance(plan, Decision):
+                lighter = self._planner.lighter_label(plan.placement.model_id)
+                return f"fits {lighter} (the runtime's defaults do not fit): {plan.reason}" if lighter else plan.reason
+            return plan.message()
         if col == self.PARAMS and meta.parameter_count:
             exact = "exact" if meta.parameters_exact else "approximate, from the size"
             return f"{meta.parameter_count:,} parameters ({exact})"
@@ -301,5 +310,6 @@ _HEADER_TIPS = (
     "Parameter count in billions (B) or millions (M).",
     "The best-quality quantization that fits the chosen device now, beside what is loaded, keeping the safety margin.",
     f"Estimated memory at that level: weights + KV cache + compute + runtime overhead (GiB = {GiB:,} bytes).",
-    "fits: whole on the GPU; partial: some layers in RAM; CPU only: runs from RAM; no: does not fit.",
+    "fits: whole on the GPU; fits*: on the GPU with lighter runtime settings (hover for which); partial: some "
+    "layers in RAM; CPU only: runs from RAM; no: does not fit.",
 )

@@ -34,7 +34,7 @@ from app.core.manager.placement import (
 from app.core.manager.rearrange import make_room, move
 from app.core.model_spec import ModelMetadata, ModelType
 from app.core.quantization_strategy import Candidate, candidate_levels, estimate_model, level_name, quality_of
-from app.core.runtime_profile import RuntimeProfile, level_suits
+from app.core.runtime_profile import RuntimeProfile, level_suits, lighter_settings
 from app.core.units import format_gib
 
 __all__ = ["decide", "retarget", "FP8_MIN_CAPABILITY"]
@@ -342,19 +342,4 @@ def options(p: _Planner) -> tuple[str, ...]:
 
 def _lighter_runtimes(p: _Planner) -> list[tuple[str, RuntimeProfile]]:
     """Runtime settings that hold less, for the refusal's options (the user chooses; nothing changes by itself)."""
-    base = p.req.runtime or RuntimeProfile()
-    out: list[tuple[str, RuntimeProfile]] = []
-    mt = p.meta.model_type
-    if mt in (ModelType.TEXT_TO_IMAGE, ModelType.TEXT_TO_VIDEO):
-        if not base.vae_tiling:
-            out.append(("with VAE tiling", dataclasses.replace(base, vae_tiling=True)))
-        if base.text_encoder_device != "cpu":
-            out.append(("with the text encoders on the CPU", dataclasses.replace(base, text_encoder_device="cpu")))
-        if base.offload != "model":
-            out.append(("with one component on the GPU at a time", dataclasses.replace(base, offload="model")))
-        if len(out) > 1:  # all of them at once
-            combined = dataclasses.replace(base, vae_tiling=True, text_encoder_device="cpu", offload="model")
-            out.append(("with " + ", ".join(label.removeprefix("with ") for label, _ in out), combined))
-    elif mt == ModelType.LLM and base.cache_type_k is None and base.cache_type_v is None:
-        out.append(("with a q8_0 KV cache", dataclasses.replace(base, cache_type_k="q8_0", cache_type_v="q8_0")))
-    return out
+    return lighter_settings(p.meta.model_type, p.req.runtime or RuntimeProfile())
