@@ -39,7 +39,7 @@ def _main_term(terms):
 
 # openai-whisper's README "Required VRAM" column rounds to whole GB and is about twice what faster-whisper's
 # benchmark measured with openai-whisper itself: those rows are printed, not held to the bar.
-CASES = [r for r in rows() if r["category"] in ("llm", "diffusion", "vlm")
+CASES = [r for r in rows() if r["category"] in ("llm", "diffusion", "video", "vlm")
          or (r["category"] == "speech" and r["kind"] == "measured")]
 
 
