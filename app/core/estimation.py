@@ -14,8 +14,9 @@ Where each number comes from:
 - Weights, KV cache and compute are checked against llama.cpp itself by tests/oracle
   (``python -m tests.oracle.report`` prints the comparison).
 - Per-GPU runtime overhead: 457 MiB, Ollama's CUDA minimum (discover/gpu.go ``CudaMinimumMemory``).
-- Diffusion activations: ComfyUI's ``memory_required`` (comfy/model_base.py): latent area ×
-  dtype size × 0.01 × memory_usage_factor MiB with efficient attention.
+
+What a runtime's settings change (app.core.runtime_estimate) and models made of parts — diffusion,
+speech, staged TTS (app.core.pipelines) — build on these functions.
 """
 
 from __future__ import annotations
@@ -49,10 +50,6 @@ __all__ = [
     "llm_compute_bytes",
     "runtime_overhead_bytes",
     "estimate_llm",
-    "estimate_diffusion",
-    "estimate_speech_to_text",
-    "estimate_text_to_speech",
-    "estimate_video",
     "estimate_embedding",
 ]
 
@@ -1108,89 +1105,6 @@ def _simple_weights(q: QuantSpec, parameters: int) -> tuple[int, str]:
     bits = q.bits if q.kind in ("float", "linear") else _reference_bits(q)
     total = int(parameters * bits / 8)
     return total, f"{parameters / 1e9:.2f} B parameters at {q.name} ({bits:.2f} bits/weight): {format_gib(total, 2)}"
-
-
-#: ComfyUI's memory_usage_factor per family (comfy/supported_models.py). SD 1.5 1.0 and SDXL 0.8
-#: read from the file; Flux 2.8 and HunyuanVideo 1.8 (marked TODO there) from the same file;
-#: the rest default to ComfyUI's base value 2.0.
-#: Diffusion sizes (pixels per side, frames, batch): 2^20, far beyond any real image or video.
-_MAX_PIXELS = 1 << 20
-
-DIFFUSION_FACTORS = {"sd15": 1.0, "sdxl": 0.8, "flux": 2.8, "hunyuan": 1.8, "wan": 0.9}
-
-
-def estimate_diffusion(
-    quant: QuantSpec | str,
-    *,
-    parameters: int,
-    family: str = "sdxl",
-    width: int = 1024,
-    height: int = 1024,
-    batch: int = 1,
-    frames: int = 1,
-    efficient_attention: bool = True,
-    device_kind: str = "gpu",
-) -> MemoryEstimate:
-    """Diffusion (image or video): weights + activations from the latent area (ComfyUI's rule)."""
-    q = resolve_quantization(quant) if isinstance(quant, str) else quant
-    w, w_text = _simple_weights(q, parameters)
-    for name, value in (("width", width), ("height", height), ("frame count", frames), ("batch", batch)):
-        _check_tokens(name, value, _MAX_PIXELS)
-    factor = DIFFUSION_FACTORS.get(family, 2.0)
-    latent_frames = (max(1, frames) - 1) // 4 + 1  # video VAEs compress time 4× (Wan, HunyuanVideo)
-    area = batch * latent_frames * (height // 8) * (width // 8)
-    dtype_size = 2 if q.bits <= 16 else 4
-    if efficient_attention:
-        act = int(area * dtype_size * 0.01 * factor * MiB)
-        text = f"activations: latent area {area} × {dtype_size} B × 0.01 × {factor} MiB (ComfyUI, efficient attention)"
-    else:
-        act = int(area * 0.15 * factor * MiB)
-        text = f"activations: latent area {area} × 0.15 × {factor} MiB (ComfyUI, plain attention)"
-    ov, ov_text = runtime_overhead_bytes(device_kind)
-    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(0, "diffusion models keep no KV cache"),
-                          EstimateTerm(act, text), EstimateTerm(ov, ov_text), ((q.name.upper(), w),),
-                          approximate=True)
-
-
-def estimate_video(quant: QuantSpec | str, *, parameters: int, family: str = "wan", width: int = 832,
-                   height: int = 480, frames: int = 81, batch: int = 1, device_kind: str = "gpu") -> MemoryEstimate:
-    """Text-to-video: a diffusion transformer over frames/4 latent frames."""
-    return estimate_diffusion(quant, parameters=parameters, family=family, width=width, height=height,
-                              batch=batch, frames=frames, device_kind=device_kind)
-
-
-def estimate_speech_to_text(quant: QuantSpec | str, *, parameters: int, architecture: Architecture | None = None,
-                            batch: int = 1, beams: int = 5, device_kind: str = "gpu") -> MemoryEstimate:
-    """Whisper-style encoder-decoder: 30 s windows (1500 encoder frames), a 448-token decoder."""
-    q = resolve_quantization(quant) if isinstance(quant, str) else quant
-    w, w_text = _simple_weights(q, parameters)
-    _check_tokens("batch", batch)
-    _check_tokens("beam count", beams)
-    kv = comp = 0
-    kv_text = "decoder cache not estimated (no architecture)"
-    comp_text = "encoder activations not estimated (no architecture)"
-    if architecture is not None:
-        d, layers, heads = architecture.hidden_size, architecture.layers, architecture.heads
-        # Self-attention cache for 448 tokens + cross-attention keys/values over 1500 frames, per beam.
-        kv = 2 * layers * (448 + 1500) * d * 2 * batch * beams
-        kv_text = f"decoder KV: 2 × {layers} layers × (448 + 1500) positions × {d} × 2 B × {batch * beams} beams"
-        comp = batch * (1500 * 1500 * heads * 2 + 1500 * d * 2 * 8)
-        comp_text = f"encoder activations: 1500² attention × {heads} heads + 1500 × {d} working set, fp16"
-    ov, ov_text = runtime_overhead_bytes(device_kind)
-    return MemoryEstimate(q.name, EstimateTerm(w, w_text), EstimateTerm(kv, kv_text), EstimateTerm(comp, comp_text),
-                          EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)
-
-
-def estimate_text_to_speech(quant: QuantSpec | str, *, parameters: int, device_kind: str = "gpu") -> MemoryEstimate:
-    """TTS: weights plus a working set of a quarter of the weights, at least 256 MiB (rule of thumb)."""
-    q = resolve_quantization(quant) if isinstance(quant, str) else quant
-    w, w_text = _simple_weights(q, parameters)
-    act = max(256 * MiB, w // 4)
-    ov, ov_text = runtime_overhead_bytes(device_kind)
-    return MemoryEstimate(q.name, EstimateTerm(w, w_text),
-                          EstimateTerm(0, "autoregressive caches are inside the working set"),
-                          EstimateTerm(act, "working set: a quarter of the weights, at least 256 MiB (rule of thumb)"),
-                          EstimateTerm(ov, ov_text), ((q.name.upper(), w),), approximate=True)
 
 
 def estimate_embedding(quant: QuantSpec | str, *, parameters: int, architecture: Architecture | None = None,
