@@ -218,15 +218,65 @@ _ZERO_MEANS_UNUSED = frozenset({"intermediate_size", "heads", "kv_heads", "head_
 
 
 class _BadArchitecture(Exception):
-    """An architecture number outside ARCHITECTURE_LIMITS; the message names where it came from."""
+    """An architecture number outside ARCHITECTURE_LIMITS, or numbers that contradict each other (more KV heads
+    than heads); the message names the keys and values where they came from."""
 
 
-def _check_architecture(out: dict[str, ArchValue], sources: dict[str, str]) -> None:
+#: How a note says a config.json beside the weights was not used, and why.
+_CONFIG_UNUSED = "config.json not used: "
+#: What to do about a config.json whose numbers are impossible.
+_CONFIG_ADVICE = ("Check config.json: download the model's own config.json again, or correct that key "
+                  "(the numbers are in the model card).")
+
+
+def _bad_count(field: str, where: str, value: Any) -> _BadArchitecture | None:
+    """The error for a value that is a number but no count (negative, fractional, beyond any range), or None
+    where it is none of these (no number at all: not stated). A negative sliding window means none."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or _as_count(value) is not None:
+        return None
+    if field == "sliding_window" and value < 0:
+        return None
+    return _out_of_range(field, where, value)
+
+
+def _out_of_range(field: str, where: str, value: int | float) -> _BadArchitecture:
+    limit = ARCHITECTURE_LIMITS.get(field) or _OTHER_LIMITS.get(field) or 0
+    shown = _brief(value) if isinstance(value, int) else f"{value:,g}"
+    name = field.replace("_", " ")
+    if isinstance(value, float) and not value.is_integer():
+        return _BadArchitecture(f"{where} is {shown}, not a whole number (the physical range of {name} is "
+                                f"1 to {limit:,})")
+    return _BadArchitecture(f"{where} is {shown}, outside the physical range of {name} (1 to {limit:,})")
+
+
+def _check_architecture(out: dict[str, ArchValue], sources: dict[str, str], head_dim_key: str = "head_dim") -> None:
+    """Refuse numbers outside ARCHITECTURE_LIMITS, then shapes no model has: more KV heads than attention
+    heads, more experts per token than experts, and a head width that is not a whole number (a hidden size
+    the heads do not divide, with no `head_dim_key` to say otherwise). Other head widths are fine: MLA and
+    Gemma heads are not hidden_size / heads wide."""
     for key, limit in (*ARCHITECTURE_LIMITS.items(), *_OTHER_LIMITS.items()):
         value = out.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= limit:
-            raise _BadArchitecture(f"{sources.get(key, key)} is {_brief(value)}, outside the physical range of "
-                                   f"{key.replace('_', ' ')} (1 to {limit:,})")
+            raise _out_of_range(key, sources.get(key, key), value)
+
+    def count(field: str) -> int:
+        value = out.get(field)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def named(field: str) -> str:
+        return f"{sources.get(field, field)} ({count(field):,})"
+
+    if count("heads") and count("kv_heads") > count("heads"):
+        raise _BadArchitecture(f"{named('kv_heads')} is more than {named('heads')}: a model has at most as many "
+                               "KV heads as attention heads")
+    if count("experts") and count("active_experts") > count("experts"):
+        raise _BadArchitecture(f"{named('active_experts')} is more than {named('experts')}: a token is routed to "
+                               "at most every expert")
+    hidden, heads = count("hidden_size"), count("heads")
+    if hidden and heads and out.get("head_dim") is None and hidden % heads:
+        raise _BadArchitecture(f"{named('hidden_size')} is not divisible by {named('heads')}, and there is no "
+                               f"{head_dim_key} to say how wide a head is: a head cannot be {hidden / heads:,.2f} "
+                               "wide")
 
 
 def _brief(value: Any, width: int = 80) -> str:
@@ -757,6 +807,9 @@ def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> d
     sources: dict[str, str] = {}
 
     def num(field: str, key: str) -> int | None:
+        bad = _bad_count(field, f"{arch}.{key}", kv.get(f"{arch}.{key}"))
+        if bad is not None:
+            raise bad
         value = _gguf_number(kv, f"{arch}.{key}")
         if value is not None:
             sources[field] = f"{arch}.{key}"
@@ -802,7 +855,7 @@ def _gguf_architecture(kv: dict[str, Any], tensors: dict[str, _GGUFTensor]) -> d
     elif "blk.0.attn_q.weight" in tensors or "blk.0.attn_qkv.weight" in tensors:
         out["attention_bias"] = False
     out["mlp_kind"] = _family_mlp(arch) or _gguf_mlp_kind(tensors, out["intermediate_size"])
-    _check_architecture(out, sources)
+    _check_architecture(out, sources, f"{arch}.attention.key_length")
     return out
 
 
@@ -1127,9 +1180,9 @@ def _read_config(folder: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         config = _read_json(path, "config.json")
     except ModelImportError as exc:
-        return None, f"config.json not used: {exc.message}"
+        return None, f"{_CONFIG_UNUSED}{exc.message}"
     if not isinstance(config, dict):
-        return None, "config.json not used: it is not a JSON object"
+        return None, f"{_CONFIG_UNUSED}it is not a JSON object"
     return config, None
 
 
@@ -1140,9 +1193,13 @@ def _config_numbers(config: dict[str, Any], out: dict[str, ArchValue]) -> None:
 
     def first(field: str, *keys: str) -> int | None:
         for key in keys:
+            where = f"text_config.{key}" if isinstance(text, dict) and key in text else key
+            bad = _bad_count(field, where, src.get(key))
+            if bad is not None:
+                raise bad
             value = _as_count(src.get(key))
             if value is not None:
-                sources[field] = key
+                sources[field] = where
                 return None if value == 0 and field in _ZERO_MEANS_UNUSED else value
         return None
 
@@ -1215,11 +1272,13 @@ def _config_sliding(src: dict[str, Any], first: Callable[..., int | None],
 
 
 def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[str] = (),
-                         notes: list[str] | None = None) -> dict[str, ArchValue]:
+                         notes: list[str] | None = None, *, refuse_at: str | None = None) -> dict[str, ArchValue]:
     """Architecture from a Hugging Face config.json (text_config first for multimodal configs).
 
-    A number outside ARCHITECTURE_LIMITS means the config is not used: a note in `notes` says
-    which key and why, and the architecture is what the tensor names alone tell.
+    A number outside ARCHITECTURE_LIMITS, or numbers that contradict each other, mean the config is not
+    used: a note in `notes` says which key and why, and the architecture is what the tensor names alone
+    tell. With `refuse_at` (the config's path), where the config is all there is, they are a
+    :class:`ModelImportError` instead.
     """
     out = _empty_architecture()
     names = list(tensor_names)
@@ -1227,9 +1286,11 @@ def _config_architecture(config: dict[str, Any] | None, tensor_names: Iterable[s
         try:
             _config_numbers(config, out)
         except _BadArchitecture as exc:
+            if refuse_at is not None:
+                raise _fail(refuse_at, ImportErrorKind.MALFORMED, str(exc), _CONFIG_ADVICE) from None
             out = _empty_architecture()
             if notes is not None:
-                notes.append(f"config.json not used: {exc}")
+                notes.append(f"{_CONFIG_UNUSED}{exc}")
     if out["tie_word_embeddings"] is None and names:
         if any(n.endswith("lm_head.weight") for n in names):
             out["tie_word_embeddings"] = False
@@ -1892,12 +1953,16 @@ def read_architecture(path: str | os.PathLike[str]) -> ArchitectureFile:
             raise _fail(full, ImportErrorKind.MALFORMED, "is not a JSON object",
                         "Pick the model's Hugging Face config.json.")
         notes = []
-        arch, params = _config_architecture(config, (), notes), None
+        arch, params = _config_architecture(config, (), notes, refuse_at=full), None
     else:
         _refuse_pickle(full)
         raise _fail(full, ImportErrorKind.UNSUPPORTED, "is not a GGUF file, a safetensors file or a config.json",
                     "Pick the model's .gguf file, or the config.json of its Hugging Face folder.")
     if not arch.get("layers"):
+        unused = next((n for n in notes if n.startswith(_CONFIG_UNUSED)), None)
+        if unused is not None:  # the config beside the weights was refused: that is the reason, not the layers
+            raise ModelImportError(full, ImportErrorKind.MALFORMED,
+                                   unused if unused.endswith(".") else f"{unused}. {_CONFIG_ADVICE}")
         raise _fail(full, ImportErrorKind.MALFORMED, "does not state the number of layers",
                     "Pick the language model's own config.json or GGUF file.")
     return ArchitectureFile(full, dict(arch), params, tuple(notes))
