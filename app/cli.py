@@ -376,10 +376,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         doc = answer.to_dict()
         code = EXIT_NO_FIT
+    if path_model is not None and path_model.quality_note:
+        doc["model_note"] = path_model.quality_note
     if args.json:
         _dump(doc)
         return code
     print(f"{model.name} ({model.id})")
+    if path_model is not None and path_model.quality_note:
+        print(f"  read from the path: {path_model.quality_note}")
     print(f"  {doc['reason']}")
     if doc["fits"]:
         print(f"  level {doc['quantization']} on {doc['device']} ({doc['placement']})"

@@ -153,3 +153,16 @@ def test_plan_a_folder_that_is_not_one_model_is_refused_at_once(tmp_path):
     (tmp_path / "a").mkdir()
     out = run("plan", str(tmp_path), "--simulate", "rtx3060")
     assert out.returncode != 0 and "not one model's folder" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plan_path_says_when_its_config_json_was_not_used(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"model.embed_tokens.weight": np.zeros((32, 16), dtype=np.float16)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1_000_000_000,
+                                                      "hidden_size": 16, "num_attention_heads": 2}))
+    text = run("plan", str(tmp_path), "--simulate", "rtx3060")
+    assert text.returncode == 0 and "config.json not used: num_hidden_layers is 1,000,000,000" in text.stdout
+    doc = json.loads(run("plan", str(tmp_path), "--simulate", "rtx3060", "--json").stdout)
+    assert "num_hidden_layers" in doc["model_note"]
