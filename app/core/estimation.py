@@ -663,6 +663,11 @@ def _weights_by_type(a: Architecture, quant: QuantSpec, native: str = "BF16",
 def embedding_bytes(quant: QuantSpec | str, architecture: Architecture, native_dtype: str | None = None) -> int:
     """Bytes of the token embedding matrix (``token_embd``) at a level; 0 without a vocabulary."""
     q = resolve_quantization(quant) if isinstance(quant, str) else quant
+    return _embedding_bytes(q, architecture, native_dtype)
+
+
+@lru_cache(maxsize=4096)
+def _embedding_bytes(q: QuantSpec, architecture: Architecture, native_dtype: str | None) -> int:
     for group, rows, ncols, count, quantizable in _tensor_groups(architecture):
         if group == "token_embd":
             return sum(n for _, n in _group_bytes(architecture, q, group, rows, ncols, count, quantizable,

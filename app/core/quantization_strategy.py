@@ -218,6 +218,9 @@ class EstimateUnavailable(ValueError):
     """A model with neither a parameter count nor a size cannot be estimated."""
 
 
+_DEFAULT_PROFILE = RuntimeProfile()
+
+
 def estimate_model(
     metadata: ModelMetadata,
     level: QuantizationLevel | str | QuantSpec,
@@ -236,8 +239,11 @@ def estimate_model(
     when smaller). ``kv_dtype``, ``batch``, ``width``, ``height`` and ``frames`` fill the profile's fields
     it leaves unset. Results are memoised on the metadata object."""
     spec = _spec(level)
-    profile = merged_profile(profile, kv_dtype=kv_dtype, batch=batch, width=width, height=height, frames=frames)
-    key = (spec.name, context, device_kind, profile)
+    if profile is None and kv_dtype == "f16" and batch is None and width is None and height is None and frames is None:
+        profile = _DEFAULT_PROFILE  # the common call: no merging, and cache keys that hit on identity
+    else:
+        profile = merged_profile(profile, kv_dtype=kv_dtype, batch=batch, width=width, height=height, frames=frames)
+    key = (spec.name, context, device_kind, None if profile is _DEFAULT_PROFILE else profile)
     cache = metadata.estimate_cache
     est = cache.get(key)
     if est is None:
@@ -245,11 +251,13 @@ def estimate_model(
     return est
 
 
+@lru_cache(maxsize=1024)
 def merged_profile(profile: RuntimeProfile | None, *, kv_dtype: str = "f16", batch: int | None = None,
                    width: int | None = None, height: int | None = None,
                    frames: int | None = None) -> RuntimeProfile:
-    """``profile`` with the older keyword settings filled into the fields it leaves unset."""
-    p = profile or RuntimeProfile()
+    """``profile`` with the older keyword settings filled into the fields it leaves unset (memoised: the same
+    settings give the same profile object, so estimate caches hit on identity)."""
+    p = profile or _DEFAULT_PROFILE
     updates: dict[str, Any] = {}
     if kv_dtype and kv_dtype != "f16":
         if p.cache_type_k is None:
@@ -265,7 +273,10 @@ def merged_profile(profile: RuntimeProfile | None, *, kv_dtype: str = "f16", bat
 def _estimate_model(metadata: ModelMetadata, spec: QuantSpec, *, context: int | None, device_kind: str,
                     profile: RuntimeProfile) -> MemoryEstimate:
     params = metadata.parameter_count
-    arch = metadata.estimation_architecture
+    cache = metadata.estimate_cache
+    arch = cache.get("arch", False)
+    if arch is False:  # built (and validated) once per metadata; the cache is cleared when a field changes
+        arch = cache["arch"] = metadata.estimation_architecture
     if params is None and arch is None:
         raise EstimateUnavailable(
             f"{metadata.name} ({metadata.id}) cannot be estimated: it has no parameter count or size; add its "
@@ -530,9 +541,11 @@ class QuantizationStrategy:
                 levels = (pref, *levels)
         cache = metadata.estimate_cache
         estimates = {}
+        plain = profile is None and kv_dtype == "f16" and batch is None  # the cache key estimate_model uses then
         for lv in levels:
-            estimates[lv] = estimate_model(metadata, lv, device_kind=device_kind, context=context, kv_dtype=kv_dtype,
-                                           batch=batch, profile=profile)
+            est = cache.get((lv, context, device_kind, None)) if plain else None
+            estimates[lv] = est if est is not None else estimate_model(
+                metadata, lv, device_kind=device_kind, context=context, kv_dtype=kv_dtype, batch=batch, profile=profile)
         cands = tuple(
             Candidate(lv, est, est.total_bytes <= avail, *_quality(lv)) for lv, est in estimates.items()
         )

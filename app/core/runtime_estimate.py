@@ -23,6 +23,7 @@ whole model on one device. This module applies a :class:`RuntimeProfile` on top 
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 from app.core.estimation import (
     Architecture,
@@ -96,52 +97,55 @@ def estimate_llm_run(
     base = estimate_llm(q, parameters=parameters, architecture=architecture, context=total_ctx,
                         kv_dtype=profile.k_type, batch=ub, flash_attention=profile.flash, device_kind=device_kind,
                         native_dtype=native_dtype)
-    est = replace(base, overhead=EstimateTerm(*device_overhead(profile, device_kind)),
-                  runtime=profile.describe(device_kind))
+    overhead = EstimateTerm(*device_overhead(profile, device_kind))
+    runtime = profile.describe(device_kind)
     a = architecture
     if a is None:
-        return est
-    notes = list(est.notes)
-    if total_ctx > 0:
+        return replace(base, overhead=overhead, runtime=runtime)
+    # Each term once, then one MemoryEstimate (replace() per term dominated the cost of a cold plan).
+    weights, weights_text = base.weights.bytes, base.weights.explanation
+    kv, kv_text = base.kv_cache.bytes, base.kv_cache.explanation
+    notes = list(base.notes)
+    if total_ctx > 0 and (profile.v_type != profile.k_type or seqs > 1):
         kv, kv_text = kv_cache_bytes(a, total_ctx, profile.k_type, v_dtype=profile.v_type, pad_to=256, batch=ub,
                                      window_sequences=seqs)
         if d.context_per_sequence and seqs > 1:
             kv_text = f"{seqs} sequences × {context} tokens: {kv_text}"
-        est = replace(est, kv_cache=EstimateTerm(kv, kv_text))
     on_gpu = device_kind == "gpu" and profile.device_backend != "cpu"
-    unified = profile.device_backend == "metal"
     host_parts: list[tuple[int, str]] = []
+    graph = 0
     if on_gpu and d.embeddings_on_cpu:
         emb = embedding_bytes(q, a, native_dtype)
         if emb:
             keep_copy = a.tie_word_embeddings  # the output layer on the GPU has its own copy
             if not keep_copy:
-                est = replace(est, weights=EstimateTerm(
-                    est.weights.bytes - emb,
-                    f"{est.weights.explanation}; without the {format_gib(emb, 2)} token embeddings, kept in RAM"))
+                weights -= emb
+                weights_text += f"; without the {format_gib(emb, 2)} token embeddings, kept in RAM"
             host_parts.append((emb, f"token embeddings {format_gib(emb, 2)} ({d.label} keeps the input layer "
                                     "on the CPU" + ("; tied, so the GPU's output layer has a copy" if keep_copy
                                                     else "") + ")"))
         if total_ctx > 0:
             io = 4 * ub * a.hidden_size + 4 * (a.vocab_size or 32000) * seqs
             host_parts.append((io, f"input and output buffers {format_gib(io, 2)}"))
-        est = replace(est, offload_graph_bytes=_output_bytes(q, a, native_dtype))
-    if on_gpu and not profile.kv_offload and est.kv_cache.bytes:
-        host_parts.append((est.kv_cache.bytes, f"KV cache {format_gib(est.kv_cache.bytes, 2)} (--no-kv-offload)"))
-        est = replace(est, kv_cache=EstimateTerm(0, f"KV cache kept in RAM (--no-kv-offload): "
-                                                     f"{est.kv_cache.explanation}"))
+        graph = _output_bytes(q, a, native_dtype)
+    if on_gpu and not profile.kv_offload and kv:
+        host_parts.append((kv, f"KV cache {format_gib(kv, 2)} (--no-kv-offload)"))
+        kv, kv_text = 0, f"KV cache kept in RAM (--no-kv-offload): {kv_text}"
+    host = base.host
     if host_parts:
-        host = sum(n for n, _ in host_parts)
+        total = sum(n for n, _ in host_parts)
         text = "; ".join(t for _, t in host_parts)
-        if unified:  # one memory: what llama.cpp keeps "on the CPU" counts in the device's total
-            est = replace(est, weights=EstimateTerm(est.weights.bytes + host, f"{est.weights.explanation}; "
-                                                    f"unified memory also holds the {text}"))
+        if profile.device_backend == "metal":  # one memory: what llama.cpp keeps "on the CPU" counts on the device
+            weights += total
+            weights_text += f"; unified memory also holds the {text}"
             notes.append("Apple unified memory: the GPU's memory is the RAM, so RAM-side buffers count here")
         else:
-            est = replace(est, host=EstimateTerm(host, text))
-    return replace(est, notes=tuple(notes))
+            host = EstimateTerm(total, text)
+    return replace(base, weights=EstimateTerm(weights, weights_text), kv_cache=EstimateTerm(kv, kv_text),
+                   overhead=overhead, host=host, runtime=runtime, offload_graph_bytes=graph, notes=tuple(notes))
 
 
+@lru_cache(maxsize=1024)
 def _output_bytes(q: QuantSpec, a: Architecture, native_dtype: str | None) -> int:
     """The output matrix's bytes (the token embeddings' when tied): what a partial offload copies per batch."""
     if not a.vocab_size:

@@ -13,7 +13,8 @@ Pure data, no I/O, no Qt. Bytes are not involved here; the estimator reads the p
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from typing import Any, Literal
 
 __all__ = [
@@ -171,6 +172,11 @@ class RuntimeProfile:
     vae_slicing: bool = False
     #: A pipeline component's own level, e.g. (("text_encoder_3", "int8"),): T5 loaded in 8 bits.
     component_levels: tuple[tuple[str, str], ...] = ()
+    #: The hash, computed once (profiles key every estimate cache).
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
         if self.runtime is not None:
@@ -202,6 +208,7 @@ class RuntimeProfile:
             raise ValueError(f"offload must be 'none' or 'model', not {self.offload!r}")
         if self.text_encoder_device not in ("gpu", "cpu"):
             raise ValueError(f"text_encoder_device must be 'gpu' or 'cpu', not {self.text_encoder_device!r}")
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare)))
 
     # --- what the estimator reads (every field resolved) -------------------------------------------
     @property
@@ -250,6 +257,8 @@ class RuntimeProfile:
         """The settings given (not left to the runtime's default), for display and JSON."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if not f.compare:
+                continue
             value = getattr(self, f.name)
             if value is not None and value != f.default:
                 out[f.name] = value
@@ -270,6 +279,9 @@ class RuntimeProfile:
 
     def describe(self, device_kind: str = "gpu") -> str:
         """One line: ``llama.cpp on CUDA, flash attention, 4 parallel sequences, K q8_0 / V f16``."""
+        return _describe(self, device_kind)
+
+    def _describe(self, device_kind: str) -> str:
         d = self.defaults
         backend = self.device_backend
         where = "the CPU" if device_kind == "cpu" or backend == "cpu" else \
@@ -302,6 +314,11 @@ class RuntimeProfile:
         for name, level in self.component_levels:
             parts.append(f"{name} at {level}")
         return ", ".join(parts)
+
+
+@lru_cache(maxsize=1024)
+def _describe(profile: RuntimeProfile, device_kind: str) -> str:
+    return profile._describe(device_kind)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -385,6 +402,7 @@ def level_suits(profile: RuntimeProfile, level: str) -> bool:
     return gguf if profile.defaults.kind == "ggml" else not gguf
 
 
+@lru_cache(maxsize=4096)
 def resolve(profile: RuntimeProfile | None, model_type: str, level: str | None = None,
             backend_hint: str | None = None) -> RuntimeProfile:
     """``profile`` with its runtime filled in for this model and level."""
