@@ -35,12 +35,12 @@ from app.core.runtime_profile import RuntimeProfile, level_suits
 from app.core.units import format_gib
 from app.widgets.planning import Answer, ViewPlanner
 from app.widgets.ports import runtime_profile_of
-from app.widgets.breakdown_text import detail_lines
+from app.widgets.breakdown_text import answer_text, fit_cell
 from app.widgets.registry_browser import monospace_font
 from app.widgets.registry_table_model import params_label
 from app.widgets.runtime_settings import RuntimeSettings
 
-__all__ = ["QuantizationDialog", "BEST_PLACEMENT", "detail_lines"]
+__all__ = ["QuantizationDialog", "BEST_PLACEMENT"]
 
 _FITS = QColor(22, 163, 74, 60)
 _SHORT = QColor(220, 38, 38, 60)
@@ -90,6 +90,49 @@ def fit_to_contents(table: QTableWidget, max_width: int, max_height: int) -> Non
         table.setMinimumSize(size)
 
 
+def _context_spin(max_ctx: int, context: int | None) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(256, max_ctx)
+    spin.setSingleStep(1024)
+    spin.setValue(min(max_ctx, context or 4096))
+    spin.setSuffix(" tokens")
+    spin.setToolTip("Context length: the KV cache grows linearly with it.")
+    spin.setMinimumWidth(140)
+    return spin
+
+
+def _device_combo(rooms: tuple[DeviceRoom, ...], profile: HardwareProfile) -> QComboBox:
+    combo = QComboBox()
+    combo.addItem("Best placement (ModelDeck chooses)", BEST_PLACEMENT)
+    for room in rooms:
+        name = next((g.name for g in profile.gpus if g.device_id == room.device), "system memory")
+        combo.addItem(f"{room.device} · {name} ({format_gib(room.available_bytes)} bookable)", room.device)
+    combo.setToolTip("Bookable = free now, less what ModelDeck booked and its safety margin. "
+                     "A device you choose is used or refused, never replaced.")
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+    return combo
+
+
+def _level_table(fixed: tuple[str, ...], rooms: tuple[DeviceRoom, ...], profile: HardwareProfile) -> _FittedTable:
+    """One row per level: the fixed columns, one per device (with what is bookable there), then quality."""
+    table = _FittedTable(0, len(fixed) + len(rooms) + 1)
+    table.setHorizontalHeaderLabels([*fixed, *(_label(r, profile) for r in rooms), "Quality"])
+    for i, room in enumerate(rooms):
+        item = table.horizontalHeaderItem(len(fixed) + i)
+        if item is not None:
+            item.setToolTip(f"{room.device}: {format_gib(room.available_bytes, 2)} bookable now, "
+                            f"{format_gib(room.margin_bytes, 2)} kept free")
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(22)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(True)
+    return table
+
+
 class QuantizationDialog(QDialog):
     """Pick a quantization level and a device for one model, with live estimates."""
 
@@ -126,13 +169,7 @@ class QuantizationDialog(QDialog):
         self._is_image = metadata.model_type in _IMAGE_TYPES
         arch = metadata.estimation_architecture
         max_ctx = arch.max_context if arch and arch.max_context else 1_048_576
-        self.context_spin = QSpinBox()
-        self.context_spin.setRange(256, max_ctx)
-        self.context_spin.setSingleStep(1024)
-        self.context_spin.setValue(min(max_ctx, context or 4096))
-        self.context_spin.setSuffix(" tokens")
-        self.context_spin.setToolTip("Context length: the KV cache grows linearly with it.")
-        self.context_spin.setMinimumWidth(140)
+        self.context_spin = _context_spin(max_ctx, context)
         video = metadata.model_type == ModelType.TEXT_TO_VIDEO
         short = metadata.default_resolution or (480 if video else 1024)
         resolution = ((short * 16 // 9 // 16 * 16) if video else short, short)  # as estimate_model assumes
@@ -143,31 +180,8 @@ class QuantizationDialog(QDialog):
         self._levels = self._suiting(self.runtime_settings.profile())
         self.width_spin, self.height_spin = self.runtime_settings.width_spin, self.runtime_settings.height_spin
         self.batch_spin = self.runtime_settings.images_spin
-        self.device_combo = QComboBox()
-        self.device_combo.addItem("Best placement (ModelDeck chooses)", BEST_PLACEMENT)
-        for room in self._rooms:
-            name = next((g.name for g in profile.gpus if g.device_id == room.device), "system memory")
-            self.device_combo.addItem(f"{room.device} · {name} ({format_gib(room.available_bytes)} bookable)",
-                                      room.device)
-        self.device_combo.setToolTip("Bookable = free now, less what ModelDeck booked and its safety margin. "
-                                     "A device you choose is used or refused, never replaced.")
-        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-
-        self.table = _FittedTable(0, len(self.FIXED_COLUMNS) + len(self._rooms) + 1)
-        self.table.setHorizontalHeaderLabels(
-            [*self.FIXED_COLUMNS, *(_label(r, profile) for r in self._rooms), "Quality"])
-        for i, room in enumerate(self._rooms):
-            item = self.table.horizontalHeaderItem(len(self.FIXED_COLUMNS) + i)
-            item.setToolTip(f"{room.device}: {format_gib(room.available_bytes, 2)} bookable now, "
-                            f"{format_gib(room.margin_bytes, 2)} kept free")
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.device_combo = _device_combo(self._rooms, profile)
+        self.table = _level_table(self.FIXED_COLUMNS, self._rooms, profile)
         self.table.itemSelectionChanged.connect(self._update_detail)
         self.table.doubleClicked.connect(lambda _i: self.accept())
 
@@ -376,17 +390,8 @@ class QuantizationDialog(QDialog):
             for col, text in enumerate(values):
                 self._set_cell(row, col, text, "\n".join(est.explain()) if col else None)
             for i, room in enumerate(self._rooms):
-                answer = self.fit(level, room.device)
-                short = self.shortfall(level, room.device)
-                if isinstance(answer, Refusal) and answer.cause != "memory":
-                    text, color, tip = "no FP8 kernels" if answer.cause == "capability" else "no", _SHORT, answer.reason
-                elif short <= 0:
-                    text, color = f"fits, {format_gib(-short)} spare", _FITS
-                    tip = f"{room.device}: {format_gib(room.available_bytes, 2)} bookable now"
-                else:
-                    text, color = f"short {format_gib(short)}", _SHORT
-                    tip = answer.message() if isinstance(answer, Refusal) else ""
-                self._set_cell(row, n_fixed + i, text, tip, color)
+                text, tip, fits = fit_cell(self.fit(level, room.device), self.shortfall(level, room.device), room)
+                self._set_cell(row, n_fixed + i, text, tip, _FITS if fits else _SHORT)
             ppl, note = quality_of(level)
             measured = note.endswith("quantize table)")
             self._set_cell(row, n_fixed + len(self._rooms), f"{'' if measured else '≈'}{ppl:+.3f} ppl",
@@ -421,24 +426,9 @@ class QuantizationDialog(QDialog):
                                      allow_cpu=None)
         answer = self._planner.manager.decide(request)
         self._decision, self._request = answer, request
-        if isinstance(answer, Refusal):
-            est = answer.estimate or self.estimate(level, device)
-            self.detail.setPlainText("\n".join(detail_lines(est)) if est else "")
-            self.fit_label.setText(f"Cannot load: {answer.message()}.")
-            ok.setText("&Load")
-            ok.setEnabled(False)
-            return
-        placement = answer.placement
-        lines = detail_lines(placement.estimate)
-        for share in placement.shares:
-            layers = f", {share.layers} layers" if share.layers is not None and placement.kind != "gpu" else ""
-            lines.append(f"books {format_gib(share.own_bytes, 2)} on {share.device}{layers}")
+        fallback = self.estimate(level, device) if isinstance(answer, Refusal) and not answer.estimate else None
+        lines, text, label = answer_text(answer, quality_of(level)[1], fallback)
         self.detail.setPlainText("\n".join(lines))
-        text = f"{placement.describe()}: {placement.reason}. Quality: {quality_of(level)[1]}."
-        if answer.actions:
-            text += "\nFirst, to make room: " + "; ".join(a.describe() for a in answer.actions) + "."
-            ok.setText(f"&Load ({len(answer.actions)} model{'s' if len(answer.actions) > 1 else ''} moved)")
-        else:
-            ok.setText("&Load")
-        ok.setEnabled(True)
         self.fit_label.setText(text)
+        ok.setText(label)
+        ok.setEnabled(isinstance(answer, Decision))
