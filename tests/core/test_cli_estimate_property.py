@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from app import cli
 from app.core.estimation import ARCHITECTURE_LIMITS, KV_TYPES, quantization_names
 from app.core.model_registry import ModelRegistry
 from app.core.runtime_profile import BACKENDS, CACHE_TYPES, MAX_PARALLEL, MAX_RESOLUTION, RUNTIMES
+from tests.core.deadline import Hang, deadline
 
 #: Each invocation must finish within this (the estimate is arithmetic; plan reads a catalog).
 CALL_LIMIT_S = 5.0
@@ -54,39 +53,17 @@ def _scratch_home(tmp_path, monkeypatch):
     monkeypatch.chdir(home)  # a relative MODEL that happens to exist is never read from the checkout
 
 
-class _Hang(Exception):
-    pass
-
-
-@contextmanager
-def _hang_guard(seconds: float):
-    if not hasattr(signal, "setitimer"):  # pragma: no cover - Unix only
-        yield
-        return
-
-    def fire(signum, frame):
-        raise _Hang(f"the command ran longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def run_cli(capsys, argv: list[str]) -> tuple[int, str, str, float]:
     """(exit status, stdout, stderr, seconds) of ``modeldeck ARGV``; any exception but SystemExit fails
     the test with the argv that raised it."""
     capsys.readouterr()
     start = time.monotonic()
-    with _hang_guard(HANG_LIMIT_S):
+    with deadline(HANG_LIMIT_S):
         try:
             code = cli.main(list(argv))
         except SystemExit as exit_:  # argparse: usage errors (2) and --help (0)
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-        except _Hang:
+        except Hang:
             pytest.fail(f"modeldeck {' '.join(map(repr, argv))} hung (> {HANG_LIMIT_S} s)")
         except Exception as err:  # any escape is the bug this test looks for
             out = capsys.readouterr()

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 
 from app import cli
 from app.core.hardware.simulated import MAX_GPUS, SimulationSpecError, parse_spec
+from tests.core.deadline import deadline
 
 #: Exit statuses the CLI documents (app/cli.py): ok, failure (scan found nothing it could use),
 #: bad input, does not fit.
@@ -34,34 +33,11 @@ def _isolated_user_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
 
 
-class _Timeout(Exception):
-    pass
-
-
-@contextmanager
-def _deadline(seconds: float):
-    """Turn a hang into a test failure (SIGALRM: Unix, main thread)."""
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(signum, frame):
-        raise _Timeout(f"the command ran longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def run_cli(capsys, *argv: str, limit: float = CALL_LIMIT_S) -> tuple[int, str, str, float]:
     """(exit status, stdout, stderr, seconds) of ``modeldeck ARGV`` run in this process."""
     capsys.readouterr()
     start = time.monotonic()
-    with _deadline(limit):
+    with deadline(limit):
         try:
             code = cli.main(list(argv))
         except SystemExit as exit_:
