@@ -223,3 +223,21 @@ def test_a_refused_pipeline_names_the_lighter_settings_that_fit(registry, tmp_pa
     assert isinstance(answer, Refusal)
     assert any(o.startswith("with one component on the GPU at a time: fp16 on cuda:0") for o in answer.options)
     assert manager.loaded_models() == ()  # options are proposals: nothing was loaded or changed
+
+
+def test_the_3060_refusal_names_each_lighter_setting_once_and_whom_it_would_move(registry):
+    from app.core.hardware_profiler import HardwareProfiler
+    from app.core.manager.placement import Refusal
+    from app.core.model_resource_manager import ModelResourceManager
+
+    manager = ModelResourceManager(profiler=HardwareProfiler(simulate="rtx3060", clock=lambda: 1000.0),
+                                   registry=registry)
+    manager.load("mistralai/Ministral-8B-Instruct-2410", "Q4_K_M")
+    manager.load("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    answer = manager.plan("stabilityai/stable-diffusion-xl-base-1.0")
+    assert isinstance(answer, Refusal)
+    tiling = next(o for o in answer.options if o.startswith("with VAE tiling:"))
+    assert tiling.endswith("after offloading Stable Diffusion 1.5 and Ministral 8B Instruct 2410 to RAM")
+    # one setting alone is enough here, so the all-at-once option is left out
+    assert not any(o.startswith("with VAE tiling, the text encoders") for o in answer.options)
+    assert {m.state.value for m in manager.loaded_models()} == {"loaded"}  # proposals: nothing moved

@@ -330,14 +330,35 @@ def options(p: _Planner) -> tuple[str, ...]:
         tries.append(("another device", dataclasses.replace(p.req, device=None)))
     if p.req.allow_cpu is not True and p.req.device != "cpu":
         tries.append(("with allow_cpu", dataclasses.replace(p.req, allow_cpu=True, device=None)))
-    tries += [(label, dataclasses.replace(p.req, runtime=profile)) for label, profile in _lighter_runtimes(p)]
     for label, req in tries:
         decision = _Planner(req, p.ledger, p.policy).first()
         if decision is not None:
-            text = f"{label}: {decision.describe()}"
+            text = f"{label}: {_briefly(decision)}"
             if text not in out:
                 out.append(text)
+    # Lighter runtime settings, one at a time; all of them together only when none alone is enough.
+    lighter = _lighter_runtimes(p)
+    found = False
+    for i, (label, profile) in enumerate(lighter):
+        if found and i == len(lighter) - 1 and len(lighter) > 2:
+            break
+        decision = _Planner(dataclasses.replace(p.req, runtime=profile), p.ledger, p.policy).first()
+        if decision is not None:
+            found = True
+            out.append(f"{label}: {_briefly(decision)}")
     return tuple(out)
+
+
+def _briefly(decision: Decision) -> str:
+    """A decision in one short clause for a list of options: where, and whom it moves (the numbers are in
+    the plan itself): "fp16 on cuda:0, after offloading Stable Diffusion 1.5 and Ministral 8B to RAM"."""
+    text = decision.placement.describe()
+    groups: dict[str, list[str]] = {}
+    for a in decision.actions:
+        groups.setdefault(a.kind, []).append(a.name)
+    done = {"offload": "offloading {} to RAM", "unload": "unloading {}", "move": "moving {} to another GPU"}
+    parts = [done[kind].format(" and ".join(names)) for kind, names in groups.items()]
+    return text + (", after " + "; ".join(parts) if parts else "")
 
 
 def _lighter_runtimes(p: _Planner) -> list[tuple[str, RuntimeProfile]]:
