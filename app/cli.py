@@ -247,7 +247,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.params is None and not full:
         raise CliError("give --params N (parameter count), or the architecture flags")
     try:
-        est = _estimate(args, quant, full, kv_only, kv_heads, head_dim)
+        est, est_profile = _estimate(args, quant, full, kv_only, kv_heads, head_dim)
     except UnknownQuantizationError as err:
         raise CliError(str(err)) from err
     except ValueError as err:  # the estimator's own range checks (e.g. --params too large for the shapes)
@@ -256,7 +256,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         if note.startswith("warning:"):
             print(f"modeldeck: {note}", file=sys.stderr)
     if args.json:
-        _dump(est.to_dict())
+        _dump({**est.to_dict(), "runtime_settings": est_profile.to_dict()})
     else:
         print(f"{est.quantization}" + (" (approximate)" if est.approximate else ""))
         print("\n".join(est.explain()))
@@ -316,7 +316,7 @@ def _estimate(args: argparse.Namespace, quant: Any, full: bool, kv_only: bool, k
                                   notes=tuple(n for n in est.notes if "KV cache" not in n))
     if notes:
         est = dataclasses.replace(est, notes=(*notes, *est.notes))
-    return est
+    return est, profile
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -327,6 +327,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from app.core.estimation import UnknownQuantizationError
     from app.core.manager.placement import Decision
     from app.core.runtime_profile import check_runtime
+    from app.core.runtime_profile import resolve as resolve_profile
     from app.core.units import format_gib
 
     try:
@@ -378,6 +379,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         code = EXIT_NO_FIT
     if path_model is not None and path_model.quality_note:
         doc["model_note"] = path_model.quality_note
+    if doc.get("quantization"):  # the settings as they apply, defaults filled in
+        doc["runtime_settings"] = resolve_profile(runtime, model.model_type.value, doc["quantization"],
+                                                  model.runtime_backend).to_dict()
     if args.json:
         _dump(doc)
         return code

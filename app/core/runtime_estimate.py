@@ -38,7 +38,7 @@ from app.core.estimation import (
 from app.core.runtime_profile import RuntimeProfile
 from app.core.units import MiB, format_gib
 
-__all__ = ["estimate_llm_run", "device_overhead", "PYTORCH_CUDA_CONTEXT"]
+__all__ = ["estimate_llm_run", "device_overhead"]
 
 #: Runtime context per GPU backend (bytes, explanation).
 _BACKEND_OVERHEAD = {
@@ -47,9 +47,6 @@ _BACKEND_OVERHEAD = {
     "vulkan": (457 * MiB, "Vulkan context and runtime (457 MiB per GPU, taken as CUDA's)"),
     "metal": (512 * MiB, "Metal runtime reserve (512 MiB, Ollama's figure for Apple GPUs)"),
 }
-#: PyTorch's CUDA context (kernels of torch and cuBLAS loaded lazily): about 400–500 MiB on recent cards;
-#: Ollama's 457 MiB CUDA minimum is the same order and is used for every CUDA runtime.
-PYTORCH_CUDA_CONTEXT = 457 * MiB
 _CPU_FOOTPRINT = (150 * MiB, "runtime footprint on the CPU (150 MiB, gguf-parser's platform figure)")
 
 

@@ -253,17 +253,6 @@ class RuntimeProfile:
         """This profile, for ``runtime`` unless it already names one."""
         return self if self.runtime else replace(self, runtime=runtime)
 
-    def changed(self) -> dict[str, Any]:
-        """The settings given (not left to the runtime's default), for display and JSON."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if not f.compare:
-                continue
-            value = getattr(self, f.name)
-            if value is not None and value != f.default:
-                out[f.name] = value
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         """Every setting as it applies (defaults filled in)."""
         d = self.defaults

@@ -37,6 +37,7 @@ def test_estimate_with_architecture_matches_the_hand_computed_kv_cache():
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["kv_cache_bytes"] == 2 * 32 * 8192 * 8 * 128 * 2
+    assert doc["runtime_settings"]["runtime"] == "llama.cpp" and doc["runtime_settings"]["parallel"] == 1
     file_bytes = sum(doc["weights_by_type"].values())
     assert file_bytes / 2**30 == pytest.approx(4.58, abs=0.02)  # llama.cpp's table for Llama-3-8B
     # llama.cpp keeps the untied token embeddings (128256 × 4096 at Q4_K) in RAM, beside the GPU's share.
@@ -145,6 +146,8 @@ def test_plan_a_folder_with_a_config_json(tmp_path):
     # 28 layers × 8192 tokens × 4 KV heads × 128 × 2 (K, V) × 2 B
     assert doc["estimate"]["kv_cache_bytes"] == 28 * 8192 * 4 * 128 * 2 * 2
     assert doc["estimate"]["host_bytes"] > 0 and doc["quantization"] == "Q4_K_M"
+    settings = doc["runtime_settings"]  # the settings as they applied, defaults filled in
+    assert settings["runtime"] == "llama.cpp" and settings["flash_attention"] is True and settings["ubatch"] == 512
     text = run("plan", str(folder), "--simulate", "rtx3060", "--no-flash-attention")
     assert text.returncode == 0 and "no flash attention" in text.stdout and "Traceback" not in text.stderr
 
